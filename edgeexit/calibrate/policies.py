@@ -1,0 +1,338 @@
+"""Threshold policies: from cached per-exit outputs and a budget to one `Calibration`.
+
+Every policy sets one threshold eta_k per exit for the single runtime rule (exit at the first k with
+score_k >= eta_k; the final exit always answers) and returns what those thresholds achieve on the
+calibration set:
+
+- `calibrate_fractions`: papers/003 and MSDNet (Huang et al. 2018): a geometric share of the
+  samples leaves at each exit, its ratio solved so that the expected cost meets the budget;
+- `calibrate_fixed`: papers/002 (EENets): one threshold T on the confidence h at every exit;
+- `calibrate_search`: per-exit thresholds that maximise calibration accuracy at mean cost <= budget;
+- `calibrate_gater`: papers/003's gater: exit when P_k >= 0.5.
+
+Inputs everywhere: `logits [E, N, C]` (exit E-1 is the final classifier), `labels [N]`, `costs [E]`
+(cumulative MACs of answering at exit k, heads included), optional `confidences [E, N]`, and, for a
+millisecond budget, `latency_ms [E]` (cumulative ms per exit measured on `latency_target`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings as _warnings
+
+import numpy as np
+
+from edgeexit.calibrate.budget import Budget
+from edgeexit.calibrate.calibration import Calibration, CalibrationWarning, make_calibration
+from edgeexit.calibrate.inputs import check_costs, check_outputs
+from edgeexit.calibrate.scores import exit_scores
+from edgeexit.calibrate.simulate import exit_mask
+from edgeexit.errors import BudgetError, ConfigError
+
+FRACTION_SCHEMES = ("msdnet", "constant_q")
+
+
+def _prepare(logits, labels, kind: str, confidences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return `(scores [E, N], preds [E, N], labels [N])` after checking the inputs."""
+    logits, labels = check_outputs(logits, labels)
+    return exit_scores(logits, kind, confidences), logits.argmax(axis=-1), labels
+
+
+def _resolve(budget: Budget | None, costs, latency_ms, latency_target, n_exits: int,
+             *, required: bool) -> tuple[np.ndarray, str, float | None]:
+    """Return `(cost vector [E], unit, limit or None)`; the limit is checked against the cheapest exit."""
+    if budget is None:
+        if required:
+            raise ConfigError("this policy needs a budget", expected="Budget(kind, value[, target])",
+                              hint='e.g. load_budget_preset("macs50")')
+        return check_costs(costs, n_exits), "macs", None
+    if not isinstance(budget, Budget):
+        raise ConfigError("a budget must be a Budget", got=type(budget).__name__,
+                          hint='Budget("macs_fraction", 0.5) or load_budget_preset("macs50")')
+    check_costs(costs, n_exits)
+    cost_vec, limit = budget.resolve(costs, latency_ms, latency_target=latency_target)
+    if limit < cost_vec[0] * (1 - 1e-12):
+        raise BudgetError(f"the budget ({budget.describe()}) is below the cheapest possible mean cost",
+                          got=f"{limit:g} {budget.unit} per sample",
+                          expected=f">= {cost_vec[0]:g} {budget.unit}: every sample answered at exit 0 "
+                                   f"({cost_vec[0] / cost_vec[-1]:.1%} of the full model)",
+                          hint="raise the budget, or attach a cheaper first exit")
+    return cost_vec, budget.unit, limit
+
+
+# ---------------------------------------------------------------------------------------------------
+# fractions
+
+
+def _distribution(param: float, n_exits: int, scheme: str) -> np.ndarray:
+    k = np.arange(n_exits, dtype=np.float64)
+    if scheme == "msdnet":  # param = log p; q_k = p^k / sum_j p^j
+        logq = k * param
+        q = np.exp(logq - logq.max())
+        return q / q.sum()
+    q = np.empty(n_exits)  # constant_q: param = q, the share of the samples reaching exit k that leave
+    q[:-1] = param * (1.0 - param) ** k[:-1]
+    q[-1] = (1.0 - param) ** (n_exits - 1)
+    return q
+
+
+def target_fractions(costs, limit: float, scheme: str = "msdnet") -> tuple[np.ndarray, float]:
+    """Return `(q [E], parameter)`: the geometric exit distribution whose expected cost sum_k q_k costs[k] = limit.
+
+    scheme "msdnet" (default; MSDNet's budgeted batch classification, which papers/003 follows):
+    q_k = z p^k with z normalising over all E exits; the parameter is p, found by bisection (the
+    expected cost grows with p). scheme "constant_q" (papers/003's wording, "a fixed fraction q of
+    the samples reaching a classifier exits", applied at every exit): q_k = q (1-q)^k for k < E-1
+    and the final exit takes the rest; the parameter is q. A limit at or above costs[-1] gives
+    everything to the final exit (p = inf, q = 0); at costs[0], everything to exit 0 (p = 0, q = 1).
+    """
+    if scheme not in FRACTION_SCHEMES:
+        raise ConfigError("unknown fractions scheme", got=repr(scheme), expected=" | ".join(FRACTION_SCHEMES))
+    costs = np.asarray(costs, dtype=np.float64)
+    n_exits = costs.shape[0]
+    ascending = scheme == "msdnet"  # does the expected cost grow with the parameter?
+    lo, hi = (-700.0 / max(n_exits - 1, 1), 700.0 / max(n_exits - 1, 1)) if ascending else (0.0, 1.0)
+    if n_exits == 1 or limit >= costs[-1]:
+        q = np.zeros(n_exits)
+        q[-1] = 1.0
+        return q, (math.inf if ascending else 0.0)
+    if limit <= costs[0]:
+        q = np.zeros(n_exits)
+        q[0] = 1.0
+        return q, (0.0 if ascending else 1.0)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if (_distribution(mid, n_exits, scheme) @ costs > limit) == ascending:
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo < 1e-13:
+            break
+    param = lo if ascending else hi  # the side whose expected cost is <= limit
+    return _distribution(param, n_exits, scheme), (math.exp(param) if ascending else param)
+
+
+def calibrate_fractions(logits, labels, costs, budget: Budget, *, kind: str = "max_softmax",
+                        confidences=None, latency_ms=None, latency_target: str | None = None,
+                        scheme: str = "msdnet") -> Calibration:
+    """Thresholds that let a geometric share q_k of ALL calibration samples leave at exit k (papers/003).
+
+    q comes from `target_fractions(costs, budget)`. The thresholds are then set exit by exit among
+    the samples still running: eta_k is the n_k-th highest score_k among them, where n_k makes the
+    number that has left by exit k equal round(N sum_{j<=k} q_j) (so without ties exactly
+    round-ish(q_k N), within one sample of q_k N, and the counts add up to N). n_k = 0 gives
+    eta_k = +inf. Tied scores at eta_k all leave (the rule is >=): the achieved fractions, reported
+    in `exit_fractions`, may then exceed the target; later exits take fewer to compensate.
+
+    Warns (CalibrationWarning, also listed in `warnings`) when N < E, when a q_k > 0 rounds to no
+    sample, and when ties move an exit's count by more than one sample.
+    """
+    scores, preds, labels = _prepare(logits, labels, kind, confidences)
+    n_exits, n = scores.shape
+    cost_vec, unit, limit = _resolve(budget, costs, latency_ms, latency_target, n_exits, required=True)
+    q, param = target_fractions(cost_vec, limit, scheme)
+    notes = []
+    if n < n_exits:
+        notes.append(f"the calibration set has {n} samples for {n_exits} exits: fractions move in steps of 1/{n}")
+    cumulative = np.rint(n * np.cumsum(q)).astype(np.int64)
+    cumulative[-1] = n
+    planned = np.diff(cumulative, prepend=0)
+    thresholds = np.full(n_exits, np.inf)
+    running = np.ones(n, dtype=bool)
+    left = 0
+    for k in range(n_exits - 1):
+        if q[k] > 0 and planned[k] == 0:
+            notes.append(f"exit {k}: target fraction {q[k]:.4g} x {n} samples rounds to no sample; "
+                         f"it needs about {math.ceil(0.5 / q[k])} samples or more")
+        want = cumulative[k] - left
+        alive = scores[k, running]
+        if want <= 0 or alive.size == 0:
+            continue
+        # eta_k = the want-th highest score among the samples still running
+        thresholds[k] = alive.min() if want >= alive.size else np.partition(alive, alive.size - want)[alive.size - want]
+        leaving = running & (scores[k] >= thresholds[k])
+        count = int(leaving.sum())
+        if count > want + 1:
+            notes.append(f"exit {k}: tied scores let {count} samples leave where {want} were planned")
+        left += count
+        running &= ~leaving
+    for note in notes:
+        _warnings.warn(note, CalibrationWarning, stacklevel=2)
+    return make_calibration("fractions", kind, thresholds, scores, preds, labels, cost_vec, unit, budget, limit,
+                            target_fractions=q, warnings=notes,
+                            policy_params={"scheme": scheme, ("p" if scheme == "msdnet" else "q"): param,
+                                           "design_cost": float(q @ cost_vec)})
+
+
+# ---------------------------------------------------------------------------------------------------
+# fixed and gater thresholds
+
+
+def _constant(policy: str, kind: str, threshold: float, logits, labels, costs, budget, confidences,
+              latency_ms, latency_target) -> Calibration:
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not math.isfinite(threshold):
+        raise ConfigError(f"the {policy} threshold must be a finite number", got=repr(threshold))
+    scores, preds, labels = _prepare(logits, labels, kind, confidences)
+    n_exits = scores.shape[0]
+    cost_vec, unit, limit = _resolve(budget, costs, latency_ms, latency_target, n_exits, required=False)
+    return make_calibration(policy, kind, [float(threshold)] * n_exits, scores, preds, labels, cost_vec, unit,
+                            budget, limit, policy_params={"threshold": float(threshold)})
+
+
+def calibrate_fixed(logits, labels, costs, budget: Budget | None = None, *, confidences, threshold: float = 0.5,
+                    latency_ms=None, latency_target: str | None = None) -> Calibration:
+    """EENet thresholds (papers/002): exit at the first k with confidence h_k >= T (default T = 0.5).
+
+    Nothing is fitted; a budget, if given, is only checked (`budget_met`), never enforced.
+    """
+    return _constant("fixed", "confidence", threshold, logits, labels, costs, budget, confidences,
+                     latency_ms, latency_target)
+
+
+def calibrate_gater(logits, labels, costs, budget: Budget | None = None, *, confidences,
+                    latency_ms=None, latency_target: str | None = None) -> Calibration:
+    """Budget-aware gater (papers/003): exit at the first k with gater probability P_k >= 0.5.
+
+    `confidences` are the gater's P_k [E, N]. The budget was set at training time (lambda); one
+    given here is only checked (`budget_met`), never enforced.
+    """
+    return _constant("gater", "gater", 0.5, logits, labels, costs, budget, confidences,
+                     latency_ms, latency_target)
+
+
+# ---------------------------------------------------------------------------------------------------
+# search
+
+
+class _CoordinateSearch:
+    """Exact coordinate moves on one threshold at a time, with the others fixed.
+
+    For exit k the only samples that matter are those reaching k; sorted by score_k, any threshold
+    lets a prefix of them (up to a tie-group end) leave at k and sends the rest to the next exit that
+    accepts them. Cumulative sums over that order give the accuracy and cost of every distinct
+    threshold at once, O(N) per move after one sort per exit.
+    """
+
+    def __init__(self, scores: np.ndarray, correct: np.ndarray, costs: np.ndarray):
+        self.scores, self.costs = scores, costs
+        self.correct = correct.astype(np.int64)
+        self.order = np.argsort(-scores, axis=1, kind="stable")
+        self.sorted = np.take_along_axis(scores, self.order, axis=1).astype(np.float64)
+        ends = np.ones(scores.shape, dtype=bool)
+        ends[:, :-1] = self.sorted[:, :-1] != self.sorted[:, 1:]
+        self.ends = ends
+        self.cols = np.arange(scores.shape[1])
+
+    def totals(self, thresholds: np.ndarray) -> tuple[int, float]:
+        exit_index = exit_mask(self.scores, thresholds).argmax(axis=0)
+        return int(self.correct[exit_index, self.cols].sum()), float(self.costs[exit_index].sum())
+
+    def ascend(self, thresholds: np.ndarray, lam: float, limit_total: float, max_sweeps: int) -> np.ndarray:
+        """Coordinate ascent on `hits - lam * total cost` subject to `total cost <= limit_total`.
+
+        Each move takes the best value over every distinct threshold of one exit (ties: lower cost,
+        then the higher threshold) and is kept only if it strictly improves; stops after a sweep
+        without a move.
+        """
+        thresholds = thresholds.astype(np.float64).copy()
+        passed = exit_mask(self.scores, thresholds)
+        cols, correct, costs = self.cols, self.correct, self.costs
+        for _ in range(max_sweeps):
+            moved = False
+            for k in range(len(thresholds) - 1):
+                reach = ~passed[:k].any(axis=0) if k else np.ones(len(cols), dtype=bool)
+                if not reach.any():
+                    continue
+                later = passed[k + 1:].argmax(axis=0) + k + 1
+                stay = np.where(reach, later, passed[:k].argmax(axis=0) if k else 0)  # exit if none leaves at k
+                hits0, cost0 = correct[stay, cols].sum(), costs[stay].sum()
+                d_hits = np.where(reach, correct[k] - correct[later, cols], 0)[self.order[k]]
+                d_cost = np.where(reach, costs[k] - costs[later], 0.0)[self.order[k]]
+                ends = self.ends[k]
+                hits = np.concatenate(([hits0], hits0 + np.cumsum(d_hits)[ends]))
+                total = np.concatenate(([cost0], cost0 + np.cumsum(d_cost)[ends]))
+                candidates = np.concatenate(([np.inf], self.sorted[k][ends]))
+                value = np.where(total <= limit_total, hits - lam * total, -np.inf)
+                now = np.where(reach & passed[k], k, stay)
+                now_total = costs[now].sum()
+                now_value = correct[now, cols].sum() - lam * now_total if now_total <= limit_total else -np.inf
+                if not np.isfinite(value.max()):
+                    continue  # no threshold of this exit meets the limit from here
+                tol = 1e-9 * max(1.0, abs(value.max()))
+                near = value >= value.max() - tol
+                best = int(np.argmin(np.where(near, total, np.inf)))
+                better = value[best] > now_value + tol or (
+                    value[best] >= now_value - tol and total[best] < now_total - 1e-9 * max(1.0, now_total))
+                if better and candidates[best] != thresholds[k]:
+                    thresholds[k] = candidates[best]
+                    passed[k] = self.scores[k] >= thresholds[k]
+                    moved = True
+            if not moved:
+                break
+        return thresholds
+
+
+def calibrate_search(logits, labels, costs, budget: Budget, *, kind: str = "max_softmax", confidences=None,
+                     latency_ms=None, latency_target: str | None = None, max_sweeps: int = 20,
+                     lagrange_steps: int = 24) -> Calibration:
+    """Per-exit thresholds that maximise calibration accuracy subject to mean cost <= budget.
+
+    Method (deterministic): Lagrangian relaxation, then a constrained polish, both by exact
+    coordinate ascent over every distinct calibration score of one exit at a time
+    (`_CoordinateSearch`).
+    1. For a multiplier lam >= 0, maximise hits - lam * cost with no constraint; lam is bisected
+       (`lagrange_steps` steps, log scale, from 1e-9 to 2 / the smallest cost step, where everything
+       leaves at exit 0) for the smallest lam whose solution meets the budget, each solve warm-started
+       from the last feasible one. The best feasible solution seen is kept.
+    2. From it, maximise accuracy subject to mean cost <= budget (uses the slack lam leaves).
+    Ties go to the lower cost. A budget at or above the full model's cost constrains nothing: the
+    thresholds then maximise calibration accuracy alone, starting from "everything at the final
+    exit" (so never below the final exit's accuracy) and taking free savings where accuracy ties.
+    Thresholds are calibration score values (the lowest score that leaves) or +inf.
+    """
+    scores, preds, labels = _prepare(logits, labels, kind, confidences)
+    n_exits, n = scores.shape
+    cost_vec, unit, limit = _resolve(budget, costs, latency_ms, latency_target, n_exits, required=True)
+    search = _CoordinateSearch(scores, preds == labels, cost_vec)
+    limit_total = limit * n * (1 + 1e-12)
+    params: dict = {"method": "lagrangian coordinate ascent + constrained polish"}
+    if limit >= cost_vec[-1]:
+        start = np.full(n_exits, np.inf)
+        thresholds = search.ascend(start, 0.0, np.inf, max_sweeps)
+        params["constrained"] = False
+    else:
+        steps = np.diff(cost_vec)
+        lam_hi = 2.0 / steps[steps > 0].min()
+        lo, hi = math.log(lam_hi * 1e-9), math.log(lam_hi)
+        best = np.full(n_exits, -np.inf)  # everything at exit 0: always within budget here
+        best_key = (search.totals(best)[0], -search.totals(best)[1])
+        lam_used = lam_hi
+        for _ in range(lagrange_steps):
+            lam = math.exp(0.5 * (lo + hi))
+            candidate = search.ascend(best, lam, np.inf, max_sweeps)
+            hits, total = search.totals(candidate)
+            if total <= limit_total:
+                hi = math.log(lam)
+                if (hits, -total) > best_key:
+                    best, best_key, lam_used = candidate, (hits, -total), lam
+            else:
+                lo = math.log(lam)
+        thresholds = search.ascend(best, 0.0, limit_total, max_sweeps)
+        params.update(constrained=True, lagrange_multiplier=lam_used)
+    return make_calibration("search", kind, thresholds, scores, preds, labels, cost_vec, unit, budget, limit,
+                            policy_params=params)
+
+
+POLICIES = {
+    "fractions": calibrate_fractions,
+    "fixed": calibrate_fixed,
+    "search": calibrate_search,
+    "gater": calibrate_gater,
+}
+
+
+def calibrate(logits, labels, costs, budget: Budget | None = None, *, policy: str = "search", **options) -> Calibration:
+    """Run the policy named `policy` (fractions | fixed | search | gater) with its keyword `options`."""
+    if policy not in POLICIES:
+        raise ConfigError("unknown calibration policy", got=repr(policy), expected=" | ".join(POLICIES))
+    return POLICIES[policy](logits, labels, costs, budget, **options)

@@ -1,0 +1,94 @@
+"""The early-exit network: ordered segments, one exit head per segment, and the unit that gets exported."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def _split_head_output(out: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor | None]:
+    """Heads return logits, or (logits, confidence) when they carry a confidence branch (EENet)."""
+    if isinstance(out, tuple):
+        return out[0], out[1]
+    return out, None
+
+
+class EarlyExitNet(nn.Module):
+    """`segments[k]` maps the features after exit k-1 to the features at exit k; `heads[k]` answers there.
+
+    The last head is the final classifier, so `forward(x)[-1]` are the logits of the original model.
+    """
+
+    def __init__(self, segments: Sequence[nn.Module], heads: Sequence[nn.Module], *, exit_names: Sequence[str]):
+        super().__init__()
+        if not (len(segments) == len(heads) == len(exit_names)) or not segments:
+            raise ValueError(f"need as many segments as heads and names, got {len(segments)}/{len(heads)}/{len(exit_names)}")
+        self.segments = nn.ModuleList(segments)
+        self.heads = nn.ModuleList(heads)
+        self.exit_names = list(exit_names)
+
+    @property
+    def num_exits(self) -> int:
+        return len(self.segments)
+
+    def forward_exits(self, x: Tensor) -> tuple[list[Tensor], list[Tensor] | None]:
+        """Logits of every exit, and the confidence h of every exit when the heads have one (else None)."""
+        logits, confidences = [], []
+        for segment, head in zip(self.segments, self.heads):
+            x = segment(x)
+            out, conf = _split_head_output(head(x))
+            logits.append(out)
+            confidences.append(conf)
+        if all(c is None for c in confidences):
+            return logits, None
+        # The final classifier of an EENet has no confidence branch: it always answers (h = 1).
+        return logits, [c if c is not None else torch.ones_like(logits[0][:, 0]) for c in confidences]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        return self.forward_exits(x)[0]
+
+    def unsplit(self) -> nn.Module:
+        """The original single-exit model: all segments, then the final classifier."""
+        return UnsplitModel(self)
+
+    def exit_segment(self, k: int, score_fn: "ScoreFn") -> "ExitSegment":
+        """Segment k with its head and exit score: the unit exported to ONNX / TensorRT / ExecuTorch."""
+        return ExitSegment(self.segments[k], self.heads[k], score_fn, final=k == self.num_exits - 1)
+
+
+ScoreFn = Callable[[Tensor, Tensor | None], Tensor]
+
+
+class ExitSegment(nn.Module):
+    """features -> (features, logits, score) at an intermediate exit, features -> (logits, score) at the last.
+
+    The score (higher = more confident) is computed inside the graph so that the runtime only compares
+    it with the exit's threshold.
+    """
+
+    def __init__(self, body: nn.Module, head: nn.Module, score_fn: ScoreFn, *, final: bool):
+        super().__init__()
+        self.body, self.head, self.final = body, head, final
+        self.score_fn = score_fn
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        features = self.body(x)
+        logits, conf = _split_head_output(self.head(features))
+        score = self.score_fn(logits, conf)
+        if self.final:
+            return logits, score
+        return features, logits, score
+
+
+class UnsplitModel(nn.Module):
+    """The backbone with only its final classifier: the reference every saving is measured against."""
+
+    def __init__(self, net: EarlyExitNet):
+        super().__init__()
+        self.body = nn.Sequential(*net.segments)
+        self.head = net.heads[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _split_head_output(self.head(self.body(x)))[0]

@@ -1,0 +1,149 @@
+"""AEP pruning (papers/000, Section III): keep the best sub-ensemble of exits, found on validation.
+
+For every non-empty subset S of the E exits the ensemble predicts argmax_c sum_{i in S} beta_i O_i,
+where O_i are the raw exit outputs (logits: "linear activation") and beta are AEP's output weights
+recomputed for |S| exits in the subset's exit order. The subset with the best validation accuracy
+is kept (ties: fewer MACs, then fewer exits, then the lower exit indices); everything after its
+last exit is cut off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from edgeexit.calibrate.inputs import check_outputs
+from edgeexit.errors import ConfigError, ShapeError
+
+AEP_MODES = ("desc", "asc", "mix", "unif")
+AEP_ROLES = ("loss", "output")
+
+
+def aep_weights(n: int, mode: str, role: str) -> np.ndarray:
+    """AEP weights for `n` exits, in exit order (papers/000 Table I): alpha (role "loss") or beta ("output").
+
+    Linear in the exit index, strictly positive, summing to 1: ascending w_i = i / (n(n+1)/2) for
+    i = 1..n, descending the reverse, uniform 1/n. desc: both roles descending; asc: both ascending;
+    mix: loss descending, output ascending; unif: both uniform.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConfigError("AEP weights need a positive number of exits", got=repr(n))
+    if not isinstance(mode, str) or mode.lower() not in AEP_MODES:
+        raise ConfigError("unknown AEP weight mode", got=repr(mode), expected=" | ".join(AEP_MODES))
+    if role not in AEP_ROLES:
+        raise ConfigError("unknown AEP weight role", got=repr(role), expected=" | ".join(AEP_ROLES))
+    mode = mode.lower()
+    if mode == "unif":
+        return np.full(n, 1.0 / n)
+    ascending = np.arange(1, n + 1, dtype=np.float64) / (n * (n + 1) / 2)
+    if mode == "asc" or (mode == "mix" and role == "output"):
+        return ascending
+    return ascending[::-1].copy()
+
+
+@dataclass
+class PruneResult:
+    """The kept sub-network against the full ensemble, and every subset's figures."""
+
+    mode: str
+    kept_exits: list[int]
+    weights: list[float]  # beta of the kept exits, in order
+    accuracy: float
+    params: float
+    macs: float
+    full: dict  # the same figures for all exits kept: {"exits", "accuracy", "params", "macs"}
+    subsets: list[dict]  # every non-empty subset: {"exits", "accuracy", "params", "macs"}
+    n_samples: int
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["vs_full"] = {
+            "accuracy_change": self.accuracy - self.full["accuracy"],
+            "params_ratio": self.params / self.full["params"] if self.full["params"] else None,
+            "macs_ratio": self.macs / self.full["macs"] if self.full["macs"] else None,
+            "exits_removed": [e for e in self.full["exits"] if e not in self.kept_exits],
+        }
+        return out
+
+
+def _per_exit(values, n_exits: int, name: str) -> np.ndarray:
+    try:
+        vec = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ShapeError(f"{name} must be numbers", got=repr(values)[:80]) from exc
+    if vec.shape != (n_exits,) or not np.isfinite(vec).all() or (vec < 0).any():
+        raise ShapeError(f"{name} must hold one finite, non-negative value per exit",
+                         got=f"shape {vec.shape}: {vec.tolist()}", expected=f"({n_exits},) >= 0",
+                         hint="per segment / per head, not cumulative")
+    return vec
+
+
+def subset_weights(n_exits: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return `(member [2^E-1, E] bool, beta [2^E-1, E])`; row r is the subset with bitmask r + 1 (bit i = exit i)."""
+    masks = np.arange(1, 2 ** n_exits)
+    member = ((masks[:, None] >> np.arange(n_exits)) & 1).astype(bool)
+    beta = np.zeros(member.shape)
+    sizes = member.sum(axis=1)
+    for m in range(1, n_exits + 1):
+        rows = sizes == m
+        beta[np.nonzero(rows)[0][:, None], np.nonzero(member[rows])[1].reshape(-1, m)] = aep_weights(m, mode, "output")
+    return member, beta
+
+
+def subset_hits(logits: np.ndarray, labels: np.ndarray, beta: np.ndarray,
+                max_chunk_bytes: int = 32 << 20) -> np.ndarray:
+    """Number of correct ensemble predictions per row of `beta [S, E]`, chunked to bound memory."""
+    n_exits, n, n_classes = logits.shape
+    dtype = np.promote_types(logits.dtype, np.float32)
+    flat = logits.astype(dtype, copy=False).reshape(n_exits, n * n_classes)
+    weights = beta.astype(dtype)
+    row_bytes = n * n_classes * np.dtype(dtype).itemsize
+    if row_bytes <= max_chunk_bytes:
+        rows_per_chunk, samples_per_chunk = max(1, max_chunk_bytes // row_bytes), n
+    else:
+        rows_per_chunk = 1
+        samples_per_chunk = max(1, max_chunk_bytes // (n_classes * np.dtype(dtype).itemsize))
+    hits = np.zeros(beta.shape[0], dtype=np.int64)
+    for r0 in range(0, beta.shape[0], rows_per_chunk):
+        w = weights[r0:r0 + rows_per_chunk]
+        for s0 in range(0, n, samples_per_chunk):
+            s1 = min(n, s0 + samples_per_chunk)
+            block = (w @ flat[:, s0 * n_classes:s1 * n_classes]).reshape(len(w), s1 - s0, n_classes)
+            hits[r0:r0 + len(w)] += (block.argmax(axis=-1) == labels[s0:s1]).sum(axis=1)
+    return hits
+
+
+def prune(logits, labels, *, mode: str, segment_params, head_params, segment_macs, head_macs,
+          max_chunk_bytes: int = 32 << 20) -> PruneResult:
+    """Evaluate every non-empty exit subset on validation outputs and keep the best (papers/000).
+
+    `logits [E, N, C]` and `labels [N]` come from the validation split; `segment_* [E]` are the
+    parameters / MACs of the backbone segment ending at each exit (not cumulative) and `head_* [E]`
+    those of each exit head (the final classifier for the last one). A subset's cost is every
+    segment up to its last exit plus its own heads. The search is one weight matrix [2^E-1, E] times
+    the logits, in chunks of at most `max_chunk_bytes`.
+    """
+    logits, labels = check_outputs(logits, labels)
+    n_exits, n, _ = logits.shape
+    if n_exits > 16:
+        raise ConfigError("too many exits for an exhaustive subset search", got=n_exits, expected="<= 16",
+                          hint="2^E - 1 subsets are evaluated")
+    seg_p, head_p = _per_exit(segment_params, n_exits, "segment_params"), _per_exit(head_params, n_exits, "head_params")
+    seg_m, head_m = _per_exit(segment_macs, n_exits, "segment_macs"), _per_exit(head_macs, n_exits, "head_macs")
+    member, beta = subset_weights(n_exits, mode)
+    hits = subset_hits(logits, labels, beta, max_chunk_bytes)
+    last = n_exits - 1 - member[:, ::-1].argmax(axis=1)
+    params = np.cumsum(seg_p)[last] + member @ head_p
+    macs = np.cumsum(seg_m)[last] + member @ head_m
+    sizes = member.sum(axis=1)
+    order = np.lexsort((np.arange(len(hits)), sizes, macs, -hits))  # last key is the primary one
+    best = int(order[0])
+    exits = [np.flatnonzero(row).tolist() for row in member]
+    rows = [{"exits": exits[r], "accuracy": hits[r] / n, "params": float(params[r]), "macs": float(macs[r])}
+            for r in range(len(hits))]
+    return PruneResult(
+        mode=mode.lower(), kept_exits=exits[best], weights=beta[best][member[best]].tolist(),
+        accuracy=rows[best]["accuracy"], params=rows[best]["params"], macs=rows[best]["macs"],
+        full=rows[-1], subsets=rows, n_samples=n,
+    )

@@ -1,0 +1,223 @@
+"""Deployment targets: one `targets/<name>.toml` each (formats, precision, delegate, batch range,
+where to profile, what it needs), and whether a target can work on this machine."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeexit.errors import ConfigError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+ENV_VAR = "EDGEEXIT_TARGETS_DIR"
+FORMATS = ("onnx", "tensorrt", "pte")
+PRECISIONS = ("fp32", "fp16", "int8")
+PROFILE_LOCATIONS = ("host", "device")
+_REQUIRED = ("name", "description", "formats", "precision", "delegate", "batch", "profile", "requires", "needs_gpu")
+_OPTIONAL = ("extra", "install_hint")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A deployment target as described by its TOML file.
+
+    `precision` lists the supported precisions, the default first. `delegate` is the onnxruntime
+    execution provider for ONNX targets, the ExecuTorch delegate for .pte targets, "tensorrt" for
+    engines. `requires` are Python modules that must be importable; `extra` is the pip extra that
+    provides them (`pip install -e .[extra]`).
+    """
+
+    name: str
+    description: str
+    formats: tuple[str, ...]
+    precision: tuple[str, ...]
+    delegate: str
+    batch: tuple[int, int]
+    profile: str
+    requires: tuple[str, ...]
+    needs_gpu: bool
+    extra: str | None = None
+    install_hint: str | None = None
+    path: Path | None = None
+
+    @property
+    def default_precision(self) -> str:
+        return self.precision[0]
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """Whether a target works on this machine; `reason` says what is missing and how to get it."""
+
+    ok: bool
+    reason: str
+
+
+def targets_dir() -> Path:
+    """$EDGEEXIT_TARGETS_DIR, else the repository's top-level `targets/` folder."""
+    env = os.environ.get(ENV_VAR)
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "targets"
+
+
+def _target_files() -> dict[str, Path]:
+    folder = targets_dir()
+    if not folder.is_dir():
+        raise ConfigError(
+            "targets folder not found",
+            got=str(folder),
+            expected="a folder of <name>.toml files",
+            hint=f"set {ENV_VAR}=/path/to/targets",
+        )
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))}
+
+
+def _string_list(path: Path, key: str, value: Any, *, allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """A string or a non-empty list of strings, as a tuple; each in `allowed` when given."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(v, str) and v for v in items):
+        raise ConfigError(f"{path}: `{key}` must be a string or a list of strings", got=value)
+    if allowed is not None:
+        bad = [v for v in items if v not in allowed]
+        if bad or not items:
+            raise ConfigError(f"{path}: unknown `{key}`", got=bad or items, expected=" | ".join(allowed))
+    return tuple(items)
+
+
+def _parse(path: Path, raw: dict[str, Any]) -> Target:
+    missing = [k for k in _REQUIRED if k not in raw]
+    unknown = sorted(set(raw) - set(_REQUIRED) - set(_OPTIONAL))
+    if missing or unknown:
+        raise ConfigError(
+            f"{path}: wrong keys",
+            got=f"missing {missing}, unknown {unknown}",
+            expected=", ".join(_REQUIRED) + " (optional: " + ", ".join(_OPTIONAL) + ")",
+        )
+    for key in ("name", "description", "delegate", *(k for k in _OPTIONAL if k in raw)):
+        if not isinstance(raw[key], str) or not raw[key]:
+            raise ConfigError(f"{path}: `{key}` must be a non-empty string", got=raw[key])
+    if raw["name"] != path.stem:
+        raise ConfigError(f"{path}: `name` must match the file name", got=raw["name"], expected=path.stem)
+    if raw["profile"] not in PROFILE_LOCATIONS:
+        raise ConfigError(f"{path}: unknown `profile`", got=raw["profile"], expected=" | ".join(PROFILE_LOCATIONS))
+    if not isinstance(raw["needs_gpu"], bool):
+        raise ConfigError(f"{path}: `needs_gpu` must be true or false", got=raw["needs_gpu"])
+    batch = raw["batch"]
+    lo, hi = (batch.get("min"), batch.get("max")) if isinstance(batch, dict) else (None, None)
+    if (
+        not isinstance(batch, dict)
+        or set(batch) != {"min", "max"}
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi))
+        or not 1 <= lo <= hi
+    ):
+        raise ConfigError(f"{path}: bad `batch`", got=batch, expected="{ min = 1, max = 64 } with 1 <= min <= max")
+    return Target(
+        name=raw["name"],
+        description=raw["description"],
+        formats=_string_list(path, "formats", raw["formats"], allowed=FORMATS),
+        precision=_string_list(path, "precision", raw["precision"], allowed=PRECISIONS),
+        delegate=raw["delegate"],
+        batch=(lo, hi),
+        profile=raw["profile"],
+        requires=_string_list(path, "requires", raw["requires"]),
+        needs_gpu=raw["needs_gpu"],
+        extra=raw.get("extra"),
+        install_hint=raw.get("install_hint"),
+        path=path,
+    )
+
+
+def load_target(name_or_path: str | Path) -> Target:
+    """A target by name (`targets/<name>.toml`) or by the path of a TOML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or "/" in str(name_or_path) or os.sep in str(name_or_path):
+        path = candidate
+        if not path.is_file():
+            raise ConfigError("target file not found", got=str(path))
+    else:
+        files = _target_files()
+        if str(name_or_path) not in files:
+            raise ConfigError(
+                "unknown target",
+                got=str(name_or_path),
+                expected=" | ".join(files) or f"a .toml file in {targets_dir()}",
+                hint="`edgeexit targets` lists them; a path to a .toml file works too",
+            )
+        path = files[str(name_or_path)]
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid TOML", got=str(e)) from e
+    return _parse(path, raw)
+
+
+def list_targets() -> list[Target]:
+    """Every target in the targets folder, by name."""
+    return [load_target(path) for path in _target_files().values()]
+
+
+def _importable(module: str) -> bool:
+    # find_spec imports the parent packages of a dotted name ("cuda" for "cuda.bindings"), not the module.
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _onnxruntime_providers() -> list[str]:
+    import onnxruntime
+
+    return list(onnxruntime.get_available_providers())
+
+
+def check_target(target: Target) -> TargetStatus:
+    """Whether `target` can work here: its modules are importable, a CUDA device exists when it
+    needs one, and onnxruntime offers its execution provider. Never creates a TensorRT runtime
+    (that segfaults without a GPU) and imports nothing but onnxruntime and torch."""
+    problems = []
+    missing = [m for m in target.requires if not _importable(m)]
+    if missing:
+        how = f"pip install -e .[{target.extra}]" if target.extra else "install them"
+        problems.append(f"missing Python module(s) {', '.join(missing)} ({how})")
+    if target.needs_gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append("needs a CUDA device (torch.cuda.is_available() is False here)")
+    # The CPU provider is built into every onnxruntime; other providers depend on the package build.
+    if target.delegate.endswith("ExecutionProvider") and target.delegate != "CPUExecutionProvider":
+        if "onnxruntime" not in missing and _importable("onnxruntime"):
+            if target.delegate not in _onnxruntime_providers():
+                problems.append(f"this onnxruntime has no {target.delegate}")
+    if problems and target.install_hint:
+        problems.append(target.install_hint)
+    return TargetStatus(ok=not problems, reason="; ".join(problems) if problems else "ready")
+
+
+def targets_table() -> list[dict[str, Any]]:
+    """One row per target for `edgeexit targets` (strings for display, `works_here` a bool)."""
+    rows = []
+    for target in list_targets():
+        status = check_target(target)
+        rows.append(
+            {
+                "name": target.name,
+                "description": target.description,
+                "formats": ", ".join(target.formats),
+                "precision": ", ".join(target.precision),
+                "delegate": target.delegate,
+                "batch": f"{target.batch[0]}-{target.batch[1]}",
+                "profile": target.profile,
+                "requires": ", ".join(target.requires) or "-",
+                "extra": target.extra or "-",
+                "works_here": status.ok,
+                "reason": status.reason,
+            }
+        )
+    return rows

@@ -1,0 +1,58 @@
+"""Checkpoints that carry everything needed to rebuild the model and its data: model config, input spec
+(with class names), dataset settings, training state. Written atomically; validated on load."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgeexit import jsonio
+from edgeexit.errors import CheckpointError
+from edgeexit.models import EarlyExitNet, ModelConfig, build_model
+
+FORMAT = "edgeexit.checkpoint/1"
+REQUIRED = ("format", "model_config", "input_spec", "data", "state_dict", "train_config", "epoch", "history")
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """torch.save to memory, then an atomic write: a crash never leaves half a checkpoint."""
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, **payload}, buf)
+    jsonio.write_atomic(Path(path), buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("checkpoint not found", got=str(path), expected="a file written by `edgeexit train`",
+                              hint="run `edgeexit train` first, or pass the run directory's checkpoint.pt")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for a damaged zip/pickle
+        raise CheckpointError("checkpoint is corrupt or not a torch file", got=f"{path}: {type(err).__name__}: {err}",
+                              expected=FORMAT, hint="the file was truncated or is not an edgeexit checkpoint; retrain or resume") from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError("not an edgeexit checkpoint", got=got, expected=FORMAT,
+                              hint="pass a checkpoint written by `edgeexit train`")
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if missing:
+        raise CheckpointError("checkpoint lacks keys", got=missing, expected=list(REQUIRED), hint="retrain with `edgeexit train`")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[EarlyExitNet, ModelConfig]:
+    """Rebuild the network from the checkpoint's config and load its weights strictly."""
+    cfg = ModelConfig.from_dict({**ckpt["model_config"], "weights": None})
+    net = build_model(cfg)
+    try:
+        net.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0:3]
+        raise CheckpointError("checkpoint weights do not match its model config", got=" ".join(first),
+                              expected=f"a state_dict of {cfg.backbone} with exits {cfg.exits} and head {cfg.head}",
+                              hint="the checkpoint was edited, or written by another edgeexit version; retrain") from err
+    return net.eval(), cfg

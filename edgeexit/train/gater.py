@@ -1,0 +1,159 @@
+"""Budget-aware early exiting (Addad, Lechervy, Jurie 2024, papers/003, Sec. 3): the gater and its
+bi-level training objectives.
+
+A small MLP (the gater, parameters φ) reads confidence features of each exit's softmax and gives
+P_k = σ(MLP(s_k)), the probability that the sample is confident enough to leave at exit k. From the
+P_k follow the exit distribution Pr(k|x) (Eq. 5) and its sharpened form A_k (Eq. 9), which weight the
+per-exit loss ℓ^CE_k + λ·Cost^k of the network (inner problem, parameters θ) and of the gater (outer
+problem), Eq. 10-12.
+
+Exits are in network order, the last being the final classifier; K = number of exits.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from edgeexit.errors import ConfigError, ShapeError
+from edgeexit.train.losses import check_exit_costs, exit_cross_entropy
+
+FEATURES = ("confidence", "margin", "entropy")
+
+
+def exit_features(logits: Tensor, features: Sequence[str] = ("confidence", "entropy")) -> Tensor:
+    """Confidence features s_k of one exit, a [B, F] tensor in the order of `features` (Eq. 6-8):
+
+        confidence  s = max_c softmax_c(f^k(x))                              (Eq. 6)
+        entropy     s = Σ_c softmax_c(f^k(x))·log softmax_c(f^k(x))          (Eq. 7, i.e. −H: higher = surer)
+        margin      s = max_c softmax_c − second largest softmax_c           (Eq. 8)
+
+    Plain torch ops only (softmax, log_softmax, topk), so it exports inside an ONNX segment.
+    """
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise ShapeError("exit logits must be [B, C] with C ≥ 2", got=tuple(logits.shape))
+    probs = torch.softmax(logits, dim=1)
+    columns = []
+    for name in features:
+        if name == "confidence":
+            columns.append(probs.max(dim=1).values)
+        elif name == "entropy":
+            columns.append((probs * torch.log_softmax(logits, dim=1)).sum(dim=1))
+        elif name == "margin":
+            top2 = probs.topk(2, dim=1).values
+            columns.append(top2[:, 0] - top2[:, 1])
+        else:
+            raise ConfigError("unknown gater feature", got=name, expected=" | ".join(FEATURES))
+    return torch.stack(columns, dim=1)
+
+
+class Gater(nn.Module):
+    """P_k = σ(MLP(s_k)) for every exit k (papers/003, Sec. 3, "Estimating the probability ...").
+
+    One MLP, shared by all exits, as in the paper (a single φ, P^k_{i;φ} = σ(MLP(s^k_{i;θ}))): one hidden
+    layer of 500 units (Supplementary B); ReLU between the layers (the paper names no activation).
+    Default features are confidence and entropy, the paper's best setting on CIFAR (Table 1); it used
+    all three on ImageNet.
+    """
+
+    def __init__(self, features: Sequence[str] = ("confidence", "entropy"), hidden: int = 500):
+        super().__init__()
+        features = tuple(features)
+        if not features or any(f not in FEATURES for f in features) or len(set(features)) != len(features):
+            raise ConfigError("gater features must be distinct names from the list", got=features,
+                              expected=" | ".join(FEATURES))
+        if hidden < 1:
+            raise ConfigError("gater hidden width must be positive", got=hidden)
+        self.features = features
+        self.mlp = nn.Sequential(nn.Linear(len(features), hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, logits: Sequence[Tensor]) -> Tensor:
+        """P: [B, K], P[:, k] = σ(MLP(s_k)) for the logits of exit k."""
+        if isinstance(logits, Tensor) or len(logits) == 0:
+            raise ShapeError("the gater needs a non-empty list with one [B, C] logits tensor per exit",
+                             got=type(logits).__name__)
+        return torch.stack([gater_score(out, self) for out in logits], dim=1)
+
+
+def gater_score(logits: Tensor, gater: Gater) -> Tensor:
+    """P_k = σ(MLP(s_k)) of one exit from its logits [B, C], a [B] tensor: the exit score at k."""
+    return torch.sigmoid(gater.mlp(exit_features(logits, gater.features))).squeeze(1)
+
+
+def exit_probabilities(P: Tensor) -> Tensor:
+    """Pr(k|x) from the per-exit P_k, [B, K] -> [B, K] (papers/003, Eq. 5):
+
+        Pr(1|x) = P_1
+        Pr(k|x) = P_k·Π_{j<k}(1 − P_j)          1 < k < K
+        Pr(K|x) = Π_{j<K}(1 − P_j)              (the last exit takes every sample still running)
+
+    so Σ_k Pr(k|x) = 1; the last column of P is not used (equivalently P_K := 1).
+    """
+    if P.dim() != 2 or P.shape[1] < 1:
+        raise ShapeError("P must be [B, K]", got=tuple(P.shape))
+    columns, survive = [], torch.ones_like(P[:, 0])
+    for k in range(P.shape[1] - 1):
+        columns.append(P[:, k] * survive)
+        survive = survive * (1 - P[:, k])
+    columns.append(survive)
+    return torch.stack(columns, dim=1)
+
+
+def sharpen(Pr: Tensor, T: float = 0.5) -> Tensor:
+    """A_k = Pr(k|x)^{1/T} / Σ_j Pr(j|x)^{1/T} (papers/003, Eq. 9); T = 0.5 in the paper."""
+    if not T > 0:
+        raise ConfigError("temperature T must be positive", got=T, expected="T > 0, the paper uses 0.5")
+    powered = Pr.pow(1.0 / T)
+    return powered / powered.sum(dim=1, keepdim=True)
+
+
+def exit_weights(logits: Sequence[Tensor], gater: Gater, T: float = 0.5) -> Tensor:
+    """A: [B, K] = sharpen(exit_probabilities(gater(logits)), T) (Eq. 5, 9)."""
+    return sharpen(exit_probabilities(gater(logits)), T)
+
+
+def _objective(ce: Tensor, weights: Tensor, costs: list[float], lam: float) -> Tensor:
+    """(1/N) Σ_i Σ_k weights_{i,k}·(ℓ^CE_{i,k} + λ·Cost^k)."""
+    cost = torch.tensor(costs, dtype=ce.dtype, device=ce.device)
+    return (weights * (ce + lam * cost)).sum(dim=1).mean()
+
+
+def inner_loss(logits: Sequence[Tensor], target: Tensor, costs: Sequence[float], gater: Gater, *,
+               lam: float = 2.0, T: float = 0.5, detach_a: bool = False) -> Tensor:
+    """The network's objective, inner problem of Eq. 10 (papers/003), minimised over θ:
+
+        L_inner = (1/N) Σ_i Σ_k (A^k_{i;φ}(s^k_{i;θ}) + 1)·(ℓ^CE_θ(ŷ^k_i, y_i) + λ·Cost^k)
+
+    Cost^k is a constant per exit: pass the cost rate, cumulative MACs to exit k / full MACs (the
+    paper does not say how it normalises Cost; λ = 2 only makes sense for costs of order 1).
+    Gradients (Eq. 11): θ receives (A+1)·∂ℓ^CE/∂θ and (ℓ^CE + λ·Cost)·∂A/∂θ, because the features
+    s^k_θ come from the network's logits; φ receives nothing (the gater's parameters are read
+    detached), so one backward of this loss never moves the gater. `detach_a=True` drops the
+    ∂A/∂θ term (A as a constant sample weight), which is not what Eq. 11 says.
+    """
+    ce = exit_cross_entropy(logits, target)
+    costs = check_exit_costs(costs, ce.shape[1])
+    frozen = {name: p.detach() for name, p in gater.named_parameters()}
+    P = functional_call(gater, frozen, (list(logits),))
+    A = sharpen(exit_probabilities(P), T)
+    if detach_a:
+        A = A.detach()
+    return _objective(ce, A + 1, costs, lam)
+
+
+def outer_loss(logits: Sequence[Tensor], target: Tensor, costs: Sequence[float], gater: Gater, *,
+               lam: float = 2.0, T: float = 0.5) -> Tensor:
+    """The gater's objective, outer problem of Eq. 10 (papers/003), minimised over φ at θ = θ*:
+
+        L_outer = (1/N) Σ_i Σ_k A^k_{i;φ}(s^k_{i;θ*})·(ℓ^CE_{θ*}(ŷ^k_i, y_i) + λ·Cost^k)
+
+    Everything that comes from the network is detached (θ* fixed), so only φ gets gradients (Eq. 12).
+    """
+    fixed = [out.detach() for out in logits]
+    ce = exit_cross_entropy(fixed, target)
+    costs = check_exit_costs(costs, ce.shape[1])
+    A = sharpen(exit_probabilities(gater(fixed)), T)
+    return _objective(ce, A, costs, lam)
