@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgeexit.errors import EdgeExitError
@@ -22,7 +23,7 @@ RUN_DIR = typer.Option(Path("runs/default"), "--run-dir", help="where checkpoint
 
 
 def _fail(err: EdgeExitError) -> None:
-    console.print(f"[bold red]error:[/] {err}")
+    console.print(f"[bold red]error:[/] {escape(str(err))}")
     raise typer.Exit(2)
 
 
@@ -186,7 +187,7 @@ def build(
     try:
         status = check_target(load_target(target))
         if not status.ok:
-            console.print(f"[yellow]target {target} cannot run here ({status.reason}); building its bundle and "
+            console.print(f"[yellow]target {target} cannot run here ({escape(status.reason)}); building its bundle and "
                           "measuring on onnxruntime CPU emulation[/]")
         data = DataConfig(dataset, image_size, seed, None, limit_train, limit_val, limit_test)
         console.rule("[bold]1/4 train")
@@ -218,8 +219,8 @@ def targets():
     for col in rows[0]:
         t.add_column(col)
     for r in rows:
-        t.add_row(*[", ".join(v) if isinstance(v, (list, tuple)) else ("✅" if v is True else "❌" if v is False else str(v))
-                    for v in r.values()])
+        t.add_row(*[escape(", ".join(v)) if isinstance(v, (list, tuple))
+                    else ("✅" if v is True else "❌" if v is False else escape(str(v))) for v in r.values()])
     console.print(t)
 
 

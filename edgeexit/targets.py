@@ -183,13 +183,13 @@ def check_target(target: Target) -> TargetStatus:
     problems = []
     missing = [m for m in target.requires if not _importable(m)]
     if missing:
-        how = f"pip install -e .[{target.extra}]" if target.extra else "install them"
+        how = f"pip install -e '.[{target.extra}]'" if target.extra else "install them"
         problems.append(f"missing Python module(s) {', '.join(missing)} ({how})")
     if target.needs_gpu:
         import torch
 
         if not torch.cuda.is_available():
-            problems.append("needs a CUDA device (torch.cuda.is_available() is False here)")
+            problems.append("needs a CUDA device (none found here)")
     # The CPU provider is built into every onnxruntime; other providers depend on the package build.
     if target.delegate.endswith("ExecutionProvider") and target.delegate != "CPUExecutionProvider":
         if "onnxruntime" not in missing and _importable("onnxruntime"):
@@ -201,21 +201,17 @@ def check_target(target: Target) -> TargetStatus:
 
 
 def targets_table() -> list[dict[str, Any]]:
-    """One row per target for `edgeexit targets` (strings for display, `works_here` a bool)."""
+    """One row per target for `edgeexit targets`: name, formats, precision, requires (strings for
+    display), works_here (bool) and reason."""
     rows = []
     for target in list_targets():
         status = check_target(target)
         rows.append(
             {
                 "name": target.name,
-                "description": target.description,
                 "formats": ", ".join(target.formats),
                 "precision": ", ".join(target.precision),
-                "delegate": target.delegate,
-                "batch": f"{target.batch[0]}-{target.batch[1]}",
-                "profile": target.profile,
                 "requires": ", ".join(target.requires) or "-",
-                "extra": target.extra or "-",
                 "works_here": status.ok,
                 "reason": status.reason,
             }

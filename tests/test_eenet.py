@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from edgeexit.errors import ConfigError, ShapeError
-from edgeexit.models.eenet_heads import BnpoolExit, PlainExit, PoolExit, eenet_exit
+from edgeexit.models.eenet_heads import BnpoolExit, PlainExit, PoolExit, make_exit_block
 from edgeexit.models.net import EarlyExitNet
 from edgeexit.train.losses import eenet_loss
 
@@ -16,8 +16,8 @@ C_IN, CLASSES = 4, 3
 
 def build(kind: str, size: int) -> nn.Module:
     if kind == "plain_sized":
-        return PlainExit(C_IN, CLASSES, spatial_size=size)
-    return eenet_exit(kind, C_IN, CLASSES)
+        return make_exit_block("plain", C_IN, CLASSES, spatial_size=size)
+    return make_exit_block(kind, C_IN, CLASSES)
 
 
 @pytest.mark.parametrize("size", [1, 8])
@@ -82,7 +82,7 @@ def test_heads_reject_wrong_inputs():
     with pytest.raises(ShapeError):
         lazy(torch.randn(2, 4, 4, 4))
     with pytest.raises(ConfigError):
-        eenet_exit("fancy", 4, 3)
+        make_exit_block("fancy", 4, 3)
     with pytest.raises(ConfigError):
         PoolExit(0, 3)
 

@@ -12,9 +12,11 @@ cumulative cost vector and a limit in the same units:
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -22,8 +24,8 @@ from edgeexit.calibrate.inputs import check_costs
 from edgeexit.errors import BudgetError, ConfigError
 
 BUDGET_KINDS = ("macs_fraction", "macs", "ms")
-# The repository's `calibration/` folder: budget presets and calibration-set recipes.
-PRESETS_DIR = Path(__file__).resolve().parents[2] / "calibration"
+ENV_VAR = "EDGEEXIT_CALIBRATION_DIR"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -92,39 +94,42 @@ class Budget:
         return cls(kind=data["kind"], value=data["value"], target=data.get("target"))
 
 
-def find_preset(folder: str, name_or_path: str | Path) -> Path:
-    """Return the TOML file for a preset name (looked up in `calibration/<folder>/`) or a path."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or len(path.parts) > 1:
-        if not path.is_file():
-            raise ConfigError(f"no such {folder} file", got=str(path))
-        return path
-    candidate = PRESETS_DIR / folder / f"{name_or_path}.toml"
-    if not candidate.is_file():
-        raise ConfigError(f"unknown {folder} preset", got=repr(str(name_or_path)),
-                          expected=" | ".join(list_presets(folder)) or f"a .toml file in {PRESETS_DIR / folder}",
-                          hint="or pass the path of your own .toml file")
-    return candidate
+def presets_dir() -> Path:
+    """$EDGEEXIT_CALIBRATION_DIR, else the repository's top-level `calibration/` folder."""
+    env = os.environ.get(ENV_VAR)
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "calibration"
 
 
 def list_presets(folder: str) -> list[str]:
     """Names of the presets in `calibration/<folder>/` ("budgets" or "recipes")."""
-    return sorted(p.stem for p in (PRESETS_DIR / folder).glob("*.toml"))
+    return sorted(p.stem for p in (presets_dir() / folder).glob("*.toml"))
 
 
-def read_toml(path: Path) -> dict:
+def load_preset(folder: str, name_or_path: str | Path, build: Callable[[dict], T]) -> T:
+    """`build(toml contents)` of a preset name looked up in `calibration/<folder>/`, or of a .toml path."""
+    what = folder.rstrip("s")  # "budget", "recipe"
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or len(path.parts) > 1:
+        if not path.is_file():
+            raise ConfigError(f"no such {what} file", got=str(path))
+    else:
+        path = presets_dir() / folder / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise ConfigError(f"unknown {what} preset", got=repr(str(name_or_path)),
+                              expected=" | ".join(list_presets(folder)) or f"a .toml file in {presets_dir() / folder}",
+                              hint="or pass the path of your own .toml file")
     try:
         with path.open("rb") as f:
-            return tomllib.load(f)
+            data = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("cannot parse a TOML preset", got=f"{path}: {exc}") from exc
+        raise ConfigError(f"cannot parse {what} preset {path.name}", got=str(exc)) from exc
+    try:
+        return build(data)
+    except ConfigError as exc:
+        raise ConfigError(f"bad {what} preset {path.name}: {exc.what}", got=exc.got, expected=exc.expected,
+                          hint=exc.hint) from exc
 
 
 def load_budget_preset(name_or_path: str | Path) -> Budget:
     """Load a budget from `calibration/budgets/<name>.toml` (e.g. "macs50", "jetson-5ms") or a path."""
-    path = find_preset("budgets", name_or_path)
-    try:
-        return Budget.from_dict(read_toml(path))
-    except ConfigError as exc:
-        raise ConfigError(f"bad budget preset {path.name}: {exc.what}", got=exc.got, expected=exc.expected,
-                          hint=exc.hint) from exc
+    return load_preset("budgets", name_or_path, Budget.from_dict)

@@ -1,8 +1,8 @@
 """`Calibration`: the thresholds a policy chose and what they achieve on the calibration set.
 
 This is what `calibration.json` in a bundle holds. Thresholds may be +inf (nobody exits there) and
-the final one is always -inf; JSON has no infinities, so `to_dict()` writes them as the strings
-"inf" / "-inf" and NaN as null, and `from_dict()` reads them back.
+the final one is always -inf; JSON has no infinities, so `to_dict()` writes them (and NaN) as the
+strings "inf" / "-inf" / "nan", as `edgeexit.jsonio` does, and `from_dict()` reads them back.
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ class Calibration:
 
 
 def json_safe(value):
-    """`value` with numpy scalars/arrays as Python ones, +-inf as "inf"/"-inf" and NaN as None."""
+    """`value` with numpy scalars/arrays as Python ones and +-inf / NaN as "inf" / "-inf" / "nan"
+    (the strings `edgeexit.jsonio` writes too)."""
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
@@ -78,20 +79,17 @@ def json_safe(value):
         return int(value)
     if isinstance(value, (float, np.floating)):
         value = float(value)
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return value
+        return value if math.isfinite(value) else str(value)  # "inf", "-inf", "nan"
     return value
 
 
 def from_json_safe(value):
+    """Inverse of `json_safe` for floats: the strings "inf", "-inf" and "nan" become floats again."""
     if isinstance(value, dict):
         return {k: from_json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [float("nan") if v is None else from_json_safe(v) for v in value]
-    if value in ("inf", "-inf"):
+        return [from_json_safe(v) for v in value]
+    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
         return float(value)
     return value
 

@@ -93,8 +93,9 @@ def plot_curves(path: str | Path, *, anytime: dict | None = None, budgeted: dict
         for k, (xk, yk) in enumerate(zip(x, 100 * np.asarray(anytime["accuracy"]))):
             ax.annotate(f"exit {k}", (xk, yk), textcoords="offset points", xytext=(4, -10), fontsize=7)
     if budgeted:
+        label = f"budgeted batch ({budgeted['policy']}, {budgeted['score_kind']})"
         ax.plot(100 * np.asarray(budgeted["cost_fraction"]), 100 * np.asarray(budgeted["accuracy"]), "o-",
-                color="tab:blue", markersize=3, label=f"budgeted batch ({budgeted['policy']}, {budgeted['score_kind']})")
+                color="tab:blue", markersize=3, label=label)
     if operating_point is not None:
         ax.plot([100 * operating_point.cost_fraction], [100 * operating_point.accuracy], "*", color="tab:red",
                 markersize=14, label=f"chosen: {operating_point.policy}, "

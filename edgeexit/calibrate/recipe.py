@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeexit.calibrate.budget import find_preset, read_toml
+from edgeexit.calibrate.budget import load_preset
 from edgeexit.errors import ConfigError, DatasetError
 
 
@@ -62,9 +62,4 @@ class Recipe:
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
     """Load a recipe from `calibration/recipes/<name>.toml` (e.g. "default", "quick") or a path."""
-    path = find_preset("recipes", name_or_path)
-    try:
-        return Recipe.from_dict(read_toml(path))
-    except ConfigError as exc:
-        raise ConfigError(f"bad recipe {path.name}: {exc.what}", got=exc.got, expected=exc.expected,
-                          hint=exc.hint) from exc
+    return load_preset("recipes", name_or_path, Recipe.from_dict)

@@ -38,7 +38,8 @@ def simulate(scores: np.ndarray, preds: np.ndarray, labels: np.ndarray, threshol
     labels, costs = np.asarray(labels), np.asarray(costs, dtype=np.float64)
     thresholds = np.asarray(thresholds, dtype=np.float64)
     if scores.ndim != 2 or preds.shape != scores.shape or labels.shape != scores.shape[1:]:
-        raise ShapeError("scores, preds and labels do not line up", got=f"{scores.shape}, {preds.shape}, {labels.shape}",
+        raise ShapeError("scores, preds and labels do not line up",
+                         got=f"{scores.shape}, {preds.shape}, {labels.shape}",
                          expected="scores [E, N], preds [E, N], labels [N]")
     n_exits, n = scores.shape
     if thresholds.shape != (n_exits,) or costs.shape != (n_exits,):

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from edgeexit.data.in_memory import check_arguments, in_memory_splits
-from edgeexit.data.spec import Splits
+from edgeexit.data.in_memory import ArraySource
 from edgeexit.errors import DatasetError
 
 # Per-channel mean/std of each training set, pixels in [0, 1].
@@ -18,26 +17,8 @@ _SETS = {
 }
 
 
-def load_cifar(
-    name: str,
-    root: str | Path,
-    *,
-    image_size: int = 32,
-    val_fraction: float = 0.15,
-    seed: int = 0,
-    limit_train: int | None = None,
-    limit_val: int | None = None,
-    limit_test: int | None = None,
-) -> Splits:
-    """CIFAR splits: train/val from a seeded permutation of the 50,000 training images, the
-    10,000 test images as test, held in memory like Fashion-MNIST."""
-    check_arguments(
-        image_size=image_size,
-        val_fraction=val_fraction,
-        limit_train=limit_train,
-        limit_val=limit_val,
-        limit_test=limit_test,
-    )
+def read_cifar(name: str, root: str | Path) -> ArraySource:
+    """The 50,000 training and 10,000 test images of "cifar10" or "cifar100" under `root`."""
     cls, mean, std = _SETS[name]
     try:
         train, test = cls(str(root), train=True, download=False), cls(str(root), train=False, download=False)
@@ -48,19 +29,13 @@ def load_cifar(
             expected=f"{root}/{cls.base_folder}/ as extracted from {cls.filename}",
             hint=f"download and extract {cls.url} yourself; edgeexit never downloads",
         ) from e
-    return in_memory_splits(
+    return ArraySource(
         name,
         train.data.transpose(0, 3, 1, 2),  # NHWC → NCHW
         np.asarray(train.targets),
         test.data.transpose(0, 3, 1, 2),
         np.asarray(test.targets),
-        class_names=train.classes,
-        mean=mean,
-        std=std,
-        image_size=image_size,
-        val_fraction=val_fraction,
-        seed=seed,
-        limit_train=limit_train,
-        limit_val=limit_val,
-        limit_test=limit_test,
+        tuple(train.classes),
+        mean,
+        std,
     )

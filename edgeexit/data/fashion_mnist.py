@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeexit.data.in_memory import check_arguments, in_memory_splits
-from edgeexit.data.spec import Splits
+from edgeexit.data.in_memory import ArraySource
 from edgeexit.errors import DatasetError
 
 ENV_VAR = "EDGEEXIT_FASHION_MNIST"
@@ -110,46 +109,11 @@ def _read_pair(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images[:, None], labels  # add the channel axis
 
 
-def load_fashion_mnist(
-    root: str | Path | None = None,
-    *,
-    image_size: int = 32,
-    val_fraction: float = 0.15,
-    seed: int = 0,
-    limit_train: int | None = None,
-    limit_val: int | None = None,
-    limit_test: int | None = None,
-    channels: int | None = None,
-) -> Splits:
-    """Fashion-MNIST in AEP's split: 51,000 train / 9,000 validation from a seeded permutation of
-    the 60,000 training images, the 10,000 test images as test; resized to `image_size` and
-    normalised with the dataset's mean/std. `channels=3` repeats the gray channel."""
-    check_arguments(
-        image_size=image_size,
-        val_fraction=val_fraction,
-        limit_train=limit_train,
-        limit_val=limit_val,
-        limit_test=limit_test,
-    )
+def read_fashion_mnist(root: str | Path | None = None) -> ArraySource:
+    """The four idx files of Fashion-MNIST as arrays, checked (see `fashion_mnist_dir` for where)."""
     folder = fashion_mnist_dir(root)
     if not folder.is_dir():
         raise DatasetError("Fashion-MNIST folder not found", got=str(folder), hint=INSTALL_HINT)
     train_images, train_labels = _read_pair(folder, "train")
     test_images, test_labels = _read_pair(folder, "test")
-    return in_memory_splits(
-        "fashion-mnist",
-        train_images,
-        train_labels,
-        test_images,
-        test_labels,
-        class_names=CLASSES,
-        mean=MEAN,
-        std=STD,
-        image_size=image_size,
-        val_fraction=val_fraction,
-        seed=seed,
-        limit_train=limit_train,
-        limit_val=limit_val,
-        limit_test=limit_test,
-        channels=channels,
-    )
+    return ArraySource("fashion-mnist", train_images, train_labels, test_images, test_labels, CLASSES, MEAN, STD)

@@ -70,7 +70,9 @@ def _detect_channels(paths: Sequence[str]) -> int:
     return 1
 
 
-def _mean_std(dataset: ImageFolder, indices: np.ndarray, to_tensor: transforms.Compose) -> tuple[list[float], list[float]]:
+def _mean_std(
+    dataset: ImageFolder, indices: np.ndarray, to_tensor: transforms.Compose
+) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of the given images after resizing, pixels in [0, 1]."""
     total = total_sq = None
     count = 0
@@ -108,16 +110,12 @@ def load_image_folder(
     the mean/std of up to `stats_images` training images when neither is given. `channels` is 1
     (grayscale) or 3 (RGB); by default 1 when the files are all grayscale.
     """
-    check_arguments(
-        image_size=image_size,
-        val_fraction=val_fraction,
-        limit_train=limit_train,
-        limit_val=limit_val,
-        limit_test=limit_test,
-    )
+    check_arguments(image_size, val_fraction, (limit_train, limit_val, limit_test))
     test_fraction = check_fraction("test_fraction", test_fraction) if test_dir is None else 0.0
     if channels not in (None, 1, 3):
         raise ConfigError("channels must be 1 (grayscale) or 3 (RGB)", got=channels)
+    if isinstance(stats_images, bool) or not isinstance(stats_images, int) or stats_images < 1:
+        raise ConfigError("stats_images must be a positive integer", got=stats_images)
     if (mean is None) != (std is None):
         raise ConfigError("give both mean and std, or neither", got={"mean": mean, "std": std})
 
@@ -140,22 +138,19 @@ def load_image_folder(
     perm = np.random.default_rng(seed).permutation(n)
     train_idx, test_idx, val_idx = perm[:n_train], perm[n_train : n_train + n_test], perm[n_train + n_test :]
 
-    resize = [_ConvertMode("L" if channels == 1 else "RGB"), transforms.Resize((image_size, image_size)), transforms.ToTensor()]
+    resize = [
+        _ConvertMode("L" if channels == 1 else "RGB"),
+        transforms.Resize((image_size, image_size)),
+        transforms.ToTensor(),
+    ]
     if mean is None:
         mean, std = _mean_std(dataset, train_idx[:stats_images], transforms.Compose(resize))
-    spec = InputSpec(
-        channels=channels,
-        height=image_size,
-        width=image_size,
-        mean=tuple(float(m) for m in mean),
-        std=tuple(float(s) for s in std),
-        class_names=tuple(dataset.classes),
-    )
+    spec = InputSpec(channels, image_size, image_size, mean=mean, std=std, class_names=dataset.classes)
     transform = transforms.Compose([*resize, transforms.Normalize(spec.mean, spec.std)])
     dataset.transform = transform
 
     if test_dir is None:
-        test = Subset(dataset, test_idx[: limit_test].tolist())
+        test = Subset(dataset, test_idx[:limit_test].tolist())
     else:
         test_set = _image_folder(Path(test_dir), "test")
         if test_set.classes != dataset.classes:
@@ -165,10 +160,10 @@ def load_image_folder(
                 expected=dataset.classes,
             )
         test_set.transform = transform
-        test = Subset(test_set, list(range(len(test_set)))[: limit_test])
+        test = Subset(test_set, list(range(len(test_set)))[:limit_test])
     return Splits(
-        train=Subset(dataset, train_idx[: limit_train].tolist()),
-        val=Subset(dataset, val_idx[: limit_val].tolist()),
+        train=Subset(dataset, train_idx[:limit_train].tolist()),
+        val=Subset(dataset, val_idx[:limit_val].tolist()),
         test=test,
         spec=spec,
         name=f"folder:{root}",

@@ -1,9 +1,10 @@
-"""Splits built from uint8 image arrays held in memory (Fashion-MNIST, CIFAR): a seeded split,
-per-split limits, then one resize + normalisation pass so that training never resizes again."""
+"""Splits of datasets read whole into memory (Fashion-MNIST, CIFAR): a seeded split, per-split
+limits, then one resize + normalisation pass so that training never resizes again."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -12,8 +13,8 @@ import torch.nn.functional as F
 from edgeexit.data.spec import InputSpec, Splits, TensorImages
 from edgeexit.errors import ConfigError
 
-# Bounds the float32 copy made while resizing: 4096 RGB 224 px images are ~2.4 GB, 32 px ~50 MB.
-_CHUNK = 4096
+# Bounds the float32 copies made while resizing, whatever the image size.
+_CHUNK_BYTES = 16 << 20
 
 
 def check_image_size(image_size: object) -> int:
@@ -36,13 +37,11 @@ def check_fraction(name: str, fraction: object) -> float:
     return float(fraction)
 
 
-def check_arguments(
-    *, image_size: object, val_fraction: object, limit_train: object, limit_val: object, limit_test: object
-) -> None:
-    """ConfigError for a bad size, fraction or limit, so that loaders fail before reading files."""
+def check_arguments(image_size: object, val_fraction: object, limits: tuple[object, object, object]) -> None:
+    """ConfigError for a bad size, fraction or (train, val, test) limit, before any file is read."""
     check_image_size(image_size)
     check_fraction("val_fraction", val_fraction)
-    for split, limit in (("train", limit_train), ("val", limit_val), ("test", limit_test)):
+    for split, limit in zip(("train", "val", "test"), limits):
         check_limit(f"limit_{split}", limit)
 
 
@@ -78,24 +77,33 @@ def to_normalised_float(
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     out = torch.empty((n, c_out, image_size, image_size), dtype=torch.float32)
-    for start in range(0, n, _CHUNK):
-        x = images[start : start + _CHUNK].float().div_(255.0)
+    chunk = max(1, _CHUNK_BYTES // (4 * c_out * max(h * w, image_size * image_size)))
+    for start in range(0, n, chunk):
+        x = images[start : start + chunk].float().div_(255.0)
         if (h, w) != (image_size, image_size):
             x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=False)
-        out[start : start + _CHUNK] = (x - mean_t) / std_t  # broadcasting repeats 1 → 3 channels
+        out[start : start + chunk] = (x - mean_t) / std_t  # broadcasting repeats 1 → 3 channels
     return out
 
 
+@dataclass(frozen=True)
+class ArraySource:
+    """A dataset read whole into memory: uint8 [N, C, H, W] images, integer labels, and the
+    per-channel mean/std of its training images (pixels in [0, 1])."""
+
+    name: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    class_names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
 def in_memory_splits(
-    name: str,
-    train_images: np.ndarray,
-    train_labels: np.ndarray,
-    test_images: np.ndarray,
-    test_labels: np.ndarray,
+    source: ArraySource,
     *,
-    class_names: Sequence[str],
-    mean: Sequence[float],
-    std: Sequence[float],
     image_size: int,
     val_fraction: float,
     seed: int,
@@ -104,20 +112,22 @@ def in_memory_splits(
     limit_test: int | None,
     channels: int | None = None,
 ) -> Splits:
-    """Splits from uint8 [N, C, H, W] arrays: train/val from a seeded permutation of the training
-    arrays, test in file order; each split limited to its first `limit_*` samples before resizing.
-    Callers check the arguments (`check_arguments`) before reading any file."""
-    c_out = train_images.shape[1] if channels is None else channels
+    """Splits of an array source: train/val from a seeded permutation of the training images, test
+    in file order; each split cut to its first `limit_*` samples before resizing.
+    `channels=3` on a 1-channel source repeats the gray channel."""
+    check_arguments(image_size, val_fraction, (limit_train, limit_val, limit_test))
+    mean, std = source.mean, source.std
+    c_out = source.train_images.shape[1] if channels is None else channels
     if len(mean) == 1 and c_out == 3:
-        mean, std = tuple(mean) * 3, tuple(std) * 3
+        mean, std = mean * 3, std * 3
 
-    train_idx, val_idx = split_indices(len(train_labels), val_fraction, seed)
-    test_idx = np.arange(len(test_labels))
+    train_idx, val_idx = split_indices(len(source.train_labels), val_fraction, seed)
+    test_idx = np.arange(len(source.test_labels))
     parts = []
     for idx, limit, images, labels in (
-        (train_idx, limit_train, train_images, train_labels),
-        (val_idx, limit_val, train_images, train_labels),
-        (test_idx, limit_test, test_images, test_labels),
+        (train_idx, limit_train, source.train_images, source.train_labels),
+        (val_idx, limit_val, source.train_images, source.train_labels),
+        (test_idx, limit_test, source.test_images, source.test_labels),
     ):
         idx = idx[:limit]
         x = to_normalised_float(
@@ -130,12 +140,5 @@ def in_memory_splits(
         y = torch.from_numpy(labels[idx].astype(np.int64))
         parts.append(TensorImages(x, y, torch.from_numpy(idx.astype(np.int64))))
 
-    spec = InputSpec(
-        channels=c_out,
-        height=image_size,
-        width=image_size,
-        mean=tuple(float(m) for m in mean),
-        std=tuple(float(s) for s in std),
-        class_names=tuple(class_names),
-    )
-    return Splits(train=parts[0], val=parts[1], test=parts[2], spec=spec, name=name)
+    spec = InputSpec(c_out, image_size, image_size, mean=mean, std=std, class_names=source.class_names)
+    return Splits(train=parts[0], val=parts[1], test=parts[2], spec=spec, name=source.name)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeexit.data.cifar import load_cifar
-from edgeexit.data.fashion_mnist import load_fashion_mnist
+from edgeexit.data.cifar import read_cifar
+from edgeexit.data.fashion_mnist import read_fashion_mnist
 from edgeexit.data.folder import load_image_folder
+from edgeexit.data.in_memory import check_arguments, in_memory_splits
 from edgeexit.data.spec import Splits
 from edgeexit.data.synthetic import load_synthetic
 from edgeexit.errors import ConfigError
@@ -62,11 +63,8 @@ def load_dataset(
     Items are (float32 [C, H, W] normalised, int64 label).
     """
     kind, where = _parse(name, root)
+    check_arguments(image_size, val_fraction, (limit_train, limit_val, limit_test))
     limits = {"limit_train": limit_train, "limit_val": limit_val, "limit_test": limit_test}
-    if kind == "fashion-mnist":
-        return load_fashion_mnist(
-            where, image_size=image_size, val_fraction=val_fraction, seed=seed, channels=channels, **limits
-        )
     if kind == "synthetic":
         return load_synthetic(image_size=image_size, channels=channels or 3, seed=seed, **limits)
     if kind == "folder":
@@ -82,6 +80,12 @@ def load_dataset(
             channels=channels,
             **limits,
         )
-    if channels not in (None, 3):
-        raise ConfigError(f"{kind} images have 3 channels", got=channels)
-    return load_cifar(kind, where, image_size=image_size, val_fraction=val_fraction, seed=seed, **limits)
+    if kind == "fashion-mnist":
+        source = read_fashion_mnist(where)
+    else:
+        if channels not in (None, 3):
+            raise ConfigError(f"{kind} images have 3 channels", got=channels)
+        source = read_cifar(kind, where)
+    return in_memory_splits(
+        source, image_size=image_size, val_fraction=val_fraction, seed=seed, channels=channels, **limits
+    )

@@ -30,8 +30,12 @@ class InputSpec:
 
     def __post_init__(self) -> None:
         # Lists coming from JSON become tuples, so that specs compare and hash as values.
-        for name in ("mean", "std", "class_names"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+        for name in ("mean", "std"):
+            try:
+                object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"input spec: {name} must be numbers", got=getattr(self, name)) from e
         for name in ("channels", "height", "width"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

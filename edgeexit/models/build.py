@@ -86,13 +86,13 @@ def exit_blocks(bb: Backbone, exits: str | list[int]) -> list[int]:
     return idx
 
 
-def _make_head(kind: str, channels: int, num_classes: int, bb: Backbone) -> nn.Module:
+def _make_head(kind: str, shape: tuple[int, int, int], num_classes: int, bb: Backbone) -> nn.Module:
     if kind == "aep":
-        return bb.make_head(channels, num_classes)
+        return bb.make_head(shape[0], num_classes)
     if kind in ("plain", "pool", "bnpool"):
         from edgeexit.models import eenet_heads
 
-        return eenet_heads.make_exit_block(kind, channels, num_classes)
+        return eenet_heads.make_exit_block(kind, shape[0], num_classes, spatial_size=tuple(shape[1:]))
     raise ConfigError("unknown head kind", got=kind, expected=", ".join(HEAD_KINDS), hint="aep for AEP, plain/pool/bnpool for EENets")
 
 
@@ -105,20 +105,21 @@ def build_model(cfg: ModelConfig) -> EarlyExitNet:
         segments.append(nn.Sequential(*bb.blocks[start:p + 1]))
         names.append(bb.block_names[p])
         start = p + 1
-    channels = _exit_channels(segments, cfg.in_channels, cfg.image_size)
-    heads = [_make_head(cfg.head, c, cfg.num_classes, bb) for c in channels[:-1]] + [bb.final_head]
+    shapes = _exit_shapes(segments, cfg.in_channels, cfg.image_size)
+    heads = [_make_head(cfg.head, s, cfg.num_classes, bb) for s in shapes[:-1]] + [bb.final_head]
     return EarlyExitNet(segments, heads, exit_names=names)
 
 
-def _exit_channels(segments: list[nn.Module], in_channels: int, image_size: int) -> list[int]:
+def _exit_shapes(segments: list[nn.Module], in_channels: int, image_size: int) -> list[tuple[int, int, int]]:
+    """(C, H, W) of the features at every exit, from one dummy forward pass."""
     x = torch.zeros(2, in_channels, image_size, image_size)
-    channels = []
+    shapes = []
     was_training = [s.training for s in segments]
     with torch.no_grad():
         for s in segments:
             s.eval()
             x = s(x)
-            channels.append(x.shape[1])
+            shapes.append(tuple(x.shape[1:]))
     for s, t in zip(segments, was_training):
         s.train(t)
-    return channels
+    return shapes

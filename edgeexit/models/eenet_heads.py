@@ -86,8 +86,14 @@ class BnpoolExit(_EENetExit):
 EXIT_BLOCKS = {"plain": PlainExit, "pool": PoolExit, "bnpool": BnpoolExit}
 
 
-def eenet_exit(kind: str, in_channels: int, num_classes: int) -> nn.Module:
-    """The EENet exit block named `kind` ("plain" | "pool" | "bnpool"; the paper uses "pool", Sec. 4.4)."""
+def make_exit_block(kind: str, in_channels: int, num_classes: int, *,
+                    spatial_size: int | tuple[int, int] | None = None) -> nn.Module:
+    """The EENet exit block named `kind` ("plain" | "pool" | "bnpool"; the paper's experiments use
+    "pool", Sec. 4.4). `spatial_size` (H, W) of the feature maps sizes a Plain block's FC layers up
+    front; without it they are built at the first forward. Pool and Bnpool do not need it.
+    """
     if kind not in EXIT_BLOCKS:
         raise ConfigError("unknown EENet exit block", got=kind, expected=" | ".join(EXIT_BLOCKS))
+    if kind == "plain":
+        return PlainExit(in_channels, num_classes, spatial_size=spatial_size)
     return EXIT_BLOCKS[kind](in_channels, num_classes)

@@ -19,15 +19,19 @@ class EarlyExitNet(nn.Module):
     """`segments[k]` maps the features after exit k-1 to the features at exit k; `heads[k]` answers there.
 
     The last head is the final classifier, so `forward(x)[-1]` are the logits of the original model.
+    `gater` (optional) is the budget-aware gater of papers/003 that scores every exit from its logits;
+    it is a submodule so that checkpoints carry it, but `forward` never runs it.
     """
 
-    def __init__(self, segments: Sequence[nn.Module], heads: Sequence[nn.Module], *, exit_names: Sequence[str]):
+    def __init__(self, segments: Sequence[nn.Module], heads: Sequence[nn.Module], *, exit_names: Sequence[str],
+                 gater: nn.Module | None = None):
         super().__init__()
         if not (len(segments) == len(heads) == len(exit_names)) or not segments:
             raise ValueError(f"need as many segments as heads and names, got {len(segments)}/{len(heads)}/{len(exit_names)}")
         self.segments = nn.ModuleList(segments)
         self.heads = nn.ModuleList(heads)
         self.exit_names = list(exit_names)
+        self.gater = gater
 
     @property
     def num_exits(self) -> int:

@@ -127,6 +127,8 @@ def inner_loss(logits: Sequence[Tensor], target: Tensor, costs: Sequence[float],
 
         L_inner = (1/N) Σ_i Σ_k (A^k_{i;φ}(s^k_{i;θ}) + 1)·(ℓ^CE_θ(ŷ^k_i, y_i) + λ·Cost^k)
 
+    (Eq. 4 writes the same loss with Pr(k|x) + 1; Eq. 10, the training objective, uses the sharpened A.)
+
     Cost^k is a constant per exit: pass the cost rate, cumulative MACs to exit k / full MACs (the
     paper does not say how it normalises Cost; λ = 2 only makes sense for costs of order 1).
     Gradients (Eq. 11): θ receives (A+1)·∂ℓ^CE/∂θ and (ℓ^CE + λ·Cost)·∂A/∂θ, because the features

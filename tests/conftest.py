@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny models exported once per session, on real onnxruntime."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgeexit.calibrate.scores import score_fn_torch
+from edgeexit.costs import count_costs
+from edgeexit.export import export_segments
+from edgeexit.models import ModelConfig, build_model
+from edgeexit.runtime import EarlyExitRuntime, OrtSegment
+
+torch.set_num_threads(1)  # tests run in parallel workers; keep each on one core
+
+
+def runtime_for(net, shape, out_dir: Path, thresholds, score: str = "max_softmax") -> EarlyExitRuntime:
+    """Export `net`'s segments to ONNX and load them into the onnxruntime early-exit runtime."""
+    score_fn = score_fn_torch(score)
+    paths = export_segments(net, score_fn, shape, out_dir)
+    x = torch.zeros(2, *shape)
+    shapes = []
+    with torch.no_grad():
+        for k in range(net.num_exits):
+            outs = net.exit_segment(k, score_fn)(x)
+            shapes.append([tuple(o.shape[1:]) for o in outs])
+            x = outs[0]
+    costs = count_costs(net, shape[0], shape[1]).cumulative_macs
+    return EarlyExitRuntime([OrtSegment(p, s, threads=1) for p, s in zip(paths, shapes)], thresholds, costs, shape,
+                            shapes[-1][0][0])
+
+
+@pytest.fixture(scope="session")
+def tiny_net():
+    torch.manual_seed(0)
+    return build_model(ModelConfig(backbone="tiny_cnn", in_channels=1, image_size=16, num_classes=5)).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_runtime(tiny_net, tmp_path_factory):
+    """Thresholds chosen so that a random batch spreads over all three exits."""
+    out = tmp_path_factory.mktemp("tiny_segments")
+    rt = runtime_for(tiny_net, (1, 16, 16), out, [math.inf] * 3)
+    x = np.random.default_rng(0).standard_normal((256, 1, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        logits = tiny_net(torch.from_numpy(x))
+    scores = [torch.softmax(l, 1).amax(1).numpy() for l in logits]
+    thresholds = [float(np.quantile(scores[0], 0.6)), float(np.quantile(scores[1], 0.5)), -math.inf]
+    return rt.with_thresholds(thresholds)

@@ -1,0 +1,81 @@
+"""Every backbone builds, splits, exports to ONNX and matches torch; the split model is the original model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from edgeexit.costs import count_costs
+from edgeexit.errors import ConfigError
+from edgeexit.models import ModelConfig, backbone, build_model, exit_blocks, list_backbones
+from tests.conftest import runtime_for
+
+SMALL = {"image_size": 32, "in_channels": 1, "num_classes": 10}
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_backbone_splits_exports_and_matches_torch(name, tmp_path):
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(backbone=name, **SMALL)).eval()
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        outs = net(x)
+        full = net.unsplit()(x)
+    assert len(outs) == net.num_exits >= 3
+    assert all(o.shape == (3, 10) for o in outs)
+    # the last exit of the split network is exactly the unsplit model
+    torch.testing.assert_close(outs[-1], full, rtol=0, atol=0)
+
+    # export with real onnxruntime (export_segments itself checks ORT vs torch at 1e-4 on batches 1 and 3)
+    never = [math.inf] * net.num_exits
+    rt = runtime_for(net, (1, 32, 32), tmp_path, never)
+    forced = rt.run(x.numpy())
+    np.testing.assert_allclose(forced.logits, full.numpy(), atol=1e-4, rtol=1e-4)
+    assert (forced.exit_index == net.num_exits - 1).all()
+
+    costs = count_costs(net, 1, 32)
+    assert all(m > 0 for m in costs.segment_macs)
+    assert costs.cumulative_macs == sorted(costs.cumulative_macs)
+    assert costs.full_macs == sum(costs.segment_macs) + costs.head_macs[-1]
+
+
+def test_every_exit_runs_on_real_runtime_and_matches_torch(tiny_net, tmp_path):
+    """Each exit, forced in turn, returns that exit's torch logits."""
+    x = np.random.default_rng(1).standard_normal((7, 1, 16, 16)).astype(np.float32)
+    rt = runtime_for(tiny_net, (1, 16, 16), tmp_path, [math.inf] * 3)
+    with torch.no_grad():
+        want = tiny_net(torch.from_numpy(x))
+    for k in range(3):
+        thresholds = [math.inf] * 3
+        thresholds[k] = -math.inf
+        got = rt.with_thresholds(thresholds).run(x)
+        assert (got.exit_index == k).all()
+        np.testing.assert_allclose(got.logits, want[k].numpy(), atol=1e-4, rtol=1e-4)
+        assert (got.macs == rt.cumulative_macs[k]).all()
+
+
+def test_placements():
+    bb = backbone("resnet18", num_classes=10, in_channels=1)
+    assert [bb.block_names[i] for i in exit_blocks(bb, "stages")] == ["layer1.1", "layer2.1", "layer3.1", "layer4.1"]
+    assert exit_blocks(bb, "blocks") == list(range(len(bb.blocks)))
+    assert exit_blocks(bb, [2, 4]) == [2, 4, len(bb.blocks) - 1]
+    mb = backbone("mobilenet_v3_small", num_classes=10, in_channels=3)
+    assert len(exit_blocks(mb, "full")) == 5  # AEP's MobileNetV3-Small "full" variant
+    eb = backbone("efficientnet_b0", num_classes=10, in_channels=3)
+    assert len(exit_blocks(eb, "full")) == 7  # AEP's EfficientNet "full": one exit per MBConv stage
+
+
+def test_more_sizes_by_name():
+    assert backbone("efficientnet_b1", num_classes=10, in_channels=1).name == "efficientnet_b1"
+    assert len(backbone("cifar_resnet32", num_classes=10, in_channels=3).blocks) == 16
+
+
+@pytest.mark.parametrize("bad", [{"backbone": "resnet19"}, {"exits": "sometimes"}, {"exits": [99]}, {"head": "x"},
+                                 {"backbone": "cifar_resnet21"}])
+def test_bad_model_config_is_a_clear_error(bad):
+    with pytest.raises(ConfigError) as err:
+        build_model(ModelConfig(**{**SMALL, "backbone": "tiny_cnn", **bad}))
+    assert "expected" in str(err.value)

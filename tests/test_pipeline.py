@@ -1,0 +1,152 @@
+"""The whole path on a tiny model and synthetic data: build, reload, evaluate; stages alone; tampering refused."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from edgeexit.bundle import load_bundle
+from edgeexit.cli import app
+from edgeexit.errors import BundleError, CheckpointError
+from edgeexit.pipeline import evaluate_bundle
+from edgeexit.runtime import EarlyExitRuntime, OrtModel
+from edgeexit.train.checkpoint import load_checkpoint, model_from_checkpoint
+
+runner = CliRunner()
+QUICK = ["--dataset", "synthetic", "--backbone", "tiny_cnn", "--limit-train", "256", "--limit-val", "128",
+         "--limit-test", "128", "--image-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    res = runner.invoke(app, ["build", "--run-dir", str(run), "--epochs", "2", "--budget", "0.7", *QUICK])
+    assert res.exit_code == 0, res.output
+    return run, res.output
+
+
+def test_build_prints_the_table_and_writes_a_verified_bundle(built):
+    run, output = built
+    assert "early exit" in output and "mean MACs" in output and "measured time" in output
+    b = load_bundle(run / "bundle")
+    assert {"manifest.json"} | set(b.manifest["files"]) >= {"segments/seg0.onnx", "reference/full.onnx",
+                                                            "calibration.json", "report.md", "eval.json"}
+    report = (run / "bundle" / "report.md").read_text()
+    assert "| accuracy |" in report
+    saved = json.loads((run / "bundle" / "eval.json").read_text())
+    again = evaluate_bundle(run / "bundle", repeats=1, time_batches=1)
+    # accuracy, exit histogram and MACs are reproduced exactly by a fresh load of the bundle
+    for key in ("full_accuracy", "early_exit_accuracy", "exit_histogram", "macs_fraction"):
+        assert again[key] == saved[key]
+
+
+def test_forced_final_exit_reproduces_the_unsplit_model(built):
+    run, _ = built
+    b = load_bundle(run / "bundle")
+    rt = EarlyExitRuntime.from_bundle(b).with_thresholds([math.inf] * len(b.exits))
+    full = OrtModel(b.path(b.manifest["reference"]))
+    x = np.random.default_rng(0).standard_normal((9, *b.input_shape)).astype(np.float32)
+    np.testing.assert_allclose(rt.run(x).logits, full.run(x)[0], atol=1e-4, rtol=1e-4)
+    net, _ = model_from_checkpoint(load_checkpoint(run / "checkpoint.pt"))
+    with torch.no_grad():
+        np.testing.assert_allclose(rt.run(x).logits, net.unsplit()(torch.from_numpy(x)).numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_stages_run_alone_on_the_previous_artifact(built, tmp_path):
+    run, _ = built
+    shutil.copy(run / "checkpoint.pt", tmp_path / "checkpoint.pt")
+    for args in (["calibrate", "--budget", "0.5", "--policy", "search"], ["export"]):
+        res = runner.invoke(app, [*args, "--run-dir", str(tmp_path)])
+        assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["eval", str(tmp_path / "bundle"), "--json", str(tmp_path / "e.json")])
+    assert res.exit_code == 0, res.output
+    figures = json.loads((tmp_path / "e.json").read_text())
+    assert figures["samples"] == 128 and sum(figures["exit_histogram"]) == 128
+
+
+def test_resume_continues_training(tmp_path):
+    res = runner.invoke(app, ["train", "--run-dir", str(tmp_path), "--epochs", "1", *QUICK])
+    assert res.exit_code == 0, res.output
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 0
+    res = runner.invoke(app, ["train", "--run-dir", str(tmp_path), "--epochs", "2", "--resume", *QUICK])
+    assert res.exit_code == 0, res.output
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 2
+
+
+def _copy_bundle(built, tmp_path):
+    run, _ = built
+    dest = tmp_path / "bundle"
+    shutil.copytree(run / "bundle", dest)
+    return dest
+
+
+def test_tampered_segment_is_refused(built, tmp_path):
+    b = _copy_bundle(built, tmp_path)
+    with open(b / "segments" / "seg1.onnx", "r+b") as f:
+        f.seek(200)
+        byte = f.read(1)
+        f.seek(200)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(BundleError, match="modified: segments/seg1.onnx"):
+        load_bundle(b)
+    res = runner.invoke(app, ["eval", str(b)])
+    assert res.exit_code == 2 and "modified" in res.output
+
+
+def test_tampered_manifest_is_refused(built, tmp_path):
+    b = _copy_bundle(built, tmp_path)
+    m = json.loads((b / "manifest.json").read_text())
+    m["exits"][0]["threshold"] = 0.0  # make everything exit early
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="manifest.json was modified"):
+        load_bundle(b)
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate_manifest", "schema"])
+def test_broken_bundles_are_refused(built, tmp_path, damage):
+    b = _copy_bundle(built, tmp_path)
+    if damage == "delete":
+        (b / "calibration.json").unlink()
+        match = "missing: calibration.json"
+    elif damage == "truncate_manifest":
+        (b / "manifest.json").write_text((b / "manifest.json").read_text()[:100])
+        match = "not valid JSON"
+    else:
+        m = json.loads((b / "manifest.json").read_text())
+        m["schema"] = "edgeexit.bundle/99"
+        (b / "manifest.json").write_text(json.dumps(m))
+        match = "unknown schema"
+    with pytest.raises(BundleError, match=match):
+        load_bundle(b)
+
+
+def test_corrupt_checkpoint_is_refused(built, tmp_path):
+    run, _ = built
+    data = (run / "checkpoint.pt").read_bytes()
+    (tmp_path / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(tmp_path / "checkpoint.pt")
+    res = runner.invoke(app, ["calibrate", "--run-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "corrupt" in res.output
+
+
+def test_mismatched_checkpoint_is_refused(built, tmp_path):
+    run, _ = built
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    ckpt["model_config"]["backbone"] = "cifar_resnet20"
+    with pytest.raises(CheckpointError, match="do not match"):
+        model_from_checkpoint(ckpt)
+
+
+def test_unmeetable_budget_is_a_clear_error(built, tmp_path):
+    run, _ = built
+    shutil.copy(run / "checkpoint.pt", tmp_path / "checkpoint.pt")
+    res = runner.invoke(app, ["calibrate", "--run-dir", str(tmp_path), "--budget", "0.01"])
+    assert res.exit_code == 2 and "error" in res.output.lower()
