@@ -18,6 +18,10 @@ class ExitOutputs:
     labels: np.ndarray  # [N] int64
     confidences: np.ndarray | None  # [E, N] EENet h, or None
 
+    def subset(self, idx: np.ndarray) -> "ExitOutputs":
+        """The outputs of the samples at `idx` (a calibration recipe's draw)."""
+        return ExitOutputs(self.logits[:, idx], self.labels[idx], None if self.confidences is None else self.confidences[:, idx])
+
     @property
     def exit_accuracy(self) -> list[float]:
         return (self.logits.argmax(-1) == self.labels[None]).mean(1).tolist()

@@ -60,6 +60,9 @@ def train_stage(run_dir: Path, data: DataConfig, model: ModelConfig, cfg: TrainC
     spec = splits.spec
     model = ModelConfig.from_dict({**model.to_dict(), "num_classes": spec.num_classes, "in_channels": spec.channels,
                                    "image_size": spec.height})
+    if cfg.method == "budget" and not model.gater_features:
+        # papers/003's CIFAR setting (Supplementary B): the gater reads confidence and entropy.
+        model = ModelConfig.from_dict({**model.to_dict(), "gater_features": ("confidence", "entropy")})
     torch.manual_seed(cfg.seed)
     net = build_model(model)
     return train(net, model, splits.train, splits.val, spec, asdict(data), cfg, Path(run_dir) / "checkpoint.pt",
@@ -72,27 +75,113 @@ def load_trained(checkpoint: Path) -> tuple[EarlyExitNet, ModelConfig, InputSpec
     return net, cfg, InputSpec.from_dict(ckpt["input_spec"]), DataConfig(**ckpt["data"])
 
 
+def load_trained_unpruned(checkpoint: Path) -> EarlyExitNet:
+    """The whole trained network (all exits) behind a possibly pruned checkpoint."""
+    ckpt = load_checkpoint(checkpoint)
+    if ckpt.get("kept_exits") is None:
+        return model_from_checkpoint(ckpt)[0]
+    cfg = ModelConfig.from_dict({**ckpt["model_config"], "weights": None})
+    full = build_model(cfg)
+    full.load_state_dict(ckpt["unpruned_state_dict"])
+    return full.eval()
+
+
 def calibrate_stage(checkpoint: Path, out: Path, *, budget: Budget | None, policy: str = "search",
-                    score: str = "max_softmax", limit: int | None = None, threshold: float = 0.5) -> Calibration:
-    """Thresholds on the validation split for `budget`, written to `out` (calibration.json)."""
-    from edgeexit.calibrate import policies
+                    score: str = "max_softmax", recipe: str = "default", limit: int | None = None,
+                    threshold: float = 0.5, profile: dict | None = None, curves: bool = True) -> Calibration:
+    """Thresholds for `budget` on the recipe's calibration set (validation split by default), written to `out`
+    (calibration.json), with the anytime and budgeted-batch curves beside it (curves.json, curves.png).
+
+    A millisecond budget reads the per-exit latency table of `profile` (what `edgeexit profile` measured).
+    """
+    from edgeexit.calibrate import anytime_curve, budget_curve, load_recipe, plot_curves, policies
 
     net, cfg, spec, data = load_trained(checkpoint)
+    rec = load_recipe(recipe)
     splits = data.load(spec.channels)
-    outs = collect_outputs(net, splits.val, limit=limit)
+    dataset = {"val": splits.val, "train": splits.train, "test": splits.test}.get(rec.split)
+    if dataset is None:
+        raise ConfigError("calibration recipe names an unknown split", got=rec.split, expected="val, train or test")
+    outs = collect_outputs(net, dataset, limit=limit).subset(rec.indices(len(dataset) if limit is None else min(limit, len(dataset))))
     costs = count_costs(net, spec.channels, spec.height).cumulative_macs
-    if policy == "search":
-        cal = policies.calibrate_search(outs.logits, outs.labels, costs, budget, kind=score, confidences=outs.confidences)
-    elif policy == "fractions":
-        cal = policies.calibrate_fractions(outs.logits, outs.labels, costs, budget, kind=score, confidences=outs.confidences)
-    elif policy == "fixed":
-        cal = policies.calibrate_fixed(outs.logits, outs.labels, costs, budget, confidences=outs.confidences, threshold=threshold)
-    elif policy == "gater":
-        cal = policies.calibrate_gater(outs.logits, outs.labels, costs, budget, confidences=outs.confidences)
-    else:
-        raise ConfigError("unknown calibration policy", got=policy, expected=", ".join(POLICIES))
+    # The gater's P_k are the exit scores of a budget-trained model (papers/003), read from every exit's logits.
+    confidences = gater_scores(net, outs.logits) if "gater" in (policy, score) else outs.confidences
+    options: dict = {"confidences": confidences}
+    if policy in ("search", "fractions"):
+        options["kind"] = score
+    if policy == "fixed":
+        options["threshold"] = threshold
+    if profile is not None:
+        options.update(latency_ms=profile["latency_ms"], latency_target=profile["target"])
+    cal = policies.calibrate(outs.logits, outs.labels, costs, budget, policy=policy, **options)
     jsonio.write_json(Path(out), cal.to_dict())
+    if curves:
+        curve_costs = cal.costs
+        anytime = anytime_curve(outs.logits, outs.labels, curve_costs, cost_unit=cal.cost_unit)
+        sweep_options = {k: v for k, v in options.items() if k not in ("latency_ms", "latency_target")}
+        budgeted = (budget_curve(outs.logits, outs.labels, curve_costs, policy=policy, cost_unit=cal.cost_unit,
+                                 **sweep_options) if policy in ("search", "fractions") else None)
+        jsonio.write_json(Path(out).with_name("curves.json"), {"anytime": anytime, "budgeted": budgeted})
+        plot_curves(Path(out).with_name("curves.png"), anytime=anytime, budgeted=budgeted, operating_point=cal,
+                    title=f"{cfg.backbone}: accuracy vs cost ({policy}, {cal.score_kind})")
     return cal
+
+
+def _require_gater(net: EarlyExitNet):
+    if net.gater is None:
+        raise ConfigError("the gater score needs a model trained with a gater", got="a model without one",
+                          expected="a checkpoint of `edgeexit train --method budget`",
+                          hint="calibrate with --score max_softmax (or confidence for EENets) instead")
+    return net.gater
+
+
+@torch.no_grad()
+def gater_scores(net: EarlyExitNet, logits: np.ndarray) -> np.ndarray:
+    """P_k [E, N] of the net's gater on per-exit logits [E, N, C]: what the exported segments compute."""
+    from edgeexit.train.gater import gater_score
+
+    gater = _require_gater(net).eval()
+    return np.stack([gater_score(torch.from_numpy(np.ascontiguousarray(l)), gater).numpy() for l in logits]).astype(np.float32)
+
+
+class GaterScore(torch.nn.Module):
+    """The exit score P_k = gater(logits) inside an exported segment; a module, so the gater's weights are part of
+    the exported graph."""
+
+    def __init__(self, gater: torch.nn.Module):
+        super().__init__()
+        self.gater = gater
+
+    def forward(self, logits: torch.Tensor, conf: torch.Tensor | None = None) -> torch.Tensor:
+        from edgeexit.train.gater import gater_score
+
+        return gater_score(logits, self.gater)
+
+
+def prune_stage(checkpoint: Path, out: Path, *, mode: str | None = None, limit: int | None = None) -> "PruneResult":
+    """AEP pruning (papers/000): the best exit subset on the validation split, written as a pruned checkpoint
+    `out` (the sub-network and its ensemble weights) and `out`.json with every subset's figures."""
+    from edgeexit.prune import prune
+    from edgeexit.train.checkpoint import save_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    if ckpt.get("kept_exits") is not None:
+        raise ConfigError("checkpoint is already pruned", got=f"kept exits {ckpt['kept_exits']}",
+                          expected="the trained checkpoint", hint="prune RUN/checkpoint.pt, not RUN/pruned.pt")
+    net, cfg = model_from_checkpoint(ckpt)
+    spec, data = InputSpec.from_dict(ckpt["input_spec"]), DataConfig(**ckpt["data"])
+    mode = mode or ckpt["train_config"].get("weight_mode", "unif")
+    outs = collect_outputs(net, data.load(spec.channels).val, limit=limit)
+    c = count_costs(net, spec.channels, spec.height)
+    result = prune(outs.logits, outs.labels, mode=mode, segment_params=c.segment_params, head_params=c.head_params,
+                   segment_macs=c.segment_macs, head_macs=c.head_macs)
+    sub = net.select_exits(result.kept_exits)
+    save_checkpoint(Path(out), {**{k: v for k, v in ckpt.items() if k != "format"},
+                                "state_dict": sub.state_dict(), "kept_exits": result.kept_exits,
+                                "unpruned_state_dict": ckpt["state_dict"],
+                                "ensemble": {"mode": result.mode, "weights": result.weights}})
+    jsonio.write_json(Path(out).with_suffix(".json"), result.to_dict())
+    return result
 
 
 def _output_shapes(net: EarlyExitNet, score_fn, input_shape) -> list[list[list[int]]]:
@@ -119,13 +208,14 @@ def export_stage(checkpoint: Path, calibration: Path, bundle_dir: Path, *, targe
     if len(cal.thresholds) != net.num_exits:
         raise ConfigError("calibration and model disagree on the number of exits", got=len(cal.thresholds),
                           expected=net.num_exits, hint="calibrate this checkpoint again")
-    score_fn = score_fn_torch(cal.score_kind)
+    score_fn = GaterScore(_require_gater(net)) if cal.score_kind == "gater" else score_fn_torch(cal.score_kind)
     costs = count_costs(net, spec.channels, spec.height)
     shapes = _output_shapes(net, score_fn, spec.shape)
 
     def populate(tmp: Path) -> None:
         export_segments(net, score_fn, spec.shape, tmp / "segments")
-        export_unsplit(net, spec.shape, tmp / "reference" / "full.onnx")
+        # the reference is the original backbone even when the bundle is a pruned sub-network
+        export_unsplit(load_trained_unpruned(checkpoint), spec.shape, tmp / "reference" / "full.onnx")
         jsonio.write_json(tmp / "calibration.json", cal.to_dict())
 
     import onnx
@@ -145,6 +235,7 @@ def export_stage(checkpoint: Path, calibration: Path, bundle_dir: Path, *, targe
         } for k in range(net.num_exits)],
         "full_macs": costs.full_macs,
         "reference": "reference/full.onnx",
+        "ensemble": _ensemble(checkpoint, net.num_exits),
         "target": tgt.name, "format": "onnx", "precision": "fp32",
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
                      "python": platform.python_version()},
@@ -152,8 +243,20 @@ def export_stage(checkpoint: Path, calibration: Path, bundle_dir: Path, *, targe
     return write_bundle(Path(bundle_dir), manifest, populate)
 
 
+def _ensemble(checkpoint: Path, num_exits: int) -> dict:
+    """AEP ensemble weights beta of the bundle's exits: the pruned subset's, or the training mode's."""
+    from edgeexit.prune import aep_weights
+
+    ckpt = load_checkpoint(checkpoint)
+    if ckpt.get("ensemble"):
+        return ckpt["ensemble"]
+    mode = ckpt["train_config"].get("weight_mode", "unif")
+    return {"mode": mode, "weights": aep_weights(num_exits, mode, "output").tolist()}
+
+
 def evaluate_bundle(bundle_dir: Path, *, split: str = "test", batch_size: int = 64, limit: int | None = None,
-                    repeats: int = 3, time_batches: int | None = None, threads: int | None = None) -> dict:
+                    repeats: int = 3, time_batches: int | None = None, threads: int | None = None,
+                    single_samples: int = 300) -> dict:
     """Accuracy, exit histogram, MACs and wall time of the early-exit runtime vs the unsplit model (same backend)."""
     bundle = load_bundle(Path(bundle_dir))
     data = DataConfig(**bundle.manifest["data"])
@@ -172,8 +275,12 @@ def evaluate_bundle(bundle_dir: Path, *, split: str = "test", batch_size: int = 
         full_preds.append(full.run(x[i:i + batch_size])[0].argmax(1))
     ee_preds, ee_exits, full_preds = map(np.concatenate, (ee_preds, ee_exits, full_preds))
     cum = np.array([e["cumulative_macs"] for e in bundle.exits], dtype=np.float64)
-    timing = side_by_side({"early_exit": runtime.run, "full": lambda b: full.run(b)}, x, batch_size,
-                          repeats=repeats, max_batches=time_batches)
+    runs = {"early_exit": runtime.run, "full": full.run}
+    timing = side_by_side(runs, x, batch_size, repeats=repeats, max_batches=time_batches)
+    by_batch = {str(batch_size): timing.ratio("early_exit", "full")}
+    if batch_size != 1 and single_samples:  # per-call overhead shows at batch 1: measure it too
+        one = side_by_side(runs, x[:single_samples], 1, repeats=repeats, max_batches=time_batches)
+        by_batch = {"1": one.ratio("early_exit", "full"), **by_batch}
     n_exits = len(bundle.exits)
     return {
         "bundle": str(bundle.root), "split": split, "samples": int(len(y)), "batch_size": batch_size,
@@ -185,6 +292,7 @@ def evaluate_bundle(bundle_dir: Path, *, split: str = "test", batch_size: int = 
         "full_macs": int(bundle.manifest["full_macs"]),
         "macs_fraction": float(cum[ee_exits].mean() / bundle.manifest["full_macs"]),
         "latency_fraction": timing.ratio("early_exit", "full"),
+        "latency_fraction_by_batch": by_batch,
         "per_image_ms": {k: timing.per_image_ms(k) for k in timing.seconds},
         "timed_batches": len(timing.seconds["full"]),
         "agreement_with_full": float((ee_preds == full_preds).mean()),

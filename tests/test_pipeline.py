@@ -150,3 +150,55 @@ def test_unmeetable_budget_is_a_clear_error(built, tmp_path):
     shutil.copy(run / "checkpoint.pt", tmp_path / "checkpoint.pt")
     res = runner.invoke(app, ["calibrate", "--run-dir", str(tmp_path), "--budget", "0.01"])
     assert res.exit_code == 2 and "error" in res.output.lower()
+
+
+def test_build_prunes_profiles_and_reports(built):
+    run, output = built
+    assert "kept exits" in output and "per-exit latency" in output
+    b = load_bundle(run / "bundle")
+    pr = json.loads((run / "pruned.json").read_text())
+    assert [e["index"] for e in b.exits] == list(range(len(pr["kept_exits"])))
+    assert len(b.manifest["ensemble"]["weights"]) == len(pr["kept_exits"])
+    prof = json.loads((run / "bundle" / "profile.json").read_text())
+    assert len(prof["exits"]) == len(b.exits) and all(e["p50_ms"] > 0 for e in prof["exits"])
+    assert (run / "bundle" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Per-exit latency" in (run / "bundle" / "report.md").read_text()
+
+
+def test_ensemble_mode_reproduces_the_pruned_aep_prediction(built):
+    """The runtime's no-early-stop mode = argmax Σ β_i·O_i over the kept exits (papers/000, Eq. 3)."""
+    run, _ = built
+    b = load_bundle(run / "bundle")
+    net, _ = model_from_checkpoint(load_checkpoint(run / "pruned.pt"))
+    x = np.random.default_rng(5).standard_normal((11, *b.input_shape)).astype(np.float32)
+    got = EarlyExitRuntime.from_bundle(b).run_ensemble(x)
+    with torch.no_grad():
+        outs = net(torch.from_numpy(x))
+    want = sum(beta * o.numpy() for beta, o in zip(b.manifest["ensemble"]["weights"], outs))
+    np.testing.assert_allclose(got.logits, want, atol=1e-4, rtol=1e-4)
+    np.testing.assert_array_equal(got.predictions, want.argmax(1))
+
+
+def test_prune_command_and_millisecond_budget(built, tmp_path):
+    run, _ = built
+    shutil.copy(run / "checkpoint.pt", tmp_path / "checkpoint.pt")
+    res = runner.invoke(app, ["prune", "--run-dir", str(tmp_path), "--mode", "mix"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "pruned.json").read_text())["mode"] == "mix"
+    # a millisecond budget before any profile is a clear error
+    res = runner.invoke(app, ["calibrate", "--run-dir", str(tmp_path), "--budget", "1ms@cpu"])
+    assert res.exit_code == 2 and "latency table" in res.output
+    for args in (["calibrate", "--budget", "1.0"], ["export"], ["profile", "--rounds", "5"]):
+        res = runner.invoke(app, [*args, "--run-dir", str(tmp_path)])
+        assert res.exit_code == 0, res.output
+    prof = json.loads((tmp_path / "profile.json").read_text())
+    budget_ms = 0.5 * (prof["latency_ms"][0] + prof["latency_ms"][-1])
+    res = runner.invoke(app, ["calibrate", "--run-dir", str(tmp_path), "--budget", f"{budget_ms}ms@cpu", "--recipe", "quick"])
+    assert res.exit_code == 2 and "more samples than split" in res.output  # quick wants 2000, val has 128
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('split = "val"\nsamples = 100\nseed = 1\n')
+    res = runner.invoke(app, ["calibrate", "--run-dir", str(tmp_path), "--budget", f"{budget_ms}ms@cpu", "--recipe", str(recipe)])
+    assert res.exit_code == 0, res.output
+    cal = json.loads((tmp_path / "calibration.json").read_text())
+    assert cal["cost_unit"] == "ms" and cal["mean_cost"] <= budget_ms + 1e-9 and cal["n_samples"] == 100
+    assert cal["costs"] == prof["latency_ms"]

@@ -53,6 +53,20 @@ class EarlyExitNet(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         return self.forward_exits(x)[0]
 
+    def select_exits(self, keep: Sequence[int]) -> "EarlyExitNet":
+        """The sub-network with only the exits in `keep` (AEP pruning): the segments between kept exits
+        are merged, those after the last kept exit dropped, and the last kept head becomes the final one.
+        Modules are shared with this network, not copied."""
+        keep = sorted(set(int(k) for k in keep))
+        if not keep or keep[0] < 0 or keep[-1] >= self.num_exits:
+            raise ValueError(f"exits to keep must be in 0..{self.num_exits - 1}, got {keep}")
+        segments, start = [], 0
+        for k in keep:
+            segments.append(nn.Sequential(*self.segments[start:k + 1]))
+            start = k + 1
+        return EarlyExitNet(segments, [self.heads[k] for k in keep], exit_names=[self.exit_names[k] for k in keep],
+                            gater=self.gater)
+
     def unsplit(self) -> nn.Module:
         """The original single-exit model: all segments, then the final classifier."""
         return UnsplitModel(self)

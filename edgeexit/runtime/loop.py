@@ -35,7 +35,7 @@ class EarlyExitRuntime:
     """
 
     def __init__(self, segments: Sequence[SegmentRunner], thresholds: Sequence[float], cumulative_macs: Sequence[int],
-                 input_shape: Sequence[int], num_classes: int):
+                 input_shape: Sequence[int], num_classes: int, ensemble_weights: Sequence[float] | None = None):
         if not (len(segments) == len(thresholds) == len(cumulative_macs)):
             raise ConfigError("segments, thresholds and costs differ in length",
                               got=(len(segments), len(thresholds), len(cumulative_macs)), expected="one of each per exit",
@@ -46,6 +46,10 @@ class EarlyExitRuntime:
         self.cumulative_macs = np.asarray(cumulative_macs, dtype=np.int64)
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
+        self.ensemble_weights = None if ensemble_weights is None else [float(w) for w in ensemble_weights]
+        if self.ensemble_weights is not None and len(self.ensemble_weights) != len(self.segments):
+            raise ConfigError("one ensemble weight per exit is needed", got=len(self.ensemble_weights),
+                              expected=len(self.segments), hint="rebuild the bundle")
 
     @property
     def num_exits(self) -> int:
@@ -60,8 +64,9 @@ class EarlyExitRuntime:
             raise ConfigError("backend cannot run this bundle", got=backend, expected="onnxruntime for ONNX bundles",
                               hint=f"backends: {', '.join(BACKENDS)}; the torch backend runs a checkpoint (from_net)")
         runners = [OrtSegment(b.path(e["segment"]), e["output_shapes"], threads=threads, spinning=spinning) for e in b.exits]
+        ensemble = b.manifest.get("ensemble") or {}
         return cls(runners, b.thresholds, [e["cumulative_macs"] for e in b.exits], b.input_shape,
-                   len(b.manifest["class_names"]))
+                   len(b.manifest["class_names"]), ensemble.get("weights"))
 
     @classmethod
     def from_net(cls, net, score_fn, thresholds: Sequence[float], cumulative_macs: Sequence[int],
@@ -72,7 +77,8 @@ class EarlyExitRuntime:
 
     def with_thresholds(self, thresholds: Sequence[float]) -> "EarlyExitRuntime":
         """The same loaded segments with other thresholds (e.g. all +inf to force the final exit)."""
-        return EarlyExitRuntime(self.segments, thresholds, self.cumulative_macs, self.input_shape, self.num_classes)
+        return EarlyExitRuntime(self.segments, thresholds, self.cumulative_macs, self.input_shape, self.num_classes,
+                                self.ensemble_weights)
 
     def check_input(self, x: np.ndarray) -> np.ndarray:
         if not isinstance(x, np.ndarray):
@@ -120,3 +126,18 @@ class EarlyExitRuntime:
             else:
                 x = features
         return RunResult(logits_out.argmax(1), exit_out, logits_out, self.cumulative_macs[exit_out])
+
+    def run_ensemble(self, x: np.ndarray) -> RunResult:
+        """AEP's "no early stop" mode (papers/000, Eq. 3): every sample runs every segment and the answer is
+        argmax Σ β_i·O_i over the bundle's exits, with the β the bundle was trained / pruned with."""
+        if self.ensemble_weights is None:
+            raise ConfigError("this runtime has no ensemble weights", got=None, expected="β per exit",
+                              hint="bundles record them under manifest 'ensemble'; pass ensemble_weights=")
+        x = self.check_input(x)
+        total = np.zeros((x.shape[0], self.num_classes), np.float32)
+        for k, (segment, beta) in enumerate(zip(self.segments, self.ensemble_weights)):
+            outs = segment.run(x)
+            total += beta * (outs[0] if k == self.num_exits - 1 else outs[1])
+            x = outs[0]
+        last = np.full(len(total), self.num_exits - 1, np.int64)
+        return RunResult(total.argmax(1), last, total, self.cumulative_macs[last])

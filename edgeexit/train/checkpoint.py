@@ -45,9 +45,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[EarlyExitNet, ModelConfig]:
-    """Rebuild the network from the checkpoint's config and load its weights strictly."""
+    """Rebuild the network from the checkpoint's config and load its weights strictly.
+
+    A pruned checkpoint (`edgeexit prune`) names the exits it kept: the sub-network is cut the same way.
+    """
     cfg = ModelConfig.from_dict({**ckpt["model_config"], "weights": None})
     net = build_model(cfg)
+    if ckpt.get("kept_exits") is not None:
+        net = net.select_exits(ckpt["kept_exits"])
     try:
         net.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as err:
