@@ -112,6 +112,13 @@ class EarlyExitRuntime:
             if threshold == math.inf:  # this exit can never answer: skip scoring
                 x = features
                 continue
+            if len(live) == 1:  # one sample (the on-device case): a scalar compare beats numpy's mask machinery
+                if outs[2][0] >= threshold:
+                    logits_out[live[0]] = logits[0]
+                    exit_out[live[0]] = k
+                    break
+                x = features
+                continue
             done = outs[2] >= threshold
             if done.all():
                 logits_out[live] = logits

@@ -14,13 +14,15 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from alternate import alternate, describe  # noqa: E402
 
 
 def make_segments(out: Path, backbone: str) -> Path:
@@ -77,7 +79,7 @@ def worker(args) -> None:
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    print(json.dumps({"median_s": statistics.median(times)}))
+    print(json.dumps({"seconds": statistics.median(times)}))
 
 
 def main() -> None:
@@ -106,22 +108,9 @@ def main() -> None:
           f"{args.rounds} rounds, one process per runtime, alternating")
     for batch in (int(b) for b in args.batches.split(",")):
         iters = 400 if batch == 1 else 30
-        ratios, full_t, forced_t = [], [], []
-        for r in range(args.rounds):
-            order = ("full", "forced") if r % 2 == 0 else ("forced", "full")
-            got = {}
-            for mode in order:
-                out = subprocess.run([sys.executable, __file__, "--worker", mode, "--dir", str(d), "--batch", str(batch),
-                                      "--iters", str(iters), "--threads", str(args.threads)],
-                                     capture_output=True, text=True, check=True)
-                got[mode] = json.loads(out.stdout.strip().splitlines()[-1])["median_s"]
-            ratios.append(got["forced"] / got["full"])
-            full_t.append(got["full"])
-            forced_t.append(got["forced"])
-        q = np.percentile(ratios, [25, 75])
-        print(f"batch {batch:>3}: forced-final / unsplit = {statistics.median(ratios):.3f} "
-              f"(IQR {q[0]:.3f}-{q[1]:.3f}, min {min(ratios):.3f}, max {max(ratios):.3f}; "
-              f"median per call {1e3 * statistics.median(full_t):.3f} ms unsplit vs {1e3 * statistics.median(forced_t):.3f} ms)")
+        common = ["--dir", str(d), "--batch", str(batch), "--iters", str(iters), "--threads", str(args.threads)]
+        summary = alternate(__file__, ("full", "forced"), common, args.rounds)
+        print(describe(f"batch {batch:>3}: forced-final / unsplit", summary))
     if tmp:
         tmp.cleanup()
 
