@@ -90,7 +90,7 @@ def write_bundle(dest: Path, manifest: dict, populate: Callable[[Path], None]) -
 def manifest_digest(manifest: dict) -> str:
     """sha256 of the manifest's canonical JSON without its own checksum: any edit to the manifest shows."""
     body = {k: v for k, v in manifest.items() if k != "checksum"}
-    return hashlib.sha256(json.dumps(jsonio.json.loads(jsonio.dumps(body)), sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(jsonio.to_jsonable(body), sort_keys=True).encode()).hexdigest()
 
 
 def _fsync(path: Path) -> None:

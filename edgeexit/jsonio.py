@@ -10,17 +10,27 @@ from pathlib import Path
 from typing import Any
 
 
-def _encode(obj: Any) -> Any:
-    if isinstance(obj, float) and math.isinf(obj):
-        return "inf" if obj > 0 else "-inf"
-    if isinstance(obj, float) and math.isnan(obj):
-        return "nan"
+def to_jsonable(obj: Any) -> Any:
+    """`obj` with numpy / torch scalars and arrays as Python values and ±inf / NaN as "inf" / "-inf" / "nan"."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else str(obj)  # "inf", "-inf", "nan"
     if isinstance(obj, dict):
-        return {k: _encode(v) for k, v in obj.items()}
+        return {k: to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_encode(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
-        return _encode(obj.item())
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy / torch arrays and scalars
+        return to_jsonable(obj.tolist())
+    return obj
+
+
+def from_jsonable(obj: Any) -> Any:
+    """Inverse of `to_jsonable` for floats: the strings "inf", "-inf" and "nan" become floats again."""
+    if isinstance(obj, dict):
+        return {k: from_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [from_jsonable(v) for v in obj]
+    if isinstance(obj, str) and obj in ("inf", "-inf", "nan"):
+        return float(obj)
     return obj
 
 
@@ -30,7 +40,7 @@ def as_float(v: Any) -> float:
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(_encode(obj), indent=2, allow_nan=False)
+    return json.dumps(to_jsonable(obj), indent=2, allow_nan=False)
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:

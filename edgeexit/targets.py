@@ -9,12 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeexit import tomlfiles
 from edgeexit.errors import ConfigError
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 ENV_VAR = "EDGEEXIT_TARGETS_DIR"
 FORMATS = ("onnx", "tensorrt", "pte")
@@ -135,26 +131,11 @@ def _parse(path: Path, raw: dict[str, Any]) -> Target:
 
 def load_target(name_or_path: str | Path) -> Target:
     """A target by name (`targets/<name>.toml`) or by the path of a TOML file."""
-    candidate = Path(name_or_path)
-    if candidate.suffix == ".toml" or "/" in str(name_or_path) or os.sep in str(name_or_path):
-        path = candidate
-        if not path.is_file():
-            raise ConfigError("target file not found", got=str(path))
-    else:
-        files = _target_files()
-        if str(name_or_path) not in files:
-            raise ConfigError(
-                "unknown target",
-                got=str(name_or_path),
-                expected=" | ".join(files) or f"a .toml file in {targets_dir()}",
-                hint="`edgeexit targets` lists them; a path to a .toml file works too",
-            )
-        path = files[str(name_or_path)]
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not valid TOML", got=str(e)) from e
-    return _parse(path, raw)
+    folder = targets_dir()
+    if not folder.is_dir():
+        _target_files()  # raises the "targets folder not found" error
+    path = tomlfiles.find(folder, name_or_path, "target", "`edgeexit targets` lists them; a path to a .toml file works too")
+    return _parse(path, tomlfiles.read(path, "target"))
 
 
 def list_targets() -> list[Target]:

@@ -92,7 +92,7 @@ def test_unknown_target_lists_known_ones():
     with pytest.raises(ConfigError, match="unknown target") as e:
         load_target("raspberry")
     assert all(name in str(e.value) for name in SHIPPED)
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="no such target file"):
         load_target("/nowhere/board.toml")
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
 
 import numpy as np
 
+from edgeexit import tomlfiles
 from edgeexit.calibrate.inputs import check_costs
 from edgeexit.errors import BudgetError, ConfigError
 
@@ -102,31 +102,18 @@ def presets_dir() -> Path:
 
 def list_presets(folder: str) -> list[str]:
     """Names of the presets in `calibration/<folder>/` ("budgets" or "recipes")."""
-    return sorted(p.stem for p in (presets_dir() / folder).glob("*.toml"))
+    return tomlfiles.names(presets_dir() / folder)
 
 
 def load_preset(folder: str, name_or_path: str | Path, build: Callable[[dict], T]) -> T:
     """`build(toml contents)` of a preset name looked up in `calibration/<folder>/`, or of a .toml path."""
-    what = folder.rstrip("s")  # "budget", "recipe"
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or len(path.parts) > 1:
-        if not path.is_file():
-            raise ConfigError(f"no such {what} file", got=str(path))
-    else:
-        path = presets_dir() / folder / f"{name_or_path}.toml"
-        if not path.is_file():
-            raise ConfigError(f"unknown {what} preset", got=repr(str(name_or_path)),
-                              expected=" | ".join(list_presets(folder)) or f"a .toml file in {presets_dir() / folder}",
-                              hint="or pass the path of your own .toml file")
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"cannot parse {what} preset {path.name}", got=str(exc)) from exc
+    what = f"{folder.rstrip('s')} preset"  # "budget preset", "recipe preset"
+    path = tomlfiles.find(presets_dir() / folder, name_or_path, what, "or pass the path of your own .toml file")
+    data = tomlfiles.read(path, what)
     try:
         return build(data)
     except ConfigError as exc:
-        raise ConfigError(f"bad {what} preset {path.name}: {exc.what}", got=exc.got, expected=exc.expected,
+        raise ConfigError(f"bad {what} {path.name}: {exc.what}", got=exc.got, expected=exc.expected,
                           hint=exc.hint) from exc
 
 

@@ -7,13 +7,13 @@ strings "inf" / "-inf" / "nan", as `edgeexit.jsonio` does, and `from_dict()` rea
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from edgeexit.calibrate.budget import Budget
 from edgeexit.calibrate.simulate import simulate
+from edgeexit import jsonio
 from edgeexit.errors import ConfigError
 
 
@@ -66,32 +66,8 @@ class Calibration:
             raise ConfigError("a calibration misses keys", got=str(exc), expected=names) from exc
 
 
-def json_safe(value):
-    """`value` with numpy scalars/arrays as Python ones and +-inf / NaN as "inf" / "-inf" / "nan"
-    (the strings `edgeexit.jsonio` writes too)."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else str(value)  # "inf", "-inf", "nan"
-    return value
-
-
-def from_json_safe(value):
-    """Inverse of `json_safe` for floats: the strings "inf", "-inf" and "nan" become floats again."""
-    if isinstance(value, dict):
-        return {k: from_json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [from_json_safe(v) for v in value]
-    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
-        return float(value)
-    return value
+json_safe = jsonio.to_jsonable  # the one encoder: ±inf / NaN as strings, numpy as Python
+from_json_safe = jsonio.from_jsonable
 
 
 def make_calibration(policy: str, kind: str, thresholds, scores: np.ndarray, preds: np.ndarray, labels: np.ndarray,

@@ -74,8 +74,8 @@ def budget_curve(logits, labels, costs, *, policy: str = "search", fractions=Non
 
 
 def plot_curves(path: str | Path, *, anytime: dict | None = None, budgeted: dict | None = None,
-                operating_point: Calibration | None = None, title: str | None = None) -> Path:
-    """Save accuracy vs % of full cost as a PNG at `path`, marking the chosen operating point."""
+                operating_point: Calibration | list[Calibration] | None = None, title: str | None = None) -> Path:
+    """Save accuracy vs % of full cost as a PNG at `path`, marking the chosen operating point(s)."""
     # Figure + Agg canvas directly: no pyplot, so no global backend state and no display needed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -85,8 +85,8 @@ def plot_curves(path: str | Path, *, anytime: dict | None = None, budgeted: dict
     fig = Figure(figsize=(6.4, 4.4), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    unit = next((c["cost_unit"] for c in (anytime, budgeted) if c), None) or \
-        (operating_point.cost_unit if operating_point else "macs")
+    points = [] if operating_point is None else list(operating_point) if isinstance(operating_point, list) else [operating_point]
+    unit = next((c["cost_unit"] for c in (anytime, budgeted) if c), None) or (points[0].cost_unit if points else "macs")
     if anytime:
         x = 100 * np.asarray(anytime["cost_fraction"])
         ax.plot(x, 100 * np.asarray(anytime["accuracy"]), "s--", color="tab:gray", label="anytime (each exit alone)")
@@ -96,14 +96,12 @@ def plot_curves(path: str | Path, *, anytime: dict | None = None, budgeted: dict
         label = f"budgeted batch ({budgeted['policy']}, {budgeted['score_kind']})"
         ax.plot(100 * np.asarray(budgeted["cost_fraction"]), 100 * np.asarray(budgeted["accuracy"]), "o-",
                 color="tab:blue", markersize=3, label=label)
-    if operating_point is not None:
-        ax.plot([100 * operating_point.cost_fraction], [100 * operating_point.accuracy], "*", color="tab:red",
-                markersize=14, label=f"chosen: {operating_point.policy}, "
-                                     f"{100 * operating_point.cost_fraction:.1f} % cost, "
-                                     f"{100 * operating_point.accuracy:.2f} %")
-        if operating_point.budget_cost is not None:
-            ax.axvline(100 * operating_point.budget_cost / operating_point.costs[-1], color="tab:red",
-                       linestyle=":", linewidth=1, label="budget")
+    for i, point in enumerate(points):
+        ax.plot([100 * point.cost_fraction], [100 * point.accuracy], "*", color=f"C{3 + i}", markersize=14,
+                label=f"chosen: {point.policy}, {100 * point.cost_fraction:.1f} % cost, {100 * point.accuracy:.2f} %")
+        if point.budget_cost is not None:
+            ax.axvline(100 * point.budget_cost / point.costs[-1], color=f"C{3 + i}", linestyle=":", linewidth=1,
+                       label=f"budget {100 * point.budget_cost / point.costs[-1]:.0f} %")
     ax.set_xlabel(f"mean cost, % of the full model ({unit})")
     ax.set_ylabel("top-1 accuracy, %")
     ax.grid(True, alpha=0.3)
