@@ -92,6 +92,7 @@ def train(
     epochs: int = typer.Option(100),
     batch_size: int = typer.Option(64),
     lr: float = typer.Option(1e-4),
+    schedule: str = typer.Option("constant", help="learning rate: constant (the AEP paper) | cosine (annealed to 0)"),
     patience: int = typer.Option(12),
     seed: int = typer.Option(0),
     max_steps: Optional[int] = typer.Option(None, help="cap on steps per epoch (quick runs)"),
@@ -111,7 +112,8 @@ def train(
         data = DataConfig(dataset, image_size, seed, None, limit_train, limit_val, limit_test)
         model = _model_config(backbone, exits, head, image_size, weights, method, gater_features)
         cfg = _train_options(method, weight_mode, epochs, batch_size, lr, patience, seed, max_steps, lam=lam,
-                             gater_period=gater_period, device=device, amp=amp, freeze_bn=freeze_bn, sync_bn=sync_bn)
+                             gater_period=gater_period, device=device, amp=amp, freeze_bn=freeze_bn, sync_bn=sync_bn,
+                             schedule=schedule)
         result = train_stage(run_dir, data, model, cfg, resume=resume)
     except EdgeExitError as err:
         _fail(err)
@@ -182,7 +184,8 @@ def calibrate(
                                   got=f"no {run_dir / 'profile.json'}", expected="RUN/profile.json",
                                   hint="run `edgeexit export` then `edgeexit profile` first")
             profile = jsonio.read_json(run_dir / "profile.json")
-        cal = calibrate_stage(_trained(run_dir), run_dir / "calibration.json", budget=b, policy=policy, score=score,
+        checkpoint = _trained(run_dir)
+        cal = calibrate_stage(checkpoint, run_dir / "calibration.json", budget=b, policy=policy, score=score,
                               recipe=recipe, limit=limit, threshold=threshold, profile=profile)
     except EdgeExitError as err:
         _fail(err)
@@ -194,8 +197,17 @@ def calibrate(
     console.print(t)
     for w in cal.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}")
-    console.print(f"expected accuracy {cal.accuracy:.4f} at {cal.cost_fraction:.3f}x the full cost "
+    console.print(f"expected accuracy {cal.accuracy:.4f} at {_cost_summary(cal, checkpoint)} "
                   f"-> {run_dir / 'calibration.json'}, {run_dir / 'curves.png'}")
+
+
+def _cost_summary(cal, checkpoint: Path) -> str:
+    """Mean cost against the original model (a pruned network's last exit is not the yardstick)."""
+    if cal.cost_unit == "ms":
+        return f"{cal.mean_cost:.3f} ms per image ({cal.cost_fraction:.3f}x the last exit)"
+    from edgeexit.pipeline import reference_macs
+
+    return f"{cal.mean_cost / reference_macs(checkpoint):.3f}x the original model's MACs"
 
 
 @app.command()
@@ -286,6 +298,7 @@ def build(
     weights: Optional[str] = WEIGHTS,
     epochs: int = typer.Option(3, help="short by default so the whole job fits ~10 min on 2 cores"),
     lr: float = typer.Option(1e-3),
+    schedule: str = typer.Option("cosine", help="learning rate: cosine (annealed to 0, good for short runs) | constant"),
     batch_size: int = typer.Option(64),
     budget: str = typer.Option("0.6"),
     policy: Optional[str] = typer.Option(None, help="default: search for aep, fixed (h >= 0.5) for eenet, gater "
@@ -322,7 +335,7 @@ def build(
         data = DataConfig(dataset, image_size, seed, None, limit_train, limit_val, limit_test)
         model = _model_config(backbone, exits, head, image_size, weights, method, gater_features)
         cfg = _train_options(method, weight_mode, epochs, batch_size, lr, 12, seed, max_steps, lam=lam,
-                             gater_period=gater_period, device=device)
+                             gater_period=gater_period, device=device, schedule=schedule)
         policy = policy or {"eenet": "fixed", "budget": "gater"}.get(method, "search")
         score = score or {"eenet": "confidence", "budget": "gater"}.get(method, "max_softmax")
         console.rule(f"[bold]1/6 train ({method})")
@@ -347,7 +360,7 @@ def build(
             prof = profile_bundle(export_stage(trained, run_dir / "calibration.json", run_dir / "bundle", target=target))
         cal = calibrate_stage(trained, run_dir / "calibration.json", budget=b, policy=policy, score=score, profile=prof)
         console.print(f"thresholds {[round(t, 4) for t in cal.thresholds]}: expected accuracy {cal.accuracy:.4f} "
-                      f"at {cal.cost_fraction:.3f}x the full cost ({cal.cost_unit})")
+                      f"at {_cost_summary(cal, trained)}")
         console.rule("[bold]4/6 export")
         bundle = export_stage(trained, run_dir / "calibration.json", run_dir / "bundle", target=target)
         console.rule("[bold]5/6 profile")
@@ -386,7 +399,7 @@ def targets():
 @app.command()
 def backbones():
     """The backbones edgeexit has adapters for, with their exits."""
-    from edgeexit.models import ModelConfig, backbone, exit_blocks, list_backbones
+    from edgeexit.models import backbone, exit_blocks, list_backbones
 
     t = Table(title="backbones")
     for col in ("name", "blocks", "exits after (stages)", "full"):

@@ -8,9 +8,7 @@
 
 from __future__ import annotations
 
-import math
 import platform
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from edgeexit.export import export_segments, export_unsplit
 from edgeexit.measure import side_by_side
 from edgeexit.models import EarlyExitNet, ModelConfig, build_model
 from edgeexit.outputs import collect_outputs, dataset_arrays
+from edgeexit.prune import PruneResult
 from edgeexit.runtime import EarlyExitRuntime, OrtModel
 from edgeexit.train.checkpoint import load_checkpoint, model_from_checkpoint
 from edgeexit.train.trainer import TrainConfig, TrainResult, train
@@ -86,6 +85,12 @@ def load_trained_unpruned(checkpoint: Path) -> EarlyExitNet:
     return full.eval()
 
 
+def reference_macs(checkpoint: Path) -> int:
+    """MACs of one image through the original, unsplit model (the yardstick, also for pruned networks)."""
+    spec = InputSpec.from_dict(load_checkpoint(checkpoint)["input_spec"])
+    return count_costs(load_trained_unpruned(checkpoint), spec.channels, spec.height).full_macs
+
+
 def calibrate_stage(checkpoint: Path, out: Path, *, budget: Budget | None, policy: str = "search",
                     score: str = "max_softmax", recipe: str = "default", limit: int | None = None,
                     threshold: float = 0.5, profile: dict | None = None, curves: bool = True) -> Calibration:
@@ -104,6 +109,9 @@ def calibrate_stage(checkpoint: Path, out: Path, *, budget: Budget | None, polic
         raise ConfigError("calibration recipe names an unknown split", got=rec.split, expected="val, train or test")
     outs = collect_outputs(net, dataset, limit=limit).subset(rec.indices(len(dataset) if limit is None else min(limit, len(dataset))))
     costs = count_costs(net, spec.channels, spec.height).cumulative_macs
+    if budget is not None and budget.kind == "macs_fraction" and load_checkpoint(checkpoint).get("kept_exits") is not None:
+        # A fraction means a fraction of the original model, not of a pruned network's last exit.
+        budget = Budget("macs", budget.value * reference_macs(checkpoint), budget.target)
     # The gater's P_k are the exit scores of a budget-trained model (papers/003), read from every exit's logits.
     confidences = gater_scores(net, outs.logits) if "gater" in (policy, score) else outs.confidences
     options: dict = {"confidences": confidences}
@@ -158,7 +166,7 @@ class GaterScore(torch.nn.Module):
         return gater_score(logits, self.gater)
 
 
-def prune_stage(checkpoint: Path, out: Path, *, mode: str | None = None, limit: int | None = None) -> "PruneResult":
+def prune_stage(checkpoint: Path, out: Path, *, mode: str | None = None, limit: int | None = None) -> PruneResult:
     """AEP pruning (papers/000): the best exit subset on the validation split, written as a pruned checkpoint
     `out` (the sub-network and its ensemble weights) and `out`.json with every subset's figures."""
     from edgeexit.prune import prune
@@ -233,7 +241,7 @@ def export_stage(checkpoint: Path, calibration: Path, bundle_dir: Path, *, targe
             "params": costs.segment_params[k], "head_params": costs.head_params[k],
             "threshold": cal.thresholds[k], "score": cal.score_kind,
         } for k in range(net.num_exits)],
-        "full_macs": costs.full_macs,
+        "full_macs": reference_macs(checkpoint),
         "reference": "reference/full.onnx",
         "ensemble": _ensemble(checkpoint, net.num_exits),
         "target": tgt.name, "format": "onnx", "precision": "fp32",

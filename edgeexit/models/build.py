@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
 from edgeexit.errors import ConfigError
-from edgeexit.models import small_families, torchvision_families as tv
+from edgeexit.models import efficientnet_lite, small_families, torchvision_families as tv
 from edgeexit.models.backbone import Backbone
 from edgeexit.models.net import EarlyExitNet
 
@@ -23,6 +23,7 @@ _BUILDERS: dict[str, Callable[..., Backbone]] = {
     "mobilenet_v3_small": tv.mobilenet_v3_small,
     "mobilenet_v3_large": tv.mobilenet_v3_large,
     "efficientnet_b0": tv.efficientnet_b0,
+    "efficientnet_lite0": efficientnet_lite.efficientnet_lite0,
     "cifar_resnet20": small_families.cifar_resnet,
     "tiny_cnn": small_families.tiny_cnn,
 }
@@ -54,9 +55,20 @@ class ModelConfig:
     num_classes: int = 10
     in_channels: int = 1
     image_size: int = 32
-    exits: str | list[int] = "stages"  # "stages" | "full" | "blocks" | block indices after which exits go
+    # "stages" | "full" | "blocks" | "eenet:<distribution>:<n early exits>" | block indices after which exits go
+    exits: str | list[int] = "stages"
     head: str = "aep"  # "aep": the classifier replicated (AEP); "plain" | "pool" | "bnpool": EENet exit blocks
-    weights: str | None = None  # a torchvision state_dict file to fine-tune from
+    weights: str | None = None  # a torchvision state_dict file to fine-tune from; "imagenet" for efficientnet_lite0
+    gater_features: tuple[str, ...] | None = None  # budget-aware gater (papers/003) on these exit features, or none
+    gater_hidden: int = 500  # the gater MLP's hidden width (papers/003, Supplementary B)
+
+    def __post_init__(self) -> None:
+        # Lists from JSON and "a,b" from the command line become one tuple, so configs compare as values.
+        if isinstance(self.gater_features, str):
+            self.gater_features = tuple(f.strip() for f in self.gater_features.split(",") if f.strip())
+        elif self.gater_features is not None:
+            self.gater_features = tuple(self.gater_features)
+        self.gater_features = self.gater_features or None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,8 +79,13 @@ class ModelConfig:
         return cls(**known)
 
 
-def exit_blocks(bb: Backbone, exits: str | list[int]) -> list[int]:
-    """Block indices after which exits go, for a placement name or an explicit list."""
+def exit_blocks(bb: Backbone, exits: str | list[int], *, in_channels: int | None = None,
+                image_size: int | None = None) -> list[int]:
+    """Block indices after which exits go, for a placement name or an explicit list.
+
+    "eenet:<distribution>:<n>" places n early exits by the share of the model's MACs spent before them
+    (papers/002, Sec. 3.4; `placement.place_exits`), which needs the input size (`in_channels`, `image_size`).
+    """
     last = len(bb.blocks) - 1
     if exits == "stages":
         return list(bb.stages)
@@ -76,14 +93,50 @@ def exit_blocks(bb: Backbone, exits: str | list[int]) -> list[int]:
         return list(bb.full or bb.stages)
     if exits == "blocks":
         return list(range(last + 1))
+    if isinstance(exits, str) and exits.startswith("eenet:"):
+        return _eenet_exits(bb, exits, in_channels, image_size)
     if isinstance(exits, str):
-        raise ConfigError("unknown exit placement", got=exits, expected="stages, full, blocks, or a list of block indices",
+        raise ConfigError("unknown exit placement", got=exits,
+                          expected="stages, full, blocks, eenet:<distribution>:<n>, or a list of block indices",
                           hint=f"{bb.name} has blocks {', '.join(f'{i}:{n}' for i, n in enumerate(bb.block_names))}")
     idx = sorted(set(int(i) for i in exits) | {last})
     if idx[0] < 0 or idx[-1] > last:
         raise ConfigError("exit after a block that does not exist", got=list(exits), expected=f"block indices 0..{last}",
                           hint=f"{bb.name} blocks: {', '.join(bb.block_names)}")
     return idx
+
+
+def _eenet_exits(bb: Backbone, exits: str, in_channels: int | None, image_size: int | None) -> list[int]:
+    from edgeexit.models.placement import DISTRIBUTIONS, place_exits
+
+    parts = exits.split(":")
+    if len(parts) != 3 or parts[1] not in DISTRIBUTIONS or not parts[2].isdigit() or int(parts[2]) < 1:
+        raise ConfigError("bad EENet exit placement", got=exits, expected=f"eenet:<{'|'.join(DISTRIBUTIONS)}>:<n >= 1>",
+                          hint="e.g. eenet:pareto:4 puts 4 early exits at 20 %, 36 %, 49 %, 59 % of the MACs")
+    if in_channels is None or image_size is None:
+        raise ConfigError("EENet placement needs the input size to count MACs", got=(in_channels, image_size),
+                          expected="in_channels and image_size")
+    return place_exits(block_macs(bb, in_channels, image_size), int(parts[2]), parts[1]) + [len(bb.blocks) - 1]
+
+
+def block_macs(bb: Backbone, in_channels: int, image_size: int) -> list[int]:
+    """Cumulative MACs of one image after each block of `bb` (FLOPs / 2 from torch.utils.flop_counter, as
+    `edgeexit.costs` counts them); the last entry adds the final classifier, so it is the whole model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    modules = [*bb.blocks, bb.final_head]
+    was_training = [m.training for m in modules]
+    x, total, cumulative = torch.zeros(1, in_channels, image_size, image_size), 0, []
+    with torch.no_grad():
+        for m in modules:
+            m.eval()
+            with FlopCounterMode(display=False) as counter:
+                x = m(x)
+            total += counter.get_total_flops() // 2
+            cumulative.append(total)
+    for m, t in zip(modules, was_training):
+        m.train(t)
+    return cumulative[:-2] + [cumulative[-1]]
 
 
 def _make_head(kind: str, shape: tuple[int, int, int], num_classes: int, bb: Backbone) -> nn.Module:
@@ -99,7 +152,7 @@ def _make_head(kind: str, shape: tuple[int, int, int], num_classes: int, bb: Bac
 def build_model(cfg: ModelConfig) -> EarlyExitNet:
     """The early-exit network for `cfg`: segments between exits, one head per intermediate exit, the final classifier."""
     bb = backbone(cfg.backbone, num_classes=cfg.num_classes, in_channels=cfg.in_channels, weights=cfg.weights)
-    points = exit_blocks(bb, cfg.exits)
+    points = exit_blocks(bb, cfg.exits, in_channels=cfg.in_channels, image_size=cfg.image_size)
     segments, names, start = [], [], 0
     for p in points:
         segments.append(nn.Sequential(*bb.blocks[start:p + 1]))
@@ -107,7 +160,12 @@ def build_model(cfg: ModelConfig) -> EarlyExitNet:
         start = p + 1
     shapes = _exit_shapes(segments, cfg.in_channels, cfg.image_size)
     heads = [_make_head(cfg.head, s, cfg.num_classes, bb) for s in shapes[:-1]] + [bb.final_head]
-    return EarlyExitNet(segments, heads, exit_names=names)
+    gater = None
+    if cfg.gater_features:
+        from edgeexit.train.gater import Gater
+
+        gater = Gater(cfg.gater_features, cfg.gater_hidden)
+    return EarlyExitNet(segments, heads, exit_names=names, gater=gater)
 
 
 def _exit_shapes(segments: list[nn.Module], in_channels: int, image_size: int) -> list[tuple[int, int, int]]:

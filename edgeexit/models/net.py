@@ -94,6 +94,9 @@ class ExitSegment(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         features = self.body(x)
         logits, conf = _split_head_output(self.head(features))
+        if conf is None and self.final:
+            # As in forward_exits: the final classifier has no confidence branch and always answers (h = 1).
+            conf = torch.ones_like(logits[:, 0])
         score = self.score_fn(logits, conf)
         if self.final:
             return logits, score

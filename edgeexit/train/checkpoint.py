@@ -1,5 +1,7 @@
-"""Checkpoints that carry everything needed to rebuild the model and its data: model config, input spec
-(with class names), dataset settings, training state. Written atomically; validated on load."""
+"""Checkpoints that carry everything needed to rebuild the model and its data: model config (the gater's features
+and width too), input spec (with class names), dataset settings, and the training state `train` resumes from
+(best and last weights, the gater's included; the network's and the gater's Adam, the GradScaler, epoch, global
+step, data-order generator, early-stopping state). Written atomically; validated on load."""
 
 from __future__ import annotations
 
