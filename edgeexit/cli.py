@@ -142,23 +142,39 @@ def prune(
     mode: Optional[str] = typer.Option(None, help="AEP weight mode desc | asc | mix | unif (default: the training mode)"),
     limit: Optional[int] = typer.Option(None, help="use the first N validation samples"),
     show: int = typer.Option(10, help="how many subsets to list"),
+    budget: Optional[str] = typer.Option(None, help="keep the subset with the best early-exit accuracy under this "
+                                                    "MACs budget (0.5, 20e6macs) instead of AEP's best ensemble"),
 ):
-    """AEP pruning: the exit subset with the best validation ensemble accuracy; writes RUN/pruned.pt(.json)."""
+    """Prune to the best exit subset on validation (AEP's ensemble rule, or under a budget); writes RUN/pruned.pt(.json)."""
     from edgeexit.pipeline import prune_stage
 
     try:
-        res = prune_stage(run_dir / "checkpoint.pt", run_dir / "pruned.pt", mode=mode, limit=limit)
+        res = prune_stage(run_dir / "checkpoint.pt", run_dir / "pruned.pt", mode=mode, limit=limit,
+                          budget=_budget(budget) if budget else None)
     except EdgeExitError as err:
         _fail(err)
-    t = Table(title=f"AEP pruning ({res.mode}), best {show} of {len(res.subsets)} subsets on {res.n_samples} val samples")
-    for col in ("exits", "accuracy", "params", "MACs"):
+    console.print(prune_table(res, show))
+    console.print(f"{prune_summary(res)}  -> {run_dir / 'pruned.pt'}")
+
+
+def prune_table(res, show: int) -> Table:
+    budgeted = res.objective == "budget"
+    what = f"early-exit accuracy at {res.budget_macs:,.0f} MACs" if budgeted else f"AEP ensemble ({res.mode})"
+    t = Table(title=f"pruning by {what}: best {show} of {len(res.subsets)} subsets, {res.n_samples} val samples")
+    cols = ["exits", "accuracy"] + (["ensemble accuracy", "expected MACs"] if budgeted else []) + ["params", "MACs"]
+    for col in cols:
         t.add_column(col, justify="right")
-    for row in sorted(res.subsets, key=lambda r: (-r["accuracy"], r["macs"]))[:show]:
-        t.add_row(str(row["exits"]), f"{row['accuracy']:.4f}", f"{row['params']:,.0f}", f"{row['macs']:,.0f}")
-    console.print(t)
+    rows = [r for r in res.subsets if r["accuracy"] is not None]
+    for row in sorted(rows, key=lambda r: (-r["accuracy"], r["macs"]))[:show]:
+        extra = [f"{row['ensemble_accuracy']:.4f}", f"{row['expected_macs']:,.0f}"] if budgeted else []
+        t.add_row(str(row["exits"]), f"{row['accuracy']:.4f}", *extra, f"{row['params']:,.0f}", f"{row['macs']:,.0f}")
+    return t
+
+
+def prune_summary(res) -> str:
     full = res.full
-    console.print(f"kept exits {res.kept_exits}: accuracy {res.accuracy:.4f} (all exits {full['accuracy']:.4f}), params "
-                  f"{res.params / full['params']:.3f}x, MACs {res.macs / full['macs']:.3f}x  -> {run_dir / 'pruned.pt'}")
+    return (f"kept exits {res.kept_exits} of {len(full['exits'])}: val accuracy {res.accuracy:.4f} (all exits "
+            f"{full['accuracy']:.4f}), params {res.params / full['params']:.3f}x, MACs {res.macs / full['macs']:.3f}x")
 
 
 @app.command()
@@ -343,16 +359,16 @@ def build(
         console.print("per-exit val accuracy " + " ".join(f"{a:.4f}" for a in result.val_exit_accuracy))
         trained = result.checkpoint
         console.rule("[bold]2/6 prune")
-        if prune and method == "aep":
-            pr = prune_stage(result.checkpoint, run_dir / "pruned.pt")
-            console.print(f"kept exits {pr.kept_exits} of {len(pr.full['exits'])}: val ensemble accuracy {pr.accuracy:.4f} "
-                          f"(all exits {pr.full['accuracy']:.4f}), MACs {pr.macs / pr.full['macs']:.3f}x")
+        b = _budget(budget)
+        if prune and method == "aep" and b.kind != "ms":
+            pr = prune_stage(result.checkpoint, run_dir / "pruned.pt", budget=b if policy == "search" else None)
+            console.print(prune_table(pr, 5))
+            console.print(prune_summary(pr))
             trained = run_dir / "pruned.pt"
         else:
             (run_dir / "pruned.pt").unlink(missing_ok=True)
-            console.print("skipped (--no-prune, or a method other than aep)")
+            console.print("skipped (--no-prune, a method other than aep, or a millisecond budget)")
         console.rule("[bold]3/6 calibrate")
-        b = _budget(budget)
         prof = None
         if b.kind == "ms":  # a latency budget needs the measured table: export once, profile, then calibrate for real
             calibrate_stage(trained, run_dir / "calibration.json", budget=Budget("macs_fraction", 1.0), policy=policy,

@@ -31,7 +31,7 @@ from edgeexit.models import EarlyExitNet, ModelConfig, build_model
 from edgeexit.outputs import collect_outputs, dataset_arrays
 from edgeexit.prune import PruneResult
 from edgeexit.runtime import EarlyExitRuntime, OrtModel
-from edgeexit.train.checkpoint import load_checkpoint, model_from_checkpoint
+from edgeexit.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from edgeexit.train.trainer import TrainConfig, TrainResult, train
 
 POLICIES = ("search", "fractions", "fixed", "gater")
@@ -166,11 +166,16 @@ class GaterScore(torch.nn.Module):
         return gater_score(logits, self.gater)
 
 
-def prune_stage(checkpoint: Path, out: Path, *, mode: str | None = None, limit: int | None = None) -> PruneResult:
-    """AEP pruning (papers/000): the best exit subset on the validation split, written as a pruned checkpoint
-    `out` (the sub-network and its ensemble weights) and `out`.json with every subset's figures."""
-    from edgeexit.prune import prune
-    from edgeexit.train.checkpoint import save_checkpoint
+def prune_stage(checkpoint: Path, out: Path, *, mode: str | None = None, limit: int | None = None,
+                budget: Budget | None = None) -> PruneResult:
+    """Prune to the best exit subset on the validation split; writes the pruned checkpoint `out` (the
+    sub-network and its ensemble weights) and `out`.json with every subset's figures.
+
+    Without a budget this is AEP's pruning (papers/000: best ensemble accuracy). With a MACs budget the subset
+    with the best *early-exit* accuracy under that budget is kept (`prune_for_budget`), so that the cheap exits
+    a budget needs are not pruned away for a small ensemble gain.
+    """
+    from edgeexit.prune import prune, prune_for_budget
 
     ckpt = load_checkpoint(checkpoint)
     if ckpt.get("kept_exits") is not None:
@@ -181,8 +186,17 @@ def prune_stage(checkpoint: Path, out: Path, *, mode: str | None = None, limit: 
     mode = mode or ckpt["train_config"].get("weight_mode", "unif")
     outs = collect_outputs(net, data.load(spec.channels).val, limit=limit)
     c = count_costs(net, spec.channels, spec.height)
-    result = prune(outs.logits, outs.labels, mode=mode, segment_params=c.segment_params, head_params=c.head_params,
-                   segment_macs=c.segment_macs, head_macs=c.head_macs)
+    sizes = {"segment_params": c.segment_params, "head_params": c.head_params, "segment_macs": c.segment_macs,
+             "head_macs": c.head_macs}
+    if budget is None:
+        result = prune(outs.logits, outs.labels, mode=mode, **sizes)
+    elif budget.kind == "ms":
+        raise ConfigError("pruning under a millisecond budget is not supported", got=budget.describe(),
+                          expected="a MACs budget (fraction or absolute), or none for AEP's ensemble pruning",
+                          hint="prune with --budget 0.5 (MACs), then calibrate for milliseconds")
+    else:
+        limit_macs = budget.value * c.full_macs if budget.kind == "macs_fraction" else budget.value
+        result = prune_for_budget(outs.logits, outs.labels, mode=mode, budget_macs=limit_macs, **sizes)
     sub = net.select_exits(result.kept_exits)
     save_checkpoint(Path(out), {**{k: v for k, v in ckpt.items() if k != "format"},
                                 "state_dict": sub.state_dict(), "kept_exits": result.kept_exits,

@@ -55,6 +55,8 @@ class PruneResult:
     full: dict  # the same figures for all exits kept: {"exits", "accuracy", "params", "macs"}
     subsets: list[dict]  # every non-empty subset: {"exits", "accuracy", "params", "macs"}
     n_samples: int
+    objective: str = "ensemble"  # "ensemble" (AEP, papers/000) or "budget" (early-exit accuracy under a budget)
+    budget_macs: float | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -147,3 +149,45 @@ def prune(logits, labels, *, mode: str, segment_params, head_params, segment_mac
         accuracy=rows[best]["accuracy"], params=rows[best]["params"], macs=rows[best]["macs"],
         full=rows[-1], subsets=rows, n_samples=n,
     )
+
+
+def prune_for_budget(logits, labels, *, mode: str, segment_params, head_params, segment_macs, head_macs,
+                     budget_macs: float, score: str = "max_softmax") -> PruneResult:
+    """The exit subset whose *early-exit* validation accuracy under a mean-cost budget is best.
+
+    AEP (above) keeps the subset with the best ensemble accuracy, which can drop the cheap exits an early-exit
+    deployment needs. Here every subset is calibrated instead (the `search` policy on `score`, at
+    `budget_macs` mean MACs per sample) with its own costs (segments up to each kept exit plus the kept heads
+    so far), and the best calibrated accuracy wins; ties: lower expected cost, then fewer exits. Subsets whose
+    cheapest exit is above the budget cannot meet it and are reported with accuracy None.
+    The params / MACs / ensemble weights reported are those of the pruned network, as in `prune`.
+    """
+    from edgeexit.calibrate import Budget, calibrate
+
+    base = prune(logits, labels, mode=mode, segment_params=segment_params, head_params=head_params,
+                 segment_macs=segment_macs, head_macs=head_macs)
+    logits, labels = check_outputs(logits, labels)
+    seg_m, head_m = np.cumsum(np.asarray(segment_macs, np.float64)), np.asarray(head_macs, np.float64)
+    best, best_key, rows = None, None, []
+    for row in base.subsets:
+        kept = row["exits"]
+        costs = seg_m[kept] + np.cumsum(head_m[kept])
+        entry = {**row, "ensemble_accuracy": row["accuracy"], "accuracy": None, "expected_macs": None}
+        if costs[0] <= budget_macs:
+            cal = calibrate(logits[kept], labels, costs, Budget("macs", float(budget_macs)), policy="search", kind=score)
+            entry.update(accuracy=cal.accuracy, expected_macs=cal.mean_cost)
+            key = (-cal.accuracy, cal.mean_cost, len(kept))
+            if best_key is None or key < best_key:
+                best, best_key = entry, key
+        rows.append(entry)
+    if best is None:
+        from edgeexit.errors import BudgetError
+
+        cheapest = float(seg_m[0] + head_m[0])
+        raise BudgetError("no exit subset can meet the budget", got=f"{budget_macs:.4g} MACs per sample",
+                          expected=f">= {cheapest:.4g} MACs (the first exit alone)",
+                          hint="raise the budget, or attach a cheaper first exit")
+    beta = aep_weights(len(best["exits"]), mode, "output")
+    return PruneResult(mode=base.mode, kept_exits=best["exits"], weights=beta.tolist(), accuracy=best["accuracy"],
+                       params=best["params"], macs=best["macs"], full=next(r for r in rows if r["exits"] == base.full["exits"]),
+                       subsets=rows, n_samples=base.n_samples, objective="budget", budget_macs=float(budget_macs))

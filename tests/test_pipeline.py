@@ -46,9 +46,19 @@ def test_build_prints_the_table_and_writes_a_verified_bundle(built):
         assert again[key] == saved[key]
 
 
-def test_forced_final_exit_reproduces_the_unsplit_model(built):
+def _unpruned_bundle(built, tmp_path):
+    """A bundle of the whole trained network (the build's own may be pruned)."""
     run, _ = built
-    b = load_bundle(run / "bundle")
+    shutil.copy(run / "checkpoint.pt", tmp_path / "checkpoint.pt")
+    for args in (["calibrate", "--budget", "0.7"], ["export"]):
+        res = runner.invoke(app, [*args, "--run-dir", str(tmp_path)])
+        assert res.exit_code == 0, res.output
+    return load_bundle(tmp_path / "bundle")
+
+
+def test_forced_final_exit_reproduces_the_unsplit_model(built, tmp_path):
+    run, _ = built
+    b = _unpruned_bundle(built, tmp_path)
     rt = EarlyExitRuntime.from_bundle(b).with_thresholds([math.inf] * len(b.exits))
     full = OrtModel(b.path(b.manifest["reference"]))
     x = np.random.default_rng(0).standard_normal((9, *b.input_shape)).astype(np.float32)

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from edgeexit.errors import ConfigError, DatasetError, ShapeError
+from edgeexit.errors import BudgetError, ConfigError, DatasetError, ShapeError
 from edgeexit.prune import AEP_MODES, aep_weights, prune
 
 ASC = {1: [1.0], 2: [1 / 3, 2 / 3], 3: [1 / 6, 2 / 6, 3 / 6], 4: [0.1, 0.2, 0.3, 0.4]}
@@ -177,3 +177,26 @@ def test_prune_input_errors():
         prune(logits, labels, mode="best", **COST_ARGS)
     with pytest.raises(ShapeError, match="labels"):
         prune(logits, labels[:5], mode="asc", **COST_ARGS)
+
+
+def test_budget_objective_keeps_the_cheap_exit_the_ensemble_rule_drops():
+    """AEP's rule keeps the best ensemble ({1}: always right, cheaper than {2}); under a budget of 1.5 MACs only
+    subsets starting at exit 0 are feasible, and {0, 1} is the one that stays fully accurate (cost 1.4)."""
+    from edgeexit.prune import prune_for_budget
+
+    n, c = 100, 4
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, c, n)
+    onehot = np.eye(c, dtype=np.float32)[labels]
+    logits = np.stack([onehot * 8.0, onehot * 8.0, onehot * 8.0])
+    wrong = np.arange(n) >= 60  # exit 0 is right and confident on the first 60 samples only
+    logits[0, wrong] = np.eye(c, dtype=np.float32)[(labels[wrong] + 1) % c] * 0.5
+    sizes = dict(segment_params=[1, 1, 1], head_params=[0, 0, 0], segment_macs=[1, 1, 2], head_macs=[0, 0, 0])
+    assert prune(logits, labels, mode="unif", **sizes).kept_exits == [1]
+    r = prune_for_budget(logits, labels, mode="unif", budget_macs=1.5, **sizes)
+    assert r.kept_exits == [0, 1] and r.accuracy == 1.0 and r.objective == "budget"
+    by_exits = {tuple(row["exits"]): row for row in r.subsets}
+    assert by_exits[(1,)]["accuracy"] is None and by_exits[(1, 2)]["accuracy"] is None  # cannot meet 1.5
+    assert by_exits[(0, 1)]["expected_macs"] == pytest.approx(1.4)
+    with pytest.raises(BudgetError, match="no exit subset"):
+        prune_for_budget(logits, labels, mode="unif", budget_macs=0.5, **sizes)
