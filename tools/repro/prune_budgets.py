@@ -29,7 +29,7 @@ def main() -> None:
     p.add_argument("--budgets", default="0.3,0.5,0.7")
     p.add_argument("--modes", default="desc,asc,mix,unif")
     args = p.parse_args()
-    console = Console()
+    console = Console(width=150)
     net, cfg, spec, data = load_trained(args.run_dir / "checkpoint.pt")
     splits = data.load(spec.channels)
     val, test = collect_outputs(net, splits.val), collect_outputs(net, splits.test)
