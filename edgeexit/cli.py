@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgeexit.errors import BudgetError, EdgeExitError
+from edgeexit.errors import BudgetError, ConfigError, EdgeExitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Turn an image classifier into an early-exit network and ship it to edge devices.")
@@ -125,7 +125,15 @@ def train(
 
 
 def _exits(exits: str):
-    return [int(i) for i in exits.split(",")] if exits[0].isdigit() else exits
+    """A placement name, or comma-separated block indices."""
+    text = exits.strip()
+    if not text or not text[0].isdigit():
+        return text or "stages"
+    try:
+        return [int(i) for i in text.split(",")]
+    except ValueError:
+        raise ConfigError("bad --exits", got=exits, expected="stages | full | blocks | eenet:<dist>:<n> | e.g. 2,5,8",
+                          hint="block indices are listed by `edgeexit backbones`") from None
 
 
 def _trained(run_dir: Path) -> Path:
@@ -182,7 +190,8 @@ def calibrate(
     run_dir: Path = RUN_DIR,
     budget: str = typer.Option("0.5", help="fraction of full MACs (0.5), '20e6macs', '5ms@cpu', or a preset name"),
     policy: str = typer.Option("search", help="search | fractions | fixed | gater"),
-    score: str = typer.Option("max_softmax", help="max_softmax | margin | neg_entropy | confidence | gater"),
+    score: Optional[str] = typer.Option(None, help="max_softmax (default) | margin | neg_entropy | confidence | gater; "
+                                                   "fixed uses confidence, gater the gater's P_k"),
     recipe: str = typer.Option("default", help="calibration-set recipe in calibration/recipes (default, quick) or a path"),
     threshold: float = typer.Option(0.5, help="T of the fixed policy (EENet confidence)"),
     limit: Optional[int] = typer.Option(None, help="calibrate on the first N samples of the recipe's split"),
@@ -330,17 +339,17 @@ def build(
     """train -> prune -> calibrate -> export -> profile -> measure: a bundle with its report, in one go."""
     from edgeexit import jsonio
     from edgeexit.bundle import add_files
-    from edgeexit.errors import ConfigError
     from edgeexit.calibrate import Budget
-    from edgeexit.pipeline import DataConfig, calibrate_stage, evaluate_bundle, export_stage, prune_stage, train_stage
+    from edgeexit.pipeline import (DataConfig, calibrate_stage, evaluate_bundle, export_stage, exportable_target,
+                                   prune_stage, train_stage)
     from edgeexit.profile import profile_bundle
     from edgeexit.train.distributed import launched_by_torchrun
     from edgeexit.report import markdown_report, summary_table
-    from edgeexit.targets import check_target, load_target
+    from edgeexit.targets import check_target
 
     t0 = time.time()
     try:
-        status = check_target(load_target(target))
+        status = check_target(exportable_target(target))
         if not status.ok:
             console.print(f"[yellow]target {target} cannot run here ({escape(status.reason)}); building its bundle and "
                           "measuring on onnxruntime CPU emulation[/]")
@@ -361,7 +370,8 @@ def build(
         console.rule("[bold]2/6 prune")
         b = _budget(budget)
         if prune and method == "aep" and b.kind != "ms":
-            pr = prune_stage(result.checkpoint, run_dir / "pruned.pt", budget=b if policy == "search" else None)
+            pr = prune_stage(result.checkpoint, run_dir / "pruned.pt", budget=b if policy == "search" else None,
+                             score=score)
             console.print(prune_table(pr, 5))
             console.print(prune_summary(pr))
             trained = run_dir / "pruned.pt"
@@ -402,7 +412,13 @@ def targets():
     """Every target in targets/*.toml: what it needs and whether it works on this machine."""
     from edgeexit.targets import targets_table
 
-    rows = targets_table()
+    try:
+        rows = targets_table()
+    except EdgeExitError as err:
+        _fail(err)
+    if not rows:
+        _fail(ConfigError("no targets found", got="an empty targets folder", expected="targets/*.toml",
+                          hint="set EDGEEXIT_TARGETS_DIR to a folder of target files"))
     t = Table(title="targets")
     for col in rows[0]:
         t.add_column(col)
@@ -421,7 +437,11 @@ def backbones():
     for col in ("name", "blocks", "exits after (stages)", "full"):
         t.add_column(col)
     for name in list_backbones():
-        bb = backbone(name, num_classes=10, in_channels=3)
+        try:
+            bb = backbone(name, num_classes=10, in_channels=3)
+        except EdgeExitError as err:  # e.g. efficientnet_lite0 without the `pretrained` extra
+            t.add_row(name, "", escape(f"not available here: {err.hint or err.what}"), "")
+            continue
         t.add_row(name, str(len(bb.blocks)), ", ".join(bb.block_names[i] for i in bb.stages),
                   ", ".join(bb.block_names[i] for i in exit_blocks(bb, "full")))
     console.print(t)

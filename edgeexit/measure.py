@@ -12,10 +12,13 @@ from typing import Callable
 
 import numpy as np
 
+from edgeexit.errors import DatasetError
+
 
 @dataclass
 class SideBySide:
     batch_size: int
+    images: int  # how many images the timed batches held
     seconds: dict[str, list[float]]  # per runtime: one time per batch (the median of `repeats` runs)
 
     def total(self, name: str) -> float:
@@ -26,17 +29,16 @@ class SideBySide:
         return self.total(name) / self.total(reference)
 
     def per_image_ms(self, name: str) -> float:
-        return 1e3 * self.total(name) / (len(self.seconds[name]) * self.batch_size)
+        return 1e3 * self.total(name) / self.images
 
-    def to_dict(self) -> dict:
-        return {"batch_size": self.batch_size, "total_s": {k: self.total(k) for k in self.seconds},
-                "per_image_ms": {k: self.per_image_ms(k) for k in self.seconds}}
 
 
 def side_by_side(runs: dict[str, Callable[[np.ndarray], object]], x: np.ndarray, batch_size: int, *,
                  repeats: int = 3, warmup: int = 3, max_batches: int | None = None) -> SideBySide:
     """Time every runtime on every batch of `x`, alternating runtimes batch by batch."""
-    chunks = [x[i:i + batch_size] for i in range(0, len(x) - batch_size + 1, batch_size)]
+    chunks = [x[i:i + batch_size] for i in range(0, len(x) - batch_size + 1, batch_size)] or [x]  # fewer than a batch: time what there is
+    if len(x) == 0:
+        raise DatasetError("nothing to time", got="0 samples", expected=">= 1 sample", hint="raise --limit")
     if max_batches is not None:
         chunks = chunks[:max_batches]
     for fn in runs.values():
@@ -51,4 +53,4 @@ def side_by_side(runs: dict[str, Callable[[np.ndarray], object]], x: np.ndarray,
                 fn(c)
                 times.append(time.perf_counter() - t)
             seconds[name].append(float(np.median(times)))
-    return SideBySide(batch_size, seconds)
+    return SideBySide(batch_size, sum(len(c) for c in chunks), seconds)

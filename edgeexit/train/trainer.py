@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from edgeexit.costs import count_costs
 from edgeexit.data.spec import InputSpec, TensorImages
-from edgeexit.errors import CheckpointError, ConfigError
+from edgeexit.errors import CheckpointError, ConfigError, DatasetError
 from edgeexit.models import EarlyExitNet, ModelConfig
 from edgeexit.train import distributed
 from edgeexit.train.checkpoint import load_checkpoint, save_checkpoint
@@ -194,7 +194,7 @@ def evaluate(net: EarlyExitNet, dataset: Dataset, cfg: TrainConfig, costs: list[
     distributed.all_reduce_sum(totals, ctx)
     n = int(totals[1])
     if n == 0:
-        raise ConfigError("validation split is empty", got=0, expected=">= 1 sample", hint="raise --limit-val or the val fraction")
+        raise DatasetError("validation split is empty", got=0, expected=">= 1 sample", hint="raise --limit-val or the val fraction")
     return float(totals[0]) / n, (totals[2:] / n).tolist()
 
 
