@@ -46,7 +46,7 @@ class Bundle:
 
     @property
     def thresholds(self) -> list[float]:
-        return [jsonio.as_float(e["threshold"]) for e in self.exits]
+        return [float(e["threshold"]) for e in self.exits]  # float() reads the "inf" / "-inf" strings
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -340,12 +340,19 @@ def build(
     from edgeexit import jsonio
     from edgeexit.bundle import add_files
     from edgeexit.calibrate import Budget
-    from edgeexit.pipeline import (DataConfig, calibrate_stage, evaluate_bundle, export_stage, exportable_target,
-                                   prune_stage, train_stage)
+    from edgeexit.pipeline import (
+        DataConfig,
+        calibrate_stage,
+        evaluate_bundle,
+        export_stage,
+        exportable_target,
+        prune_stage,
+        train_stage,
+    )
     from edgeexit.profile import profile_bundle
-    from edgeexit.train.distributed import launched_by_torchrun
     from edgeexit.report import markdown_report, summary_table
     from edgeexit.targets import check_target
+    from edgeexit.train.distributed import launched_by_torchrun
 
     t0 = time.time()
     try:

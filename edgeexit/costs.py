@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -23,15 +23,13 @@ class ExitCosts:
     cumulative_macs: list[int]
     full_macs: int  # the unsplit model: all segments and the final classifier only
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     @property
     def macs_fraction(self) -> list[float]:
         return [c / self.full_macs for c in self.cumulative_macs]
 
 
-def _macs(fn, *args) -> int:
+def count_macs(fn, *args) -> tuple[int, object]:
+    """(MACs of `fn(*args)` = FLOPs / 2 as torch.utils.flop_counter counts them, its output)."""
     with FlopCounterMode(display=False) as counter:
         out = fn(*args)
     return counter.get_total_flops() // 2, out
@@ -49,9 +47,9 @@ def count_costs(net: EarlyExitNet, in_channels: int, image_size: int) -> ExitCos
     seg_macs, head_macs = [], []
     with torch.no_grad():
         for segment, head in zip(net.segments, net.heads):
-            m, x = _macs(segment, x)
+            m, x = count_macs(segment, x)
             seg_macs.append(m)
-            h, _ = _macs(lambda f: _split_head_output(head(f)), x)
+            h, _ = count_macs(lambda f: _split_head_output(head(f)), x)
             head_macs.append(h)
     net.train(was_training)
     cumulative, total = [], 0

@@ -34,11 +34,6 @@ def from_jsonable(obj: Any) -> Any:
     return obj
 
 
-def as_float(v: Any) -> float:
-    """Inverse of the encoding above for one number."""
-    return float(v)  # float("inf"), float("-inf") and float("nan") parse the strings
-
-
 def dumps(obj: Any) -> str:
     return json.dumps(to_jsonable(obj), indent=2, allow_nan=False)
 

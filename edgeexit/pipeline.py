@@ -30,9 +30,10 @@ from edgeexit.measure import side_by_side
 from edgeexit.models import EarlyExitNet, ModelConfig, build_model
 from edgeexit.outputs import collect_outputs, dataset_arrays
 from edgeexit.prune import PruneResult
-from edgeexit.runtime import EarlyExitRuntime, OrtModel
+from edgeexit.runtime import EarlyExitRuntime, OrtModel, RunResult
 from edgeexit.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from edgeexit.train.trainer import TrainConfig, TrainResult, train
+
 
 @dataclass
 class DataConfig:
@@ -328,7 +329,7 @@ def evaluate_bundle(bundle_dir: Path, *, split: str = "test", batch_size: int = 
         "bundle": str(bundle.root), "split": split, "samples": int(len(y)), "batch_size": batch_size,
         "full_accuracy": float((full_preds == y).mean()),
         "early_exit_accuracy": float((ee_preds == y).mean()),
-        "exit_histogram": np.bincount(ee_exits, minlength=n_exits).tolist(),
+        "exit_histogram": RunResult.histogram(ee_exits, n_exits),
         "exit_names": [e["name"] for e in bundle.exits],
         "mean_macs": float(cum[ee_exits].mean()),
         "full_macs": int(bundle.manifest["full_macs"]),

@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from edgeexit.errors import ConfigError, ShapeError
-from edgeexit.train.gater import (Gater, exit_features, exit_probabilities, exit_weights, gater_score, inner_loss,
-                                  outer_loss, sharpen)
+from edgeexit.train.gater import (
+    Gater,
+    exit_features,
+    exit_probabilities,
+    exit_weights,
+    gater_score,
+    inner_loss,
+    outer_loss,
+    sharpen,
+)
 
 
 def softmax(row):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from edgeexit.errors import ShapeError
-from edgeexit.runtime import EarlyExitRuntime, TorchSegment
 from edgeexit.calibrate.scores import score_fn_torch
+from edgeexit.errors import ShapeError
+from edgeexit.runtime import EarlyExitRuntime
 
 
 def _inputs(n: int, seed: int = 2) -> np.ndarray:
@@ -31,10 +31,10 @@ def test_batch_sizes_give_identical_answers(tiny_runtime):
 def test_onnxruntime_matches_torch_reference(tiny_net, tiny_runtime):
     """Same thresholds, torch backend vs onnxruntime: the same exit decisions and predictions."""
     score = score_fn_torch("max_softmax")
-    ref = EarlyExitRuntime([TorchSegment(tiny_net.exit_segment(k, score)) for k in range(3)], tiny_runtime.thresholds,
-                           tiny_runtime.cumulative_macs, (1, 16, 16), 5)
+    ref = EarlyExitRuntime.from_net(tiny_net, score, tiny_runtime.thresholds, tiny_runtime.cumulative_macs, (1, 16, 16), 5)
     x = _inputs(64, seed=3)
     a, b = ref.run(x), tiny_runtime.run(x)
+    assert a.exit_histogram(3) == b.exit_histogram(3) and sum(a.exit_histogram(3)) == 64
     np.testing.assert_array_equal(a.exit_index, b.exit_index)
     np.testing.assert_array_equal(a.predictions, b.predictions)
 

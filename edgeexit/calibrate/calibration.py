@@ -11,9 +11,9 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from edgeexit import jsonio
 from edgeexit.calibrate.budget import Budget
 from edgeexit.calibrate.simulate import simulate
-from edgeexit import jsonio
 from edgeexit.errors import ConfigError
 
 
@@ -47,7 +47,7 @@ class Calibration:
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            out[f.name] = value.to_dict() if isinstance(value, Budget) else json_safe(value)
+            out[f.name] = value.to_dict() if isinstance(value, Budget) else jsonio.to_jsonable(value)
         return out
 
     @classmethod
@@ -57,7 +57,7 @@ class Calibration:
         unknown = set(data) - set(names)
         if unknown:
             raise ConfigError("unknown keys in a calibration", got=sorted(unknown), expected=names)
-        values = {name: from_json_safe(value) for name, value in data.items()}
+        values = {name: jsonio.from_jsonable(value) for name, value in data.items()}
         if values.get("budget") is not None:
             values["budget"] = Budget.from_dict(data["budget"])
         try:
@@ -66,8 +66,6 @@ class Calibration:
             raise ConfigError("a calibration misses keys", got=str(exc), expected=names) from exc
 
 
-json_safe = jsonio.to_jsonable  # the one encoder: ±inf / NaN as strings, numpy as Python
-from_json_safe = jsonio.from_jsonable
 
 
 def make_calibration(policy: str, kind: str, thresholds, scores: np.ndarray, preds: np.ndarray, labels: np.ndarray,

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeexit import jsonio
 from edgeexit.calibrate.budget import Budget
-from edgeexit.calibrate.calibration import Calibration, json_safe
+from edgeexit.calibrate.calibration import Calibration
 from edgeexit.calibrate.inputs import check_costs, check_outputs
 from edgeexit.calibrate.policies import calibrate
 from edgeexit.errors import ConfigError
@@ -58,7 +59,7 @@ def budget_curve(logits, labels, costs, *, policy: str = "search", fractions=Non
         for fraction in fractions:
             points.append(calibrate(logits, labels, cost_vec, Budget("macs_fraction", float(fraction)),
                                     policy=policy, **options))
-    return json_safe({
+    return jsonio.to_jsonable({
         "mode": "budgeted",
         "policy": policy,
         "score_kind": points[0].score_kind,

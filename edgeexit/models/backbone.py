@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -26,7 +26,6 @@ class Backbone:
     make_head: Callable[[int, int], nn.Module]
     final_head: nn.Module
     full: list[int] | None = None
-    notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         last = len(self.blocks) - 1

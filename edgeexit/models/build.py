@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from edgeexit.errors import ConfigError
-from edgeexit.models import efficientnet_lite, small_families, torchvision_families as tv
+from edgeexit.models import efficientnet_lite, small_families
+from edgeexit.models import torchvision_families as tv
 from edgeexit.models.backbone import Backbone
 from edgeexit.models.net import EarlyExitNet
 
@@ -122,7 +123,7 @@ def _eenet_exits(bb: Backbone, exits: str, in_channels: int | None, image_size: 
 def block_macs(bb: Backbone, in_channels: int, image_size: int) -> list[int]:
     """Cumulative MACs of one image after each block of `bb` (FLOPs / 2 from torch.utils.flop_counter, as
     `edgeexit.costs` counts them); the last entry adds the final classifier, so it is the whole model."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from edgeexit.costs import count_macs
 
     modules = [*bb.blocks, bb.final_head]
     was_training = [m.training for m in modules]
@@ -130,9 +131,8 @@ def block_macs(bb: Backbone, in_channels: int, image_size: int) -> list[int]:
     with torch.no_grad():
         for m in modules:
             m.eval()
-            with FlopCounterMode(display=False) as counter:
-                x = m(x)
-            total += counter.get_total_flops() // 2
+            macs, x = count_macs(m, x)
+            total += macs
             cumulative.append(total)
     for m, t in zip(modules, was_training):
         m.train(t)

@@ -120,5 +120,4 @@ def efficientnet_lite0(*, num_classes: int = 10, in_channels: int = 3, weights=N
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Dropout(dropout), nn.Linear(channels, classes))
 
     final = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Dropout(dropout), fc)
-    return Backbone("efficientnet_lite0", blocks, names, stages, head, final, full=full,
-                    notes={"weights": weights, "package": "efficientnet-lite-pytorch"})
+    return Backbone("efficientnet_lite0", blocks, names, stages, head, final, full=full)

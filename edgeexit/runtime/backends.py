@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeexit.errors import ConfigError, RuntimeMissingError
+from edgeexit.errors import ConfigError
 
 
 class SegmentRunner(Protocol):
@@ -104,12 +104,3 @@ class TorchSegment:
 
 
 BACKENDS = ("onnxruntime", "torch")
-
-
-def require(module: str, extra: str) -> None:
-    """Raise a clear error when an optional runtime is not installed."""
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise RuntimeMissingError(f"the {module} runtime is not installed", got=f"no module named {module}",
-                                  expected=f"{module} importable", hint=f"pip install -e '.[{extra}]'")

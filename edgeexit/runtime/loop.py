@@ -25,7 +25,12 @@ class RunResult:
     macs: np.ndarray  # [N] int64
 
     def exit_histogram(self, num_exits: int) -> list[int]:
-        return np.bincount(self.exit_index, minlength=num_exits).tolist()
+        return self.histogram(self.exit_index, num_exits)
+
+    @staticmethod
+    def histogram(exit_index: np.ndarray, num_exits: int) -> list[int]:
+        """How many samples each exit answered."""
+        return np.bincount(exit_index, minlength=num_exits).tolist()
 
 
 class EarlyExitRuntime:

@@ -18,10 +18,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from edgeexit.calibrate.scores import score_fn_torch
 from edgeexit.errors import ConfigError, ShapeError
 from edgeexit.train.losses import check_exit_costs, exit_cross_entropy
 
 FEATURES = ("confidence", "margin", "entropy")
+_EXIT_SCORE = {"confidence": "max_softmax", "margin": "margin", "entropy": "neg_entropy"}  # papers/003 Eq. 6-8
 
 
 def exit_features(logits: Tensor, features: Sequence[str] = ("confidence", "entropy")) -> Tensor:
@@ -35,19 +37,11 @@ def exit_features(logits: Tensor, features: Sequence[str] = ("confidence", "entr
     """
     if logits.dim() != 2 or logits.shape[1] < 2:
         raise ShapeError("exit logits must be [B, C] with C ≥ 2", got=tuple(logits.shape))
-    probs = torch.softmax(logits, dim=1)
-    columns = []
-    for name in features:
-        if name == "confidence":
-            columns.append(probs.max(dim=1).values)
-        elif name == "entropy":
-            columns.append((probs * torch.log_softmax(logits, dim=1)).sum(dim=1))
-        elif name == "margin":
-            top2 = probs.topk(2, dim=1).values
-            columns.append(top2[:, 0] - top2[:, 1])
-        else:
-            raise ConfigError("unknown gater feature", got=name, expected=" | ".join(FEATURES))
-    return torch.stack(columns, dim=1)
+    unknown = [name for name in features if name not in _EXIT_SCORE]
+    if unknown:
+        raise ConfigError("unknown gater feature", got=unknown, expected=" | ".join(FEATURES))
+    # The same formulas as the exit scores the runtime uses (edgeexit.calibrate.scores), so they are written once.
+    return torch.stack([score_fn_torch(_EXIT_SCORE[name])(logits) for name in features], dim=1)
 
 
 class Gater(nn.Module):

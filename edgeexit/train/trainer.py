@@ -27,6 +27,7 @@ from edgeexit.costs import count_costs
 from edgeexit.data.spec import InputSpec, TensorImages
 from edgeexit.errors import CheckpointError, ConfigError, DatasetError
 from edgeexit.models import EarlyExitNet, ModelConfig
+from edgeexit.prune import AEP_MODES
 from edgeexit.train import distributed
 from edgeexit.train.checkpoint import load_checkpoint, save_checkpoint
 from edgeexit.train.distributed import DistContext
@@ -34,7 +35,7 @@ from edgeexit.train.gater import inner_loss, outer_loss
 from edgeexit.train.losses import aep_loss, eenet_loss, exit_cross_entropy
 
 METHODS = ("aep", "eenet", "budget")
-WEIGHT_MODES = ("desc", "asc", "mix", "unif")
+WEIGHT_MODES = AEP_MODES
 SCHEDULES = ("constant", "cosine")
 # λ of each cost-aware method: 1 in EENets' main experiments and code (papers/002, Sec. 4.2), 2 in papers/003.
 DEFAULT_LAMBDA = {"eenet": 1.0, "budget": 2.0}
