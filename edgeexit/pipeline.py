@@ -25,7 +25,7 @@ from edgeexit.costs import count_costs
 from edgeexit.data import load_dataset
 from edgeexit.data.spec import InputSpec, Splits
 from edgeexit.errors import ConfigError
-from edgeexit.export import export_segments, export_unsplit
+from edgeexit.export import export_segments, export_unsplit, segment_output_shapes
 from edgeexit.measure import side_by_side
 from edgeexit.models import EarlyExitNet, ModelConfig, build_model
 from edgeexit.outputs import collect_outputs, dataset_arrays
@@ -213,17 +213,6 @@ def prune_stage(checkpoint: Path, out: Path, *, mode: str | None = None, limit: 
     return result
 
 
-def _output_shapes(net: EarlyExitNet, score_fn, input_shape) -> list[list[list[int]]]:
-    x = torch.zeros(2, *input_shape)
-    shapes = []
-    with torch.no_grad():
-        for k in range(net.num_exits):
-            outs = net.exit_segment(k, score_fn).eval()(x)
-            shapes.append([list(o.shape[1:]) for o in outs])
-            x = outs[0]
-    return shapes
-
-
 def exportable_target(name: str):
     """The target, if this edgeexit version can export a bundle for it (ONNX segments)."""
     from edgeexit.targets import load_target
@@ -253,7 +242,7 @@ def export_stage(checkpoint: Path, calibration: Path, bundle_dir: Path, *, targe
                           expected=net.num_exits, hint="calibrate this checkpoint again")
     score_fn = GaterScore(_require_gater(net)) if cal.score_kind == "gater" else score_fn_torch(cal.score_kind)
     costs = count_costs(net, spec.channels, spec.height)
-    shapes = _output_shapes(net, score_fn, spec.shape)
+    shapes = segment_output_shapes(net, score_fn, spec.shape)
 
     def populate(tmp: Path) -> None:
         export_segments(net, score_fn, spec.shape, tmp / "segments")

@@ -11,7 +11,7 @@ import torch
 
 from edgeexit.calibrate.scores import score_fn_torch
 from edgeexit.costs import count_costs
-from edgeexit.export import export_segments
+from edgeexit.export import export_segments, segment_output_shapes
 from edgeexit.models import ModelConfig, build_model
 from edgeexit.runtime import EarlyExitRuntime, OrtSegment
 
@@ -32,13 +32,7 @@ def runtime_for(net, shape, out_dir: Path, thresholds, score: str = "max_softmax
     """Export `net`'s segments to ONNX and load them into the onnxruntime early-exit runtime."""
     score_fn = score_fn_torch(score)
     paths = export_segments(net, score_fn, shape, out_dir)
-    x = torch.zeros(2, *shape)
-    shapes = []
-    with torch.no_grad():
-        for k in range(net.num_exits):
-            outs = net.exit_segment(k, score_fn)(x)
-            shapes.append([tuple(o.shape[1:]) for o in outs])
-            x = outs[0]
+    shapes = segment_output_shapes(net, score_fn, shape)
     costs = count_costs(net, shape[0], shape[1]).cumulative_macs
     return EarlyExitRuntime([OrtSegment(p, s, threads=1) for p, s in zip(paths, shapes)], thresholds, costs, shape,
                             shapes[-1][0][0])

@@ -73,6 +73,18 @@ def export_segments(net: EarlyExitNet, score_fn: ScoreFn, input_shape: tuple[int
     return paths
 
 
+def segment_output_shapes(net: EarlyExitNet, score_fn: ScoreFn, input_shape: tuple[int, int, int]) -> list[list[list[int]]]:
+    """Per exit, the shapes (without batch) of its segment's outputs: what the runtime preallocates."""
+    x = torch.zeros(2, *input_shape)
+    shapes = []
+    with torch.no_grad():
+        for k in range(net.num_exits):
+            outs = net.exit_segment(k, score_fn).eval()(x)
+            shapes.append([list(o.shape[1:]) for o in outs])
+            x = outs[0]
+    return shapes
+
+
 def export_unsplit(net: EarlyExitNet, input_shape: tuple[int, int, int], path: Path, *, check: bool = True) -> Path:
     """The original single-exit model as one graph x -> logits: the reference for every measured saving."""
     model = net.unsplit().eval()

@@ -31,16 +31,15 @@ def make_segments(out: Path, backbone: str) -> Path:
 
     from edgeexit.calibrate.scores import score_fn_torch
     from edgeexit.costs import count_costs
-    from edgeexit.export import export_segments, export_unsplit
+    from edgeexit.export import export_segments, export_unsplit, segment_output_shapes
     from edgeexit.models import ModelConfig, build_model
-    from edgeexit.pipeline import _output_shapes
 
     torch.manual_seed(0)
     net = build_model(ModelConfig(backbone=backbone, in_channels=1, image_size=32)).eval()
     score = score_fn_torch("max_softmax")
     export_segments(net, score, (1, 32, 32), out / "segments")
     export_unsplit(net, (1, 32, 32), out / "reference" / "full.onnx")
-    meta = {"output_shapes": _output_shapes(net, score, (1, 32, 32)),
+    meta = {"output_shapes": segment_output_shapes(net, score, (1, 32, 32)),
             "cumulative_macs": count_costs(net, 1, 32).cumulative_macs, "input_shape": [1, 32, 32]}
     (out / "meta.json").write_text(json.dumps(meta))
     return out
