@@ -4,7 +4,6 @@ where to profile, what it needs), and whether a target can work on this machine.
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,9 +56,8 @@ class TargetStatus:
 
 
 def targets_dir() -> Path:
-    """$EDGEEXIT_TARGETS_DIR, else the repository's top-level `targets/` folder."""
-    env = os.environ.get(ENV_VAR)
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "targets"
+    """$EDGEEXIT_TARGETS_DIR, else the shipped `targets/` folder (see tomlfiles.shipped_dir)."""
+    return tomlfiles.shipped_dir("targets", ENV_VAR)
 
 
 def _target_files() -> dict[str, Path]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from edgeexit.errors import ConfigError
 
@@ -11,6 +13,17 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
+
+
+def shipped_dir(name: str, env_var: str, roots: Sequence[Path] | None = None) -> Path:
+    """Where the shipped presets folder `name` ("targets", "calibration") is: $`env_var` if set; else the
+    repository's top-level folder (a checkout or an editable install); else the copy a wheel installs under
+    `<prefix>/share/edgeexit/` (pyproject's data-files)."""
+    if os.environ.get(env_var):
+        return Path(os.environ[env_var])
+    roots = roots or (Path(__file__).resolve().parents[1], Path(sys.prefix) / "share" / "edgeexit")
+    candidates = [Path(root) / name for root in roots]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
 def names(folder: Path) -> list[str]:

@@ -141,3 +141,23 @@ def test_targets_table_rows():
     for row in rows.values():
         assert list(row) == ["name", "formats", "precision", "requires", "works_here", "reason"]
         assert row["works_here"] == check_target(load_target(row["name"])).ok
+
+
+def test_shipped_presets_are_found_in_a_checkout_or_under_the_install_prefix(tmp_path, monkeypatch):
+    """A checkout has targets/ at the top; a wheel installs them under <prefix>/share/edgeexit (data-files)."""
+    from edgeexit.tomlfiles import shipped_dir
+
+    monkeypatch.delenv("EDGEEXIT_TARGETS_DIR", raising=False)
+    checkout, prefix = tmp_path / "checkout", tmp_path / "prefix" / "share" / "edgeexit"
+    (prefix / "targets").mkdir(parents=True)
+    assert shipped_dir("targets", "EDGEEXIT_TARGETS_DIR", [checkout, prefix]) == prefix / "targets"
+    (checkout / "targets").mkdir(parents=True)
+    assert shipped_dir("targets", "EDGEEXIT_TARGETS_DIR", [checkout, prefix]) == checkout / "targets"
+    monkeypatch.setenv("EDGEEXIT_TARGETS_DIR", str(tmp_path / "mine"))
+    assert shipped_dir("targets", "EDGEEXIT_TARGETS_DIR", [checkout, prefix]) == tmp_path / "mine"
+    from pathlib import Path
+
+    from edgeexit.tomlfiles import read
+
+    data_files = read(Path(__file__).resolve().parents[1] / "pyproject.toml", "pyproject")["tool"]["setuptools"]["data-files"]
+    assert data_files["share/edgeexit/targets"] == ["targets/*.toml"]

@@ -12,7 +12,6 @@ cumulative cost vector and a limit in the same units:
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -95,9 +94,8 @@ class Budget:
 
 
 def presets_dir() -> Path:
-    """$EDGEEXIT_CALIBRATION_DIR, else the repository's top-level `calibration/` folder."""
-    env = os.environ.get(ENV_VAR)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "calibration"
+    """$EDGEEXIT_CALIBRATION_DIR, else the shipped `calibration/` folder (see tomlfiles.shipped_dir)."""
+    return tomlfiles.shipped_dir("calibration", ENV_VAR)
 
 
 def list_presets(folder: str) -> list[str]:
