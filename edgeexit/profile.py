@@ -4,12 +4,12 @@ loop) and of the unsplit model, measured interleaved in one process; p50 / p90 i
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 
 from edgeexit.bundle import Bundle, load_bundle
+from edgeexit.measure import side_by_side
 from edgeexit.runtime import EarlyExitRuntime, OrtModel
 
 
@@ -29,16 +29,10 @@ def profile_bundle(bundle: Bundle | Path, *, batch_size: int = 1, rounds: int = 
     x = np.random.default_rng(seed).standard_normal((batch_size, *b.input_shape)).astype(np.float32)
     runs = {f"exit{k}": forced(runtime, k).run for k in range(runtime.num_exits)}
     runs["full"] = full.run
-    samples: dict[str, list[float]] = {name: [] for name in runs}
-    for fn in runs.values():  # warm-up: first runs allocate buffers and fault pages in
-        for _ in range(10):
-            fn(x)
-    for _ in range(rounds):
-        for name, fn in runs.items():  # round-robin so that drift hits every entry alike
-            t = time.perf_counter()
-            for _ in range(calls):
-                fn(x)
-            samples[name].append(1e3 * (time.perf_counter() - t) / calls)
+    # `rounds` identical batches, every runtime in turn on each: median of `calls` per round, so drift hits
+    # every entry alike.
+    timing = side_by_side(runs, np.tile(x, (rounds, 1, 1, 1)), batch_size, repeats=calls, warmup=10)
+    samples = {name: [1e3 * s for s in seconds] for name, seconds in timing.seconds.items()}
     full_p50 = float(np.median(samples["full"]))
     exits = []
     for k, e in enumerate(b.exits):

@@ -35,6 +35,9 @@ def ort_session_options(threads: int | None = None, spinning: bool = False):
     return so
 
 
+MAX_CACHED_BINDINGS = 128
+
+
 class OrtSegment:
     """An onnxruntime session run through IO binding into buffers this object owns.
 
@@ -64,6 +67,8 @@ class OrtSegment:
         if batch > self._capacity:
             self._capacity = max(batch, 2 * self._capacity)
             self._buffers = [np.empty((self._capacity, *s), np.float32) for s in self.output_shapes]
+            self._bindings.clear()
+        if len(self._bindings) >= MAX_CACHED_BINDINGS:  # compaction makes every live-batch size; keep the set small
             self._bindings.clear()
         binding = self.session.io_binding()
         for name, buf, shape in zip(self.output_names, self._buffers, self.output_shapes):
