@@ -70,26 +70,19 @@ def train_stage(run_dir: Path, data: DataConfig, model: ModelConfig, cfg: TrainC
 
 
 def load_trained(checkpoint: Path) -> tuple[EarlyExitNet, ModelConfig, InputSpec, DataConfig]:
-    ckpt = load_checkpoint(checkpoint)
+    return _trained(load_checkpoint(checkpoint))
+
+
+def _trained(ckpt: dict) -> tuple[EarlyExitNet, ModelConfig, InputSpec, DataConfig]:
     net, cfg = model_from_checkpoint(ckpt)
     return net, cfg, InputSpec.from_dict(ckpt["input_spec"]), DataConfig(**ckpt["data"])
 
 
-def load_trained_unpruned(checkpoint: Path) -> EarlyExitNet:
-    """The whole trained network (all exits) behind a possibly pruned checkpoint."""
-    ckpt = load_checkpoint(checkpoint)
-    if ckpt.get("kept_exits") is None:
-        return model_from_checkpoint(ckpt)[0]
-    cfg = ModelConfig.from_dict({**ckpt["model_config"], "weights": None})
-    full = build_model(cfg)
-    full.load_state_dict(ckpt["unpruned_state_dict"])
-    return full.eval()
-
-
-def reference_macs(checkpoint: Path) -> int:
+def reference_macs(checkpoint: Path | dict) -> int:
     """MACs of one image through the original, unsplit model (the yardstick, also for pruned networks)."""
-    spec = InputSpec.from_dict(load_checkpoint(checkpoint)["input_spec"])
-    return count_costs(load_trained_unpruned(checkpoint), spec.channels, spec.height).full_macs
+    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    spec = InputSpec.from_dict(ckpt["input_spec"])
+    return count_costs(model_from_checkpoint(ckpt, unpruned=True)[0], spec.channels, spec.height).full_macs
 
 
 def calibrate_stage(checkpoint: Path, out: Path, *, budget: Budget | None, policy: str = "search",
@@ -107,7 +100,8 @@ def calibrate_stage(checkpoint: Path, out: Path, *, budget: Budget | None, polic
         raise ConfigError(f"the {policy} policy always scores by {fixed_score}", got=f"--score {score}",
                           expected=f"no --score, or --score {fixed_score}", hint="use --policy search or fractions for other scores")
     score = score or fixed_score or "max_softmax"
-    net, cfg, spec, data = load_trained(checkpoint)
+    ckpt = load_checkpoint(checkpoint)
+    net, cfg, spec, data = _trained(ckpt)
     rec = load_recipe(recipe)
     splits = data.load(spec.channels)
     dataset = {"val": splits.val, "train": splits.train, "test": splits.test}.get(rec.split)
@@ -118,7 +112,7 @@ def calibrate_stage(checkpoint: Path, out: Path, *, budget: Budget | None, polic
     if budget is not None and budget.kind == "macs_fraction":
         # A fraction always means a fraction of the original unsplit model (what eval and the report divide
         # by), not of the last exit with every head, nor of a pruned network's last exit.
-        budget = Budget("macs", budget.value * reference_macs(checkpoint), budget.target)
+        budget = Budget("macs", budget.value * reference_macs(ckpt), budget.target)
     # The gater's P_k are the exit scores of a budget-trained model (papers/003), read from every exit's logits.
     confidences = gater_scores(net, outs.logits) if "gater" in (policy, score) else outs.confidences
     options: dict = {"confidences": confidences}
@@ -188,8 +182,7 @@ def prune_stage(checkpoint: Path, out: Path, *, mode: str | None = None, limit: 
     if ckpt.get("kept_exits") is not None:
         raise ConfigError("checkpoint is already pruned", got=f"kept exits {ckpt['kept_exits']}",
                           expected="the trained checkpoint", hint="prune RUN/checkpoint.pt, not RUN/pruned.pt")
-    net, cfg = model_from_checkpoint(ckpt)
-    spec, data = InputSpec.from_dict(ckpt["input_spec"]), DataConfig(**ckpt["data"])
+    net, cfg, spec, data = _trained(ckpt)
     mode = mode or ckpt["train_config"].get("weight_mode", "unif")
     outs = collect_outputs(net, data.load(spec.channels).val, limit=limit)
     c = count_costs(net, spec.channels, spec.height)
@@ -228,7 +221,8 @@ def export_stage(checkpoint: Path, calibration: Path, bundle_dir: Path, *, targe
     """Split, export every segment to ONNX (checked against torch), and write the verified bundle."""
 
     tgt = exportable_target(target)
-    net, cfg, spec, data = load_trained(checkpoint)
+    ckpt = load_checkpoint(checkpoint)
+    net, cfg, spec, data = _trained(ckpt)
     if not Path(calibration).is_file():
         raise ConfigError("no calibration to export", got=f"no {calibration}", expected="calibration.json",
                           hint="run `edgeexit calibrate` first")
@@ -247,7 +241,7 @@ def export_stage(checkpoint: Path, calibration: Path, bundle_dir: Path, *, targe
     def populate(tmp: Path) -> None:
         export_segments(net, score_fn, spec.shape, tmp / "segments")
         # the reference is the original backbone even when the bundle is a pruned sub-network
-        export_unsplit(load_trained_unpruned(checkpoint), spec.shape, tmp / "reference" / "full.onnx")
+        export_unsplit(model_from_checkpoint(ckpt, unpruned=True)[0], spec.shape, tmp / "reference" / "full.onnx")
         jsonio.write_json(tmp / "calibration.json", cal.to_dict())
 
     import onnx
@@ -265,9 +259,9 @@ def export_stage(checkpoint: Path, calibration: Path, bundle_dir: Path, *, targe
             "params": costs.segment_params[k], "head_params": costs.head_params[k],
             "threshold": cal.thresholds[k], "score": cal.score_kind,
         } for k in range(net.num_exits)],
-        "full_macs": reference_macs(checkpoint),
+        "full_macs": reference_macs(ckpt),
         "reference": "reference/full.onnx",
-        "ensemble": _ensemble(checkpoint, net.num_exits),
+        "ensemble": _ensemble(ckpt, net.num_exits),
         "target": tgt.name, "format": "onnx", "precision": "fp32",
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
                      "python": platform.python_version()},
@@ -275,11 +269,10 @@ def export_stage(checkpoint: Path, calibration: Path, bundle_dir: Path, *, targe
     return write_bundle(Path(bundle_dir), manifest, populate)
 
 
-def _ensemble(checkpoint: Path, num_exits: int) -> dict:
+def _ensemble(ckpt: dict, num_exits: int) -> dict:
     """AEP ensemble weights beta of the bundle's exits: the pruned subset's, or the training mode's."""
     from edgeexit.prune import aep_weights
 
-    ckpt = load_checkpoint(checkpoint)
     if ckpt.get("ensemble"):
         return ckpt["ensemble"]
     mode = ckpt["train_config"].get("weight_mode", "unif")

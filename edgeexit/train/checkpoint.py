@@ -46,17 +46,22 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[EarlyExitNet, ModelConfig]:
+def model_from_checkpoint(ckpt: dict[str, Any], *, unpruned: bool = False) -> tuple[EarlyExitNet, ModelConfig]:
     """Rebuild the network from the checkpoint's config and load its weights strictly.
 
-    A pruned checkpoint (`edgeexit prune`) names the exits it kept: the sub-network is cut the same way.
+    A pruned checkpoint (`edgeexit prune`) names the exits it kept: the sub-network is cut the same way, or,
+    with `unpruned=True`, the whole trained network it was cut from is rebuilt (the reference model).
     """
     cfg = ModelConfig.from_dict({**ckpt["model_config"], "weights": None})
     net = build_model(cfg)
+    state = ckpt["state_dict"]
     if ckpt.get("kept_exits") is not None:
-        net = net.select_exits(ckpt["kept_exits"])
+        if unpruned:
+            state = ckpt["unpruned_state_dict"]
+        else:
+            net = net.select_exits(ckpt["kept_exits"])
     try:
-        net.load_state_dict(ckpt["state_dict"], strict=True)
+        net.load_state_dict(state, strict=True)
     except RuntimeError as err:
         first = str(err).splitlines()[0:3]
         raise CheckpointError("checkpoint weights do not match its model config", got=" ".join(first),
