@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,18 +14,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgeexit.errors import BudgetError, ConfigError, EdgeExitError
+from edgeexit.errors import ConfigError, EdgeExitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Turn an image classifier into an early-exit network and ship it to edge devices.")
 console = Console()
 
 DATASET = typer.Option("fashion-mnist", help="fashion-mnist | synthetic | folder:/path | cifar10:/path")
+BACKEND = typer.Option(None, help="onnxruntime | onnxruntime-cuda | torch | torch-cuda (default: the bundle's target's)")
 RUN_DIR = typer.Option(Path("runs/default"), "--run-dir", help="where checkpoint, calibration and bundle go")
 
 
 def _fail(err: EdgeExitError) -> None:
-    console.print(f"[bold red]error:[/] {escape(str(err))}")
+    console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)  # no line breaks inside paths and commands
     raise typer.Exit(2)
 
 
@@ -103,10 +106,11 @@ def train(
 ):
     """Train the exit network (AEP loss by default) and write RUN_DIR/checkpoint.pt.
 
-    Data-parallel on several GPUs or nodes: `torchrun --nproc_per_node N -m edgeexit.train.distributed ARGS`
+    Data-parallel on several GPUs or nodes: `torchrun --nproc_per_node N -m edgeexit train ARGS`
     (ARGS as for this command; see edgeexit/train/distributed.py).
     """
     from edgeexit.pipeline import DataConfig, train_stage
+    from edgeexit.rundir import RunDir
 
     try:
         data = DataConfig(dataset, image_size, seed, None, limit_train, limit_val, limit_test)
@@ -114,7 +118,10 @@ def train(
         cfg = _train_options(method, weight_mode, epochs, batch_size, lr, patience, seed, max_steps, lam=lam,
                              gater_period=gater_period, device=device, amp=amp, freeze_bn=freeze_bn, sync_bn=sync_bn,
                              schedule=schedule)
-        result = train_stage(run_dir, data, model, cfg, resume=resume)
+        run = RunDir(run_dir)
+        # under torchrun every rank runs this command; rank 0 writes the run directory, so rank 0 holds it
+        with run.lock("train") if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
+            result = train_stage(run, data, model, cfg, resume=resume)
     except EdgeExitError as err:
         _fail(err)
     if not result.is_main:
@@ -136,10 +143,10 @@ def _exits(exits: str):
                           hint="block indices are listed by `edgeexit backbones`") from None
 
 
-def _trained(run_dir: Path) -> Path:
-    """The checkpoint later stages use: RUN/pruned.pt when `edgeexit prune` wrote one, else RUN/checkpoint.pt."""
-    pruned = run_dir / "pruned.pt"
-    chosen = pruned if pruned.is_file() else run_dir / "checkpoint.pt"
+def _trained(run) -> Path:
+    """The checkpoint later stages use: RUN/pruned.pt when `edgeexit prune` cut one from RUN/checkpoint.pt, else
+    RUN/checkpoint.pt (RunDir.trained refuses a stale pruned.pt)."""
+    chosen = run.trained()
     console.print(f"[dim]using {chosen}[/]")
     return chosen
 
@@ -155,10 +162,12 @@ def prune(
 ):
     """Prune to the best exit subset on validation (AEP's ensemble rule, or under a budget); writes RUN/pruned.pt(.json)."""
     from edgeexit.pipeline import prune_stage
+    from edgeexit.rundir import RunDir
 
     try:
-        res = prune_stage(run_dir / "checkpoint.pt", run_dir / "pruned.pt", mode=mode, limit=limit,
-                          budget=_budget(budget) if budget else None)
+        run = RunDir(run_dir)
+        with run.lock("prune"):
+            res = prune_stage(run, mode=mode, limit=limit, budget=_budget(budget) if budget else None)
     except EdgeExitError as err:
         _fail(err)
     console.print(prune_table(res, show))
@@ -197,21 +206,17 @@ def calibrate(
     limit: Optional[int] = typer.Option(None, help="calibrate on the first N samples of the recipe's split"),
 ):
     """Choose exit thresholds for a budget; writes RUN/calibration.json and the accuracy/cost curves (JSON, PNG)."""
-    from edgeexit import jsonio
-    from edgeexit.pipeline import calibrate_stage
+    from edgeexit.pipeline import calibrate_stage, read_profile
+    from edgeexit.rundir import RunDir
 
     try:
-        b = _budget(budget)
-        profile = None
-        if b.kind == "ms":
-            if not (run_dir / "profile.json").is_file():
-                raise BudgetError("a millisecond budget needs the per-exit latency table of the target",
-                                  got=f"no {run_dir / 'profile.json'}", expected="RUN/profile.json",
-                                  hint="run `edgeexit export` then `edgeexit profile` first")
-            profile = jsonio.read_json(run_dir / "profile.json")
-        checkpoint = _trained(run_dir)
-        cal = calibrate_stage(checkpoint, run_dir / "calibration.json", budget=b, policy=policy, score=score,
-                              recipe=recipe, limit=limit, threshold=threshold, profile=profile)
+        run = RunDir(run_dir)
+        with run.lock("calibrate"):
+            b = _budget(budget)
+            checkpoint = _trained(run)
+            profile = read_profile(run, checkpoint) if b.kind == "ms" else None
+            cal = calibrate_stage(run, checkpoint, budget=b, policy=policy, score=score, recipe=recipe, limit=limit,
+                                  threshold=threshold, profile=profile)
     except EdgeExitError as err:
         _fail(err)
     t = Table(title=f"calibration ({cal.policy}, {cal.score_kind}, {cal.n_samples} samples)")
@@ -222,35 +227,38 @@ def calibrate(
     console.print(t)
     for w in cal.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}")
-    console.print(f"expected accuracy {cal.accuracy:.4f} at {_cost_summary(cal, checkpoint)} "
+    console.print(f"expected accuracy {cal.accuracy:.4f} at {_cost_summary(cal)} "
                   f"-> {run_dir / 'calibration.json'}, {run_dir / 'curves.png'}")
 
 
-def _cost_summary(cal, checkpoint: Path) -> str:
-    """Mean cost against the original model (a pruned network's last exit is not the yardstick)."""
+def _cost_summary(cal) -> str:
+    """Mean cost against the original unsplit model (a pruned network's last exit is not the yardstick)."""
     if cal.cost_unit == "ms":
-        return f"{cal.mean_cost:.3f} ms per image ({cal.cost_fraction:.3f}x the last exit)"
-    from edgeexit.pipeline import reference_macs
-
-    return f"{cal.mean_cost / reference_macs(checkpoint):.3f}x the original model's MACs"
+        return f"{cal.mean_cost:.3f} ms per image ({cal.cost_fraction:.3f}x the unsplit model's time)"
+    return f"{cal.cost_fraction:.3f}x the original model's MACs"
 
 
 @app.command()
 def profile(
     run_dir: Path = RUN_DIR,
+    backend: Optional[str] = BACKEND,
     batch_size: int = typer.Option(1),
     rounds: int = typer.Option(60),
 ):
-    """Per-exit latency of RUN/bundle on this machine's onnxruntime; writes RUN/profile.json and adds it to the bundle."""
+    """Per-exit latency of RUN/bundle on a backend (default: the bundle's own) next to the unsplit model on the same
+    backend; writes RUN/profile.json and adds it to the bundle."""
     from edgeexit import jsonio
     from edgeexit.bundle import add_files, load_bundle
     from edgeexit.profile import profile_bundle
+    from edgeexit.rundir import RunDir
 
     try:
-        bundle = load_bundle(run_dir / "bundle")
-        prof = profile_bundle(bundle, batch_size=batch_size, rounds=rounds)
-        jsonio.write_json(run_dir / "profile.json", prof)
-        add_files(bundle, {"profile.json": jsonio.dumps(prof)})
+        run = RunDir(run_dir)
+        with run.lock("profile"):
+            bundle = load_bundle(run.bundle)
+            prof = profile_bundle(bundle, backend=backend, batch_size=batch_size, rounds=rounds)
+            jsonio.write_json(run.profile, prof)
+            add_files(bundle, {"profile.json": jsonio.dumps(prof)}, run.bundle)
     except EdgeExitError as err:
         _fail(err)
     console.print(profile_table(prof))
@@ -271,21 +279,28 @@ def profile_table(prof: dict) -> Table:
 def export(
     run_dir: Path = RUN_DIR,
     target: str = typer.Option("cpu", help="see `edgeexit targets`"),
-    out: Optional[Path] = typer.Option(None, help="bundle directory (default RUN_DIR/bundle)"),
+    precision: Optional[str] = typer.Option(None, help="one of the target's precisions (default: its first)"),
+    out: Optional[Path] = typer.Option(None, help="bundle path (default RUN_DIR/bundle); must be absent, empty or a bundle"),
 ):
-    """Split into segments, export to ONNX (checked against torch), write the verified bundle."""
+    """Split into torch.export programs, lower them for the target (checked against torch), write the verified bundle."""
     from edgeexit.pipeline import export_stage
+    from edgeexit.rundir import RunDir
 
     try:
-        bundle = export_stage(_trained(run_dir), run_dir / "calibration.json", out or run_dir / "bundle", target=target)
+        run = RunDir(run_dir)
+        with run.lock("export"):
+            bundle = export_stage(run, _trained(run), out, target=target, precision=precision)
     except EdgeExitError as err:
         _fail(err)
-    console.print(f"bundle: {bundle.root} ({len(bundle.exits)} segments, target {bundle.manifest['target']})")
+    m = bundle.manifest
+    console.print(f"bundle: {out or run.bundle} -> {bundle.root.name} ({len(bundle.exits)} segments, target {m.target}, "
+                  f"{m.format} {m.precision}, formats {', '.join(m.formats)})")
 
 
 @app.command("eval")
 def eval_(
     bundle: Path = typer.Argument(..., help="a bundle directory"),
+    backend: Optional[str] = BACKEND,
     split: str = typer.Option("test"),
     batch_size: int = typer.Option(64),
     limit: Optional[int] = typer.Option(None),
@@ -297,7 +312,7 @@ def eval_(
     from edgeexit.report import summary_table
 
     try:
-        result = evaluate_bundle(bundle, split=split, batch_size=batch_size, limit=limit)
+        result = evaluate_bundle(bundle, backend=backend, split=split, batch_size=batch_size, limit=limit)
     except EdgeExitError as err:
         _fail(err)
     console.print(summary_table(result))
@@ -334,6 +349,7 @@ def build(
     limit_train: Optional[int] = typer.Option(None), limit_val: Optional[int] = typer.Option(None),
     limit_test: Optional[int] = typer.Option(None),
     eval_batch_size: int = typer.Option(64),
+    precision: Optional[str] = typer.Option(None, help="one of the target's precisions (default: its first)"),
     prune: bool = typer.Option(True, help="AEP pruning to the best exit subset (aep method only)"),
 ):
     """train -> prune -> calibrate -> export -> profile -> measure: a bundle with its report, in one go."""
@@ -345,73 +361,159 @@ def build(
         calibrate_stage,
         evaluate_bundle,
         export_stage,
-        exportable_target,
         prune_stage,
         train_stage,
     )
     from edgeexit.profile import profile_bundle
     from edgeexit.report import markdown_report, summary_table
-    from edgeexit.targets import check_target
+    from edgeexit.rundir import RunDir
     from edgeexit.train.distributed import launched_by_torchrun
 
     t0 = time.time()
     try:
-        status = check_target(exportable_target(target))
-        if not status.ok:
-            console.print(f"[yellow]target {target} cannot run here ({escape(status.reason)}); building its bundle and "
-                          "measuring on onnxruntime CPU emulation[/]")
         if launched_by_torchrun():
             raise ConfigError("build does not run under torchrun", got="RANK/WORLD_SIZE set",
-                              expected="one process", hint="train with torchrun (-m edgeexit.train.distributed), then "
+                              expected="one process", hint="train with torchrun (-m edgeexit train), then "
                               "run `edgeexit calibrate` and `edgeexit export` once")
+        # Every option is checked before the first epoch: a typo must not cost a training run.
         data = DataConfig(dataset, image_size, seed, None, limit_train, limit_val, limit_test)
         model = _model_config(backbone, exits, head, image_size, weights, method, gater_features)
         cfg = _train_options(method, weight_mode, epochs, batch_size, lr, 12, seed, max_steps, lam=lam,
                              gater_period=gater_period, device=device, schedule=schedule)
-        policy = policy or {"eenet": "fixed", "budget": "gater"}.get(method, "search")
-        score = score or {"eenet": "confidence", "budget": "gater"}.get(method, "max_softmax")
-        console.rule(f"[bold]1/6 train ({method})")
-        result = train_stage(run_dir, data, model, cfg)
-        console.print("per-exit val accuracy " + " ".join(f"{a:.4f}" for a in result.val_exit_accuracy))
-        trained = result.checkpoint
-        console.rule("[bold]2/6 prune")
-        b = _budget(budget)
-        if prune and method == "aep" and b.kind != "ms":
-            pr = prune_stage(result.checkpoint, run_dir / "pruned.pt", budget=b if policy == "search" else None,
-                             score=score)
-            console.print(prune_table(pr, 5))
-            console.print(prune_summary(pr))
-            trained = run_dir / "pruned.pt"
-        else:
-            (run_dir / "pruned.pt").unlink(missing_ok=True)
-            console.print("skipped (--no-prune, a method other than aep, or a millisecond budget)")
-        console.rule("[bold]3/6 calibrate")
-        prof = None
-        if b.kind == "ms":  # a latency budget needs the measured table: export once, profile, then calibrate for real
-            calibrate_stage(trained, run_dir / "calibration.json", budget=Budget("macs_fraction", 1.0), policy=policy,
-                            score=score, curves=False)
-            prof = profile_bundle(export_stage(trained, run_dir / "calibration.json", run_dir / "bundle", target=target))
-        cal = calibrate_stage(trained, run_dir / "calibration.json", budget=b, policy=policy, score=score, profile=prof)
-        console.print(f"thresholds {[round(t, 4) for t in cal.thresholds]}: expected accuracy {cal.accuracy:.4f} "
-                      f"at {_cost_summary(cal, trained)}")
-        console.rule("[bold]4/6 export")
-        bundle = export_stage(trained, run_dir / "calibration.json", run_dir / "bundle", target=target)
-        console.rule("[bold]5/6 profile")
-        prof = profile_bundle(bundle)
-        jsonio.write_json(run_dir / "profile.json", prof)
-        console.print(profile_table(prof))
-        console.rule("[bold]6/6 measure")
-        ev = evaluate_bundle(bundle.root, batch_size=eval_batch_size)
-        extra = {"report.md": markdown_report(ev, cal.to_dict(), prof), "eval.json": jsonio.dumps(ev),
-                 "profile.json": jsonio.dumps(prof)}
-        for name in ("curves.png", "curves.json"):
-            if (run_dir / name).is_file():
-                extra[name] = (run_dir / name).read_bytes()
-        add_files(bundle, extra)
+        b, policy, score, precision = _check_build_options(target, precision, budget, policy, score, method,
+                                                           eval_batch_size)
+        run = RunDir(run_dir)
+        with run.lock("build"):
+            console.rule(f"[bold]1/6 train ({method})")
+            result = train_stage(run, data, model, cfg)
+            console.print("per-exit val accuracy " + " ".join(f"{a:.4f}" for a in result.val_exit_accuracy))
+            console.rule("[bold]2/6 prune")
+            if prune and method == "aep" and b.kind != "ms":
+                pr = prune_stage(run, budget=b if policy == "search" else None, score=score)
+                console.print(prune_table(pr, 5))
+                console.print(prune_summary(pr))
+            else:
+                run.pruned.unlink(missing_ok=True)
+                console.print("skipped (--no-prune, a method other than aep, or a millisecond budget)")
+            trained = run.trained()
+            console.rule("[bold]3/6 calibrate")
+            backend = None
+            prof = None
+            if b.kind == "ms":  # a latency budget needs the measured table: export once, profile, then calibrate
+                calibrate_stage(run, trained, budget=Budget("macs_fraction", 1.0), policy=policy, score=score,
+                                curves=False)
+                first = export_stage(run, trained, target=target, precision=precision)
+                backend = _measure_backend(first)
+                prof = profile_bundle(first, backend=backend)
+                jsonio.write_json(run.profile, prof)
+            cal = calibrate_stage(run, trained, budget=b, policy=policy, score=score, profile=prof)
+            console.print(f"thresholds {[round(t, 4) for t in cal.thresholds]}: expected accuracy {cal.accuracy:.4f} "
+                          f"at {_cost_summary(cal)}")
+            console.rule("[bold]4/6 export")
+            bundle = export_stage(run, trained, target=target, precision=precision)
+            backend = backend or _measure_backend(bundle)
+            console.rule(f"[bold]5/6 profile ({backend})")
+            prof = profile_bundle(bundle, backend=backend)
+            jsonio.write_json(run.profile, prof)
+            console.print(profile_table(prof))
+            console.rule(f"[bold]6/6 measure ({backend})")
+            ev = evaluate_bundle(bundle.root, backend=backend, batch_size=eval_batch_size)
+            extra = {"report.md": markdown_report(ev, cal.to_dict(), prof), "eval.json": jsonio.dumps(ev),
+                     "profile.json": jsonio.dumps(prof)}
+            for path in (run.curves_png, run.curves_json):
+                if path.is_file():
+                    extra[path.name] = path.read_bytes()
+            bundle = add_files(bundle, extra, run.bundle)
     except EdgeExitError as err:
         _fail(err)
     console.print(summary_table(ev, title=f"{backbone} on {dataset}, target {target}"))
-    console.print(f"bundle: {bundle.root}  (report.md, eval.json inside)  total {time.time() - t0:.0f} s")
+    console.print(f"bundle: {run.bundle} -> {bundle.root.name}  (report.md, eval.json inside)  total {time.time() - t0:.0f} s")
+
+
+def _check_build_options(target, precision, budget, policy, score, method, eval_batch_size):
+    """(budget, policy, score, precision) once every build option is known to be usable; the error otherwise."""
+    from edgeexit.calibrate import POLICIES, SCORE_KINDS
+    from edgeexit.pipeline import exportable
+
+    _, precision = exportable(target, precision)
+    b = _budget(budget)
+    policy = policy or {"eenet": "fixed", "budget": "gater"}.get(method, "search")
+    if policy not in POLICIES:
+        raise ConfigError("unknown calibration policy", got=policy, expected=" | ".join(POLICIES))
+    fixed_score = {"fixed": "confidence", "gater": "gater"}.get(policy)
+    score = score or fixed_score or {"eenet": "confidence", "budget": "gater"}.get(method, "max_softmax")
+    if score not in SCORE_KINDS:
+        raise ConfigError("unknown exit score", got=score, expected=" | ".join(SCORE_KINDS))
+    if fixed_score and score != fixed_score:
+        raise ConfigError(f"the {policy} policy always scores by {fixed_score}", got=f"--score {score}",
+                          expected=f"--score {fixed_score}", hint="use --policy search or fractions for other scores")
+    if score == "confidence" and method == "aep":
+        raise ConfigError("the confidence score needs EENet exit blocks", got="--method aep",
+                          expected="--method eenet", hint="score AEP exits by max_softmax, margin or neg_entropy")
+    if score == "gater" and method != "budget":
+        raise ConfigError("the gater score needs a gater", got=f"--method {method}", expected="--method budget")
+    if b.kind == "ms" and b.target not in (None, "cpu"):
+        raise ConfigError("build measures latency on this host", got=budget, expected="a MACs budget, or N ms@cpu",
+                          hint=f"for {b.target}, profile on the device and calibrate there with `edgeexit calibrate`")
+    if eval_batch_size < 1:
+        raise ConfigError("--eval-batch-size must be >= 1", got=eval_batch_size)
+    return b, policy, score, precision
+
+
+def _measure_backend(bundle) -> str:
+    """The bundle's own backend when it can run here; else onnxruntime on this CPU, said out loud."""
+    from edgeexit.runtime import default_backend, make_backend
+
+    try:
+        name = default_backend(bundle)
+        make_backend(name).close()
+        return name
+    except EdgeExitError as err:
+        console.print(f"[yellow]target {bundle.manifest.target} cannot run here ({escape(err.what)}); "
+                      "measuring on onnxruntime (CPU emulation)[/]")
+        return "onnxruntime"
+
+
+@app.command()
+def compare(
+    bundle: Path = typer.Argument(..., help="a bundle directory"),
+    backends: Optional[str] = typer.Option(None, help="comma-separated (default: every backend available here)"),
+    samples: int = typer.Option(1000, help="test-split images besides the bundle's test vectors"),
+    tolerance: Optional[float] = typer.Option(None, help="max |Δlogits| (default: by the bundle's precision)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the comparison as JSON"),
+):
+    """Every backend on the same inputs: max |Δlogits| per exit, exit-decision agreement; exit code 1 on failure."""
+    from edgeexit import jsonio
+    from edgeexit.bundle import load_bundle
+    from edgeexit.compare import compare_backends
+    from edgeexit.pipeline import test_split
+
+    try:
+        b = load_bundle(bundle)
+        images = test_split(b, "test", samples)[0] if samples > 0 else None
+        names = [n.strip() for n in backends.split(",") if n.strip()] if backends else None
+        res = compare_backends(b, names, images=images, tolerance=tolerance)
+    except EdgeExitError as err:
+        _fail(err)
+    first = res.backends[0]
+    t = Table(title=f"compare against {first}: {res.vectors} test vectors + {res.samples} test images, "
+                    f"tolerance {res.tolerance:g}")
+    t.add_column("exit")
+    for name in res.backends[1:]:
+        t.add_column(f"max |Δlogits| {name}", justify="right")
+    for name in res.backends:
+        t.add_column(f"vs vectors {name}", justify="right")
+    for e in res.exits:
+        t.add_row(f"{e['index']} {e['name']}", *[f"{e['max_abs_logits'][n]:.2e}" for n in res.backends[1:]],
+                  *[f"{e['vs_vectors'][n]:.2e}" if n in e["vs_vectors"] else "-" for n in res.backends])
+    console.print(t)
+    for name, a in res.agreement.items():
+        console.print(f"exit decisions of {name} equal to {first}'s: {100 * a:.2f} % (need >= {100 * res.min_agreement:.1f} %)")
+    if json_out:
+        jsonio.write_json(json_out, res.to_dict())
+    console.print("[bold green]PASS[/]" if res.passed else "[bold red]FAIL[/]")
+    if not res.passed:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from edgeexit.data.batches import batches
 from edgeexit.errors import DatasetError
 from edgeexit.models import EarlyExitNet
 
@@ -29,8 +30,6 @@ class ExitOutputs:
 
 @torch.no_grad()
 def collect_outputs(net: EarlyExitNet, dataset: Dataset, *, batch_size: int = 256, limit: int | None = None) -> ExitOutputs:
-    from edgeexit.train.trainer import batches
-
     net.eval()
     logits, confs, labels, n = [], [], [], 0
     for x, y in batches(dataset, batch_size, shuffle=False):
@@ -53,8 +52,6 @@ def collect_outputs(net: EarlyExitNet, dataset: Dataset, *, batch_size: int = 25
 
 def dataset_arrays(dataset: Dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """All images and labels of a split as contiguous float32 / int64 numpy arrays (for runtimes)."""
-    from edgeexit.train.trainer import batches
-
     xs, ys, n = [], [], 0
     for x, y in batches(dataset, 512, shuffle=False):
         xs.append(x.numpy())

@@ -1,13 +1,17 @@
-"""The pipeline stages, each a function from an artifact on disk to an artifact on disk:
+"""The pipeline stages, each a function from artifacts on disk to an artifact on disk (names: `RunDir`):
 
-    train      data + model config            -> <run>/checkpoint.pt
-    calibrate  checkpoint + budget            -> <run>/calibration.json
-    export     checkpoint + calibration       -> <run>/bundle/ (segments, reference model, manifest)
-    evaluate   bundle                         -> accuracy, exit histogram, MACs and time vs the unsplit model
+    train      data + model config                       -> checkpoint.pt
+    prune      checkpoint.pt                             -> pruned.pt (+ .json)
+    calibrate  checkpoint (pruned or not) + budget       -> calibration.json, curves.{json,png}
+    export     that checkpoint + calibration.json        -> bundle/ (programs lowered for the target, manifest v2)
+    evaluate   bundle                                    -> accuracy, exit histogram, MACs, time vs the unsplit model
+
+Every artifact records the sha256 of what it was made from; a stage refuses a stale or foreign input.
 """
 
 from __future__ import annotations
 
+import math
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,17 +25,23 @@ from edgeexit.bundle import Bundle, load_bundle, write_bundle
 from edgeexit.calibrate.budget import Budget
 from edgeexit.calibrate.calibration import Calibration
 from edgeexit.calibrate.scores import score_fn_torch
-from edgeexit.costs import count_costs
+from edgeexit.compare import VECTORS, write_vectors
 from edgeexit.data import load_dataset
 from edgeexit.data.spec import InputSpec, Splits
-from edgeexit.errors import ConfigError
-from edgeexit.export import export_segments, export_unsplit, segment_output_shapes
+from edgeexit.errors import ConfigError, ExportError
 from edgeexit.measure import side_by_side
 from edgeexit.models import EarlyExitNet, ModelConfig, build_model
+from edgeexit.models.costs import count_costs
+from edgeexit.models.gater import GaterScore, gater_score
 from edgeexit.outputs import collect_outputs, dataset_arrays
 from edgeexit.prune import PruneResult
-from edgeexit.runtime import EarlyExitRuntime, OrtModel, RunResult
-from edgeexit.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from edgeexit.rundir import RunDir
+from edgeexit.runtime import EarlyExitRuntime, RunResult
+from edgeexit.train.checkpoint import (
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from edgeexit.train.trainer import TrainConfig, TrainResult, train
 
 
@@ -51,7 +61,7 @@ class DataConfig:
                             channels=channels)
 
 
-def train_stage(run_dir: Path, data: DataConfig, model: ModelConfig, cfg: TrainConfig, *, resume: bool = False,
+def train_stage(run: RunDir, data: DataConfig, model: ModelConfig, cfg: TrainConfig, *, resume: bool = False,
                 progress: bool = True) -> TrainResult:
     splits = data.load()
     spec = splits.spec
@@ -63,9 +73,9 @@ def train_stage(run_dir: Path, data: DataConfig, model: ModelConfig, cfg: TrainC
     torch.manual_seed(cfg.seed)
     net = build_model(model)
     if not resume:  # a pruned network of an earlier training must not outlive it
-        (Path(run_dir) / "pruned.pt").unlink(missing_ok=True)
-        (Path(run_dir) / "pruned.json").unlink(missing_ok=True)
-    return train(net, model, splits.train, splits.val, spec, asdict(data), cfg, Path(run_dir) / "checkpoint.pt",
+        run.pruned.unlink(missing_ok=True)
+        run.pruned_json.unlink(missing_ok=True)
+    return train(net, model, splits.train, splits.val, spec, asdict(data), cfg, run.checkpoint,
                  resume=resume, progress=progress)
 
 
@@ -85,15 +95,34 @@ def reference_macs(checkpoint: Path | dict) -> int:
     return count_costs(model_from_checkpoint(ckpt, unpruned=True)[0], spec.channels, spec.height).full_macs
 
 
-def calibrate_stage(checkpoint: Path, out: Path, *, budget: Budget | None, policy: str = "search",
+def read_profile(run: RunDir, checkpoint: Path) -> dict:
+    """profile.json of the run, refused unless it measured a bundle of `checkpoint`."""
+    if not run.profile.is_file():
+        raise ConfigError("a millisecond budget needs the per-exit latency table of the target",
+                          got=f"no {run.profile}", expected="RUN/profile.json",
+                          hint="run `edgeexit export` then `edgeexit profile` first")
+    prof = jsonio.read_json(run.profile)
+    run.require_made_from(run.profile, (prof.get("provenance") or {}).get("checkpoint_sha256"), checkpoint,
+                          "edgeexit export && edgeexit profile")
+    return prof
+
+
+def calibrate_stage(run: RunDir, checkpoint: Path, *, budget: Budget | None, policy: str = "search",
                     score: str | None = None, recipe: str = "default", limit: int | None = None,
                     threshold: float = 0.5, profile: dict | None = None, curves: bool = True) -> Calibration:
-    """Thresholds for `budget` on the recipe's calibration set (validation split by default), written to `out`
-    (calibration.json), with the anytime and budgeted-batch curves beside it (curves.json, curves.png).
+    """Thresholds for `budget` on the recipe's calibration set (validation split by default), written to
+    RUN/calibration.json with the anytime and budgeted-batch curves beside it (curves.json, curves.png).
 
-    A millisecond budget reads the per-exit latency table of `profile` (what `edgeexit profile` measured).
+    A millisecond budget reads the per-exit latency table of `profile` (what `edgeexit profile` measured on a
+    bundle of this checkpoint); its fractions are of the unsplit model's measured time.
     """
-    from edgeexit.calibrate import anytime_curve, budget_curve, load_recipe, plot_curves, policies
+    from edgeexit.calibrate import (
+        anytime_curve,
+        budget_curve,
+        load_recipe,
+        plot_curves,
+        policies,
+    )
 
     fixed_score = {"fixed": "confidence", "gater": "gater"}.get(policy)
     if fixed_score and score not in (None, fixed_score):
@@ -109,10 +138,8 @@ def calibrate_stage(checkpoint: Path, out: Path, *, budget: Budget | None, polic
         raise ConfigError("calibration recipe names an unknown split", got=rec.split, expected="val, train or test")
     outs = collect_outputs(net, dataset, limit=limit).subset(rec.indices(len(dataset) if limit is None else min(limit, len(dataset))))
     costs = count_costs(net, spec.channels, spec.height).cumulative_macs
-    if budget is not None and budget.kind == "macs_fraction":
-        # A fraction always means a fraction of the original unsplit model (what eval and the report divide
-        # by), not of the last exit with every head, nor of a pruned network's last exit.
-        budget = Budget("macs", budget.value * reference_macs(ckpt), budget.target)
+    # "A fraction of the full model" is always of the original unsplit model (MACs, or its measured ms).
+    reference = float(reference_macs(ckpt))
     # The gater's P_k are the exit scores of a budget-trained model (papers/003), read from every exit's logits.
     confidences = gater_scores(net, outs.logits) if "gater" in (policy, score) else outs.confidences
     options: dict = {"confidences": confidences}
@@ -122,16 +149,21 @@ def calibrate_stage(checkpoint: Path, out: Path, *, budget: Budget | None, polic
         options["threshold"] = threshold
     if profile is not None:
         options.update(latency_ms=profile["latency_ms"], latency_target=profile["target"])
-    cal = policies.calibrate(outs.logits, outs.labels, costs, budget, policy=policy, **options)
-    jsonio.write_json(Path(out), cal.to_dict())
+        if budget is not None and budget.kind == "ms":
+            reference = float(profile["full"]["p50_ms"])
+    cal = policies.calibrate(outs.logits, outs.labels, costs, budget, policy=policy, reference_cost=reference, **options)
+    made_from = {"checkpoint": checkpoint.name, "checkpoint_sha256": run.sha256(checkpoint)}
+    if profile is not None:
+        made_from["profile_sha256"] = run.sha256(run.profile) if run.profile.is_file() else None
+    cal.provenance = made_from
+    jsonio.write_json(run.calibration, cal.to_dict())
     if curves:
-        curve_costs = cal.costs
-        anytime = anytime_curve(outs.logits, outs.labels, curve_costs, cost_unit=cal.cost_unit)
+        anytime = anytime_curve(outs.logits, outs.labels, cal.costs, cost_unit=cal.cost_unit, reference_cost=reference)
         sweep_options = {k: v for k, v in options.items() if k not in ("latency_ms", "latency_target")}
-        budgeted = (budget_curve(outs.logits, outs.labels, curve_costs, policy=policy, cost_unit=cal.cost_unit,
-                                 **sweep_options) if policy in ("search", "fractions") else None)
-        jsonio.write_json(Path(out).with_name("curves.json"), {"anytime": anytime, "budgeted": budgeted})
-        plot_curves(Path(out).with_name("curves.png"), anytime=anytime, budgeted=budgeted, operating_point=cal,
+        budgeted = (budget_curve(outs.logits, outs.labels, cal.costs, policy=policy, cost_unit=cal.cost_unit,
+                                 reference_cost=reference, **sweep_options) if policy in ("search", "fractions") else None)
+        jsonio.write_json(run.curves_json, {"anytime": anytime, "budgeted": budgeted})
+        plot_curves(run.curves_png, anytime=anytime, budgeted=budgeted, operating_point=cal, reference_cost=reference,
                     title=f"{cfg.backbone}: accuracy vs cost ({policy}, {cal.score_kind})")
     return cal
 
@@ -147,30 +179,15 @@ def _require_gater(net: EarlyExitNet):
 @torch.no_grad()
 def gater_scores(net: EarlyExitNet, logits: np.ndarray) -> np.ndarray:
     """P_k [E, N] of the net's gater on per-exit logits [E, N, C]: what the exported segments compute."""
-    from edgeexit.train.gater import gater_score
-
     gater = _require_gater(net).eval()
     return np.stack([gater_score(torch.from_numpy(np.ascontiguousarray(l)), gater).numpy() for l in logits]).astype(np.float32)
 
 
-class GaterScore(torch.nn.Module):
-    """The exit score P_k = gater(logits) inside an exported segment; a module, so the gater's weights are part of
-    the exported graph."""
-
-    def __init__(self, gater: torch.nn.Module):
-        super().__init__()
-        self.gater = gater
-
-    def forward(self, logits: torch.Tensor, conf: torch.Tensor | None = None) -> torch.Tensor:
-        from edgeexit.train.gater import gater_score
-
-        return gater_score(logits, self.gater)
-
-
-def prune_stage(checkpoint: Path, out: Path, *, mode: str | None = None, limit: int | None = None,
+def prune_stage(run: RunDir, *, mode: str | None = None, limit: int | None = None,
                 budget: Budget | None = None, score: str = "max_softmax") -> PruneResult:
     """Prune to the best exit subset on the validation split; writes the pruned checkpoint `out` (the
-    sub-network and its ensemble weights) and `out`.json with every subset's figures.
+    sub-network, its ensemble weights and the sha256 of the checkpoint it was cut from) and pruned.json with every
+    subset's figures.
 
     Without a budget this is AEP's pruning (papers/000: best ensemble accuracy). With a MACs budget the subset
     with the best *early-exit* accuracy under that budget is kept (`prune_for_budget`), so that the cheap exits
@@ -178,7 +195,7 @@ def prune_stage(checkpoint: Path, out: Path, *, mode: str | None = None, limit: 
     """
     from edgeexit.prune import prune, prune_for_budget
 
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = load_checkpoint(run.checkpoint)
     if ckpt.get("kept_exits") is not None:
         raise ConfigError("checkpoint is already pruned", got=f"kept exits {ckpt['kept_exits']}",
                           expected="the trained checkpoint", hint="prune RUN/checkpoint.pt, not RUN/pruned.pt")
@@ -196,82 +213,153 @@ def prune_stage(checkpoint: Path, out: Path, *, mode: str | None = None, limit: 
                           hint="prune with --budget 0.5 (MACs), then calibrate for milliseconds")
     else:
         limit_macs = budget.value * c.full_macs if budget.kind == "macs_fraction" else budget.value
-        result = prune_for_budget(outs.logits, outs.labels, mode=mode, budget_macs=limit_macs, score=score, **sizes)
+        result = prune_for_budget(outs.logits, outs.labels, mode=mode, budget_macs=limit_macs,
+                                  reference_macs=c.full_macs, score=score, **sizes)
     sub = net.select_exits(result.kept_exits)
-    save_checkpoint(Path(out), {**{k: v for k, v in ckpt.items() if k != "format"},
-                                "state_dict": sub.state_dict(), "kept_exits": result.kept_exits,
-                                "unpruned_state_dict": ckpt["state_dict"],
-                                "ensemble": {"mode": result.mode, "weights": result.weights}})
-    jsonio.write_json(Path(out).with_suffix(".json"), result.to_dict())
+    save_checkpoint(run.pruned, {**{k: v for k, v in ckpt.items() if k != "format"},
+                                 "state_dict": sub.state_dict(), "kept_exits": result.kept_exits,
+                                 "unpruned_state_dict": ckpt["state_dict"],
+                                 "ensemble": {"mode": result.mode, "weights": result.weights},
+                                 "provenance": {"checkpoint_sha256": run.sha256(run.checkpoint)}})
+    jsonio.write_json(run.pruned_json, {**result.to_dict(), "provenance": {"checkpoint_sha256": run.sha256(run.checkpoint)}})
     return result
 
 
-def exportable_target(name: str):
-    """The target, if this edgeexit version can export a bundle for it (ONNX segments)."""
+# format -> (lowering module, file suffix); .pte and TensorRT engines plug in here
+LOWERINGS = {"onnx": ("edgeexit.export.lower_onnx", ".onnx"), "pt2": ("edgeexit.export.lower_pt2", ".pt2")}
+ALWAYS = ("pt2",)  # every bundle carries its torch.export programs: the torch backend and `compare` run them
+
+
+def exportable(target: str, precision: str | None = None):
+    """(target, precision) if this edgeexit can write every format the target declares at that precision; a clear
+    error otherwise (build calls this before it trains)."""
+    import importlib
+
     from edgeexit.targets import load_target
 
-    tgt = load_target(name)
-    if "onnx" not in tgt.formats:
-        raise ConfigError(f"target {tgt.name} does not take ONNX segments", got=list(tgt.formats), expected="onnx",
-                          hint="ExecuTorch .pte export is not built yet; use --target cpu for CPU emulation")
-    return tgt
+    tgt = load_target(target)
+    precision = precision or tgt.default_precision
+    if precision not in tgt.precision:
+        raise ConfigError(f"target {tgt.name} does not offer precision {precision}", got=precision,
+                          expected=" | ".join(tgt.precision), hint="pick one of the target's precisions")
+    for fmt in tgt.formats:
+        if fmt not in LOWERINGS:
+            raise ExportError(f"target {tgt.name} needs {fmt} files, which this edgeexit cannot write yet",
+                              got=list(tgt.formats), expected=" | ".join(LOWERINGS),
+                              hint="--target cpu exports ONNX for onnxruntime (the CPU emulation of every target)")
+        offered = importlib.import_module(LOWERINGS[fmt][0]).PRECISIONS
+        if precision not in offered:
+            raise ExportError(f"the {fmt} lowering cannot produce {precision}", got=precision, expected=" | ".join(offered),
+                              hint=f"export --precision {offered[0]}, or a target whose runtime builds {precision} itself")
+    return tgt, precision
 
 
-def export_stage(checkpoint: Path, calibration: Path, bundle_dir: Path, *, target: str = "cpu") -> Bundle:
-    """Split, export every segment to ONNX (checked against torch), and write the verified bundle."""
+def manifest_threshold(t: float, final: bool) -> float | None:
+    """Calibration's ±inf as the manifest says them: +inf (never exits) and the final exit's -inf are null; -inf
+    elsewhere (everything exits) is the lowest float32, which every score reaches."""
+    if final or t == math.inf:
+        return None
+    if t == -math.inf:
+        return float(np.finfo(np.float32).min)
+    return float(t)
 
-    tgt = exportable_target(target)
-    ckpt = load_checkpoint(checkpoint)
-    net, cfg, spec, data = _trained(ckpt)
-    if not Path(calibration).is_file():
-        raise ConfigError("no calibration to export", got=f"no {calibration}", expected="calibration.json",
+
+def read_calibration(run: RunDir, checkpoint: Path) -> Calibration:
+    """calibration.json of the run, refused unless it was calibrated on `checkpoint`."""
+    if not run.calibration.is_file():
+        raise ConfigError("no calibration to export", got=f"no {run.calibration}", expected="calibration.json",
                           hint="run `edgeexit calibrate` first")
     try:
-        cal = Calibration.from_dict(jsonio.read_json(calibration))
-    except ValueError as err:  # JSONDecodeError is a ValueError
-        raise ConfigError(f"{calibration} is not a calibration edgeexit wrote", got=str(err), expected="calibration JSON",
+        cal = Calibration.from_dict(jsonio.read_json(run.calibration))
+    except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
+        raise ConfigError(f"{run.calibration} is not a calibration edgeexit wrote", got=str(err), expected="calibration JSON",
                           hint="run `edgeexit calibrate` again") from err
+    run.require_made_from(run.calibration, (cal.provenance or {}).get("checkpoint_sha256"), checkpoint, "edgeexit calibrate")
+    return cal
+
+
+def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, target: str = "cpu",
+                 precision: str | None = None) -> Bundle:
+    """Split into torch.export programs, lower them to every format of the target (each checked against torch),
+    and write the verified bundle at `out` (default RUN/bundle)."""
+    import importlib
+
+    from edgeexit.export import split_programs
+
+    tgt, precision = exportable(target, precision)
+    ckpt = load_checkpoint(checkpoint)
+    net, cfg, spec, data = _trained(ckpt)
+    cal = read_calibration(run, checkpoint)
     if len(cal.thresholds) != net.num_exits:
         raise ConfigError("calibration and model disagree on the number of exits", got=len(cal.thresholds),
                           expected=net.num_exits, hint="calibrate this checkpoint again")
     score_fn = GaterScore(_require_gater(net)) if cal.score_kind == "gater" else score_fn_torch(cal.score_kind)
     costs = count_costs(net, spec.channels, spec.height)
-    shapes = segment_output_shapes(net, score_fn, spec.shape)
+    # the reference is the original backbone even when the bundle is a pruned sub-network
+    unsplit = model_from_checkpoint(ckpt, unpruned=True)[0].unsplit()
+    programs, reference = split_programs(net, score_fn, spec.shape, max_batch=tgt.batch[1], unsplit=unsplit)
+    formats = list(dict.fromkeys([*tgt.formats, *ALWAYS]))
+
+    def rel(fmt: str, name: str) -> str:
+        return f"{fmt}/{name}{LOWERINGS[fmt][1]}"
 
     def populate(tmp: Path) -> None:
-        export_segments(net, score_fn, spec.shape, tmp / "segments")
-        # the reference is the original backbone even when the bundle is a pruned sub-network
-        export_unsplit(model_from_checkpoint(ckpt, unpruned=True)[0], spec.shape, tmp / "reference" / "full.onnx")
+        for fmt in formats:
+            module = importlib.import_module(LOWERINGS[fmt][0])
+            lower = getattr(module, f"lower_{fmt}")
+            for p in [*programs, reference]:
+                lower(p, tmp / rel(fmt, p.name))
         jsonio.write_json(tmp / "calibration.json", cal.to_dict())
+        write_vectors(tmp / VECTORS, *reference_outputs(programs, spec.shape))
 
     import onnx
     import onnxruntime
 
-    manifest = {
+    last = net.num_exits - 1
+    fields = {
         "edgeexit_version": edgeexit.__version__,
-        "model": cfg.to_dict(),
-        "input": {**spec.to_dict(), "shape": list(spec.shape), "layout": "NCHW"},
+        "format": tgt.formats[0], "formats": formats, "precision": precision, "delegate": tgt.delegate,
+        "batch": {"min": tgt.batch[0], "max": tgt.batch[1]}, "target": tgt.name,
+        "input": {"shape": list(spec.shape), "dtype": "float32", "layout": "NCHW", "mean": list(spec.mean),
+                  "std": list(spec.std)},
         "class_names": list(spec.class_names),
-        "data": asdict(data),
         "exits": [{
-            "index": k, "name": net.exit_names[k], "segment": f"segments/seg{k}.onnx", "output_shapes": shapes[k],
+            "index": k, "name": net.exit_names[k], "segment": {f: {"file": rel(f, p.name)} for f in formats},
+            "inputs": [i.model_dump() for i in p.inputs], "outputs": [o.model_dump() for o in p.outputs],
             "macs": costs.segment_macs[k], "head_macs": costs.head_macs[k], "cumulative_macs": costs.cumulative_macs[k],
             "params": costs.segment_params[k], "head_params": costs.head_params[k],
-            "threshold": cal.thresholds[k], "score": cal.score_kind,
-        } for k in range(net.num_exits)],
+            "threshold": manifest_threshold(cal.thresholds[k], k == last), "score": cal.score_kind,
+        } for k, p in enumerate(programs)],
+        "reference": {"segment": {f: {"file": rel(f, reference.name)} for f in formats},
+                      "inputs": [i.model_dump() for i in reference.inputs],
+                      "outputs": [o.model_dump() for o in reference.outputs], "macs": reference_macs(ckpt)},
         "full_macs": reference_macs(ckpt),
-        "reference": "reference/full.onnx",
         "ensemble": _ensemble(ckpt, net.num_exits),
-        "target": tgt.name, "format": "onnx", "precision": "fp32",
+        "model": cfg.to_dict(), "data": asdict(data),
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
                      "python": platform.python_version()},
+        "provenance": {"checkpoint": checkpoint.name, "checkpoint_sha256": run.sha256(checkpoint),
+                       "calibration_sha256": run.sha256(run.calibration)},
     }
-    return write_bundle(Path(bundle_dir), manifest, populate)
+    return write_bundle(Path(out) if out is not None else run.bundle, fields, populate)
+
+
+def reference_outputs(programs, input_shape, n: int = 8, seed: int = 1234) -> tuple[np.ndarray, list[dict]]:
+    """Test vectors: `n` seeded inputs and every exit's logits and score from the eager modules (what every lowered
+    file must reproduce)."""
+    x = torch.randn((n, *input_shape), generator=torch.Generator().manual_seed(seed))
+    per_exit, cur = [], x
+    with torch.no_grad():
+        for p in programs:
+            outs = dict(zip((o.name for o in p.outputs), p.module(cur)))
+            per_exit.append({"logits": outs["logits"].numpy(), "score": outs["score"].numpy()})
+            cur = outs.get("features")
+    return x.numpy(), per_exit
 
 
 def _ensemble(ckpt: dict, num_exits: int) -> dict:
     """AEP ensemble weights beta of the bundle's exits: the pruned subset's, or the training mode's."""
-    from edgeexit.prune import aep_weights
+    from edgeexit.aep import aep_weights
 
     if ckpt.get("ensemble"):
         return ckpt["ensemble"]
@@ -279,27 +367,33 @@ def _ensemble(ckpt: dict, num_exits: int) -> dict:
     return {"mode": mode, "weights": aep_weights(num_exits, mode, "output").tolist()}
 
 
-def evaluate_bundle(bundle_dir: Path, *, split: str = "test", batch_size: int = 64, limit: int | None = None,
-                    repeats: int = 3, time_batches: int | None = None, threads: int | None = None,
-                    single_samples: int = 300) -> dict:
-    """Accuracy, exit histogram, MACs and wall time of the early-exit runtime vs the unsplit model (same backend)."""
-    bundle = load_bundle(Path(bundle_dir))
-    data = DataConfig(**bundle.manifest["data"])
-    splits = data.load(bundle.manifest["input"]["channels"])
+def test_split(bundle: Bundle, split: str = "test", limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of a split of the data the bundle was trained on."""
+    data = DataConfig(**bundle.manifest.data)
+    splits = data.load(bundle.manifest.input.shape[0])
     dataset = {"test": splits.test, "val": splits.val, "train": splits.train}.get(split)
     if dataset is None:
         raise ConfigError("unknown split", got=split, expected="test, val or train")
-    x, y = dataset_arrays(dataset, limit)
-    runtime = EarlyExitRuntime.from_bundle(bundle, threads=threads)
-    full = OrtModel(bundle.path(bundle.manifest["reference"]), threads=threads)
+    return dataset_arrays(dataset, limit)
+
+
+def evaluate_bundle(bundle_dir: Path, *, backend: str | None = None, split: str = "test", batch_size: int = 64,
+                    limit: int | None = None, repeats: int = 3, time_batches: int | None = None,
+                    threads: int | None = None, single_samples: int = 300) -> dict:
+    """Accuracy, exit histogram, MACs and wall time of the early-exit runtime vs the unsplit model, both on the same
+    backend (default: the one the bundle's target runs on)."""
+    bundle = load_bundle(Path(bundle_dir))
+    x, y = test_split(bundle, split, limit)
+    runtime = EarlyExitRuntime.open(bundle, backend, threads=threads)
+    full = runtime.reference()
     ee_preds, ee_exits, full_preds = [], [], []
     for i in range(0, len(x), batch_size):
         r = runtime.run(x[i:i + batch_size])
         ee_preds.append(r.predictions)
         ee_exits.append(r.exit_index)
-        full_preds.append(full.run(x[i:i + batch_size])[0].argmax(1))
+        full_preds.append(full.run(x[i:i + batch_size]).argmax(1))
     ee_preds, ee_exits, full_preds = map(np.concatenate, (ee_preds, ee_exits, full_preds))
-    cum = np.array([e["cumulative_macs"] for e in bundle.exits], dtype=np.float64)
+    cum = np.array([e.cumulative_macs for e in bundle.exits], dtype=np.float64)
     runs = {"early_exit": runtime.run, "full": full.run}
     timing = side_by_side(runs, x, batch_size, repeats=repeats, max_batches=time_batches)
     by_batch = {str(batch_size): timing.ratio("early_exit", "full")}
@@ -307,15 +401,17 @@ def evaluate_bundle(bundle_dir: Path, *, split: str = "test", batch_size: int = 
         one = side_by_side(runs, x[:single_samples], 1, repeats=repeats, max_batches=time_batches)
         by_batch = {"1": one.ratio("early_exit", "full"), **by_batch}
     n_exits = len(bundle.exits)
+    full_macs = bundle.manifest.full_macs
     return {
-        "bundle": str(bundle.root), "split": split, "samples": int(len(y)), "batch_size": batch_size,
+        "bundle": str(bundle.root), "backend": runtime.backend.name, "split": split, "samples": int(len(y)),
+        "batch_size": batch_size,
         "full_accuracy": float((full_preds == y).mean()),
         "early_exit_accuracy": float((ee_preds == y).mean()),
         "exit_histogram": RunResult.histogram(ee_exits, n_exits),
-        "exit_names": [e["name"] for e in bundle.exits],
+        "exit_names": [e.name for e in bundle.exits],
         "mean_macs": float(cum[ee_exits].mean()),
-        "full_macs": int(bundle.manifest["full_macs"]),
-        "macs_fraction": float(cum[ee_exits].mean() / bundle.manifest["full_macs"]),
+        "full_macs": int(full_macs),
+        "macs_fraction": float(cum[ee_exits].mean() / full_macs),
         "latency_fraction": timing.ratio("early_exit", "full"),
         "latency_fraction_by_batch": by_batch,
         "per_image_ms": {k: timing.per_image_ms(k) for k in timing.seconds},

@@ -13,33 +13,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edgeexit.aep import aep_weights
 from edgeexit.calibrate.inputs import check_outputs
 from edgeexit.errors import ConfigError, ShapeError
-
-AEP_MODES = ("desc", "asc", "mix", "unif")
-AEP_ROLES = ("loss", "output")
-
-
-def aep_weights(n: int, mode: str, role: str) -> np.ndarray:
-    """AEP weights for `n` exits, in exit order (papers/000 Table I): alpha (role "loss") or beta ("output").
-
-    Linear in the exit index, strictly positive, summing to 1: ascending w_i = i / (n(n+1)/2) for
-    i = 1..n, descending the reverse, uniform 1/n. desc: both roles descending; asc: both ascending;
-    mix: loss descending, output ascending; unif: both uniform.
-    """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ConfigError("AEP weights need a positive number of exits", got=repr(n))
-    if not isinstance(mode, str) or mode.lower() not in AEP_MODES:
-        raise ConfigError("unknown AEP weight mode", got=repr(mode), expected=" | ".join(AEP_MODES))
-    if role not in AEP_ROLES:
-        raise ConfigError("unknown AEP weight role", got=repr(role), expected=" | ".join(AEP_ROLES))
-    mode = mode.lower()
-    if mode == "unif":
-        return np.full(n, 1.0 / n)
-    ascending = np.arange(1, n + 1, dtype=np.float64) / (n * (n + 1) / 2)
-    if mode == "asc" or (mode == "mix" and role == "output"):
-        return ascending
-    return ascending[::-1].copy()
 
 
 @dataclass
@@ -152,7 +128,7 @@ def prune(logits, labels, *, mode: str, segment_params, head_params, segment_mac
 
 
 def prune_for_budget(logits, labels, *, mode: str, segment_params, head_params, segment_macs, head_macs,
-                     budget_macs: float, score: str = "max_softmax") -> PruneResult:
+                     budget_macs: float, reference_macs: float, score: str = "max_softmax") -> PruneResult:
     """The exit subset whose *early-exit* validation accuracy under a mean-cost budget is best.
 
     AEP (above) keeps the subset with the best ensemble accuracy, which can drop the cheap exits an early-exit
@@ -160,7 +136,8 @@ def prune_for_budget(logits, labels, *, mode: str, segment_params, head_params, 
     `budget_macs` mean MACs per sample) with its own costs (segments up to each kept exit plus the kept heads
     so far), and the best calibrated accuracy wins; ties: lower expected cost, then fewer exits. Subsets whose
     cheapest exit is above the budget cannot meet it and are reported with accuracy None.
-    The params / MACs / ensemble weights reported are those of the pruned network, as in `prune`.
+    The params / MACs / ensemble weights reported are those of the pruned network, as in `prune`;
+    `reference_macs` are the unsplit model's (the yardstick of the calibrations' cost fractions).
     """
     from edgeexit.calibrate import Budget, calibrate
 
@@ -174,7 +151,8 @@ def prune_for_budget(logits, labels, *, mode: str, segment_params, head_params, 
         costs = seg_m[kept] + np.cumsum(head_m[kept])
         entry = {**row, "ensemble_accuracy": row["accuracy"], "accuracy": None, "expected_macs": None}
         if costs[0] <= budget_macs:
-            cal = calibrate(logits[kept], labels, costs, Budget("macs", float(budget_macs)), policy="search", kind=score)
+            cal = calibrate(logits[kept], labels, costs, Budget("macs", float(budget_macs)), policy="search", kind=score,
+                            reference_cost=float(reference_macs))
             entry.update(accuracy=cal.accuracy, expected_macs=cal.mean_cost)
             key = (-cal.accuracy, cal.mean_cost, len(kept))
             if best_key is None or key < best_key:

@@ -18,7 +18,7 @@ def summary_table(result: dict, title: str = "early exit vs full model") -> Tabl
               _pct(result["early_exit_accuracy"]))
     t.add_row("mean MACs (fraction of full)", "1.000", f"{result['macs_fraction']:.3f}")
     for batch, ratio in result["latency_fraction_by_batch"].items():
-        t.add_row(f"measured time on onnxruntime, batch {batch} (fraction of full)", "1.000", f"{ratio:.3f}")
+        t.add_row(f"measured time on {result['backend']}, batch {batch} (fraction of full)", "1.000", f"{ratio:.3f}")
     t.add_row("exit histogram", "", " / ".join(str(h) for h in result["exit_histogram"]))
     return t
 
@@ -27,7 +27,7 @@ def markdown_report(result: dict, calibration: dict | None = None, profile: dict
     lines = [
         "# edgeexit report", "",
         f"Bundle: `{result['bundle']}`, evaluated on the {result['split']} split ({result['samples']} samples, "
-        f"batch {result['batch_size']}, onnxruntime CPU).", "",
+        f"batch {result['batch_size']}, backend {result['backend']}; the full model on the same backend).", "",
         "| metric | full model | early exit |", "|---|---:|---:|",
         f"| accuracy | {_pct(result['full_accuracy'])} | {_pct(result['early_exit_accuracy'])} |",
         f"| mean MACs per image | {result['full_macs']:,} | {result['mean_macs']:,.0f} ({result['macs_fraction']:.3f}×) |",

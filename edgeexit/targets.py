@@ -1,5 +1,5 @@
-"""Deployment targets: one `targets/<name>.toml` each (formats, precision, delegate, batch range,
-where to profile, what it needs), and whether a target can work on this machine."""
+"""Deployment targets: one `edgeexit/presets/targets/<name>.toml` each (formats, precision, delegate,
+batch range, where to profile, what it needs), and whether a target can work on this machine."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from edgeexit import tomlfiles
 from edgeexit.errors import ConfigError
 
 ENV_VAR = "EDGEEXIT_TARGETS_DIR"
-FORMATS = ("onnx", "tensorrt", "pte")
+FORMATS = ("onnx", "engine", "pte", "pt2")  # as in the bundle manifest (edgeexit.bundle.FORMATS)
 PRECISIONS = ("fp32", "fp16", "int8")
 PROFILE_LOCATIONS = ("host", "device")
 _REQUIRED = ("name", "description", "formats", "precision", "delegate", "batch", "profile", "requires", "needs_gpu")
@@ -24,7 +24,7 @@ class Target:
     """A deployment target as described by its TOML file.
 
     `precision` lists the supported precisions, the default first. `delegate` is the onnxruntime
-    execution provider for ONNX targets, the ExecuTorch delegate for .pte targets, "tensorrt" for
+    execution provider for ONNX targets, the ExecuTorch delegate for .pte targets, "tensorrt" for TensorRT
     engines. `requires` are Python modules that must be importable; `extra` is the pip extra that
     provides them (`pip install -e .[extra]`).
     """
@@ -56,8 +56,8 @@ class TargetStatus:
 
 
 def targets_dir() -> Path:
-    """$EDGEEXIT_TARGETS_DIR, else the shipped `targets/` folder (see tomlfiles.shipped_dir)."""
-    return tomlfiles.shipped_dir("targets", ENV_VAR)
+    """$EDGEEXIT_TARGETS_DIR, else the package's `edgeexit/presets/targets/` (see tomlfiles.preset_dir)."""
+    return tomlfiles.preset_dir("targets", ENV_VAR)
 
 
 def _target_files() -> dict[str, Path]:
@@ -128,7 +128,7 @@ def _parse(path: Path, raw: dict[str, Any]) -> Target:
 
 
 def load_target(name_or_path: str | Path) -> Target:
-    """A target by name (`targets/<name>.toml`) or by the path of a TOML file."""
+    """A target by name (`<name>.toml` in `targets_dir()`) or by the path of a TOML file."""
     folder = targets_dir()
     if not folder.is_dir():
         _target_files()  # raises the "targets folder not found" error

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
+from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from edgeexit.errors import ConfigError
 
@@ -15,15 +15,14 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 
-def shipped_dir(name: str, env_var: str, roots: Sequence[Path] | None = None) -> Path:
-    """Where the shipped presets folder `name` ("targets", "calibration") is: $`env_var` if set; else the
-    repository's top-level folder (a checkout or an editable install); else the copy a wheel installs under
-    `<prefix>/share/edgeexit/` (pyproject's data-files)."""
+def preset_dir(kind: str, env_var: str, *, nested: bool = False) -> Path:
+    """The folder of the `kind` presets ("targets", "budgets", "recipes"): $`env_var` if set (its `kind/`
+    subfolder when `nested`), else the package data folder `edgeexit/presets/<kind>/`."""
     if os.environ.get(env_var):
-        return Path(os.environ[env_var])
-    roots = roots or (Path(__file__).resolve().parents[1], Path(sys.prefix) / "share" / "edgeexit")
-    candidates = [Path(root) / name for root in roots]
-    return next((c for c in candidates if c.is_dir()), candidates[0])
+        folder = Path(os.environ[env_var])
+        return folder / kind if nested else folder
+    # A regular package on disk (a wheel or an editable install): files() is a real directory.
+    return Path(str(resources.files("edgeexit.presets") / kind))
 
 
 def names(folder: Path) -> list[str]:

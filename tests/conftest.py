@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from edgeexit.calibrate.scores import score_fn_torch
-from edgeexit.costs import count_costs
-from edgeexit.export import export_segments, segment_output_shapes
+from edgeexit.export import lower_onnx, lower_pt2, split_programs
 from edgeexit.models import ModelConfig, build_model
-from edgeexit.runtime import EarlyExitRuntime, OrtSegment
+from edgeexit.models.costs import count_costs
+from edgeexit.runtime import EarlyExitRuntime, make_backend
 
 torch.set_num_threads(1)  # tests run in parallel workers; keep each on one core
 
@@ -28,14 +28,47 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def runtime_for(net, shape, out_dir: Path, thresholds, score: str = "max_softmax") -> EarlyExitRuntime:
-    """Export `net`'s segments to ONNX and load them into the onnxruntime early-exit runtime."""
-    score_fn = score_fn_torch(score)
-    paths = export_segments(net, score_fn, shape, out_dir)
-    shapes = segment_output_shapes(net, score_fn, shape)
+LOWER = {"onnxruntime": (lower_onnx, ".onnx"), "torch": (lower_pt2, ".pt2")}
+
+
+def runtime_for(net, shape, out_dir: Path, thresholds, score: str = "max_softmax", *, backend: str = "onnxruntime",
+                max_batch: int = 64) -> EarlyExitRuntime:
+    """Split `net`, lower its segments for `backend` (ONNX or .pt2) and load them into the early-exit runtime."""
+    programs, _ = split_programs(net, score_fn_torch(score), shape, max_batch=max_batch)
+    lower, suffix = LOWER[backend]
+    be = make_backend(backend, threads=1)
+    segments = [be.open_segment(lower(p, Path(out_dir) / f"{p.name}{suffix}"), None, p.inputs, p.outputs, max_batch)
+                for p in programs]
     costs = count_costs(net, shape[0], shape[1]).cumulative_macs
-    return EarlyExitRuntime([OrtSegment(p, s, threads=1) for p, s in zip(paths, shapes)], thresholds, costs, shape,
-                            shapes[-1][0][0])
+    return EarlyExitRuntime(be, segments, thresholds, costs, shape, programs[-1].outputs[0].shape[1], max_batch)
+
+
+QUICK = ["--dataset", "synthetic", "--backbone", "tiny_cnn", "--limit-train", "256", "--limit-val", "128",
+         "--limit-test", "128", "--image-size", "16"]
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """One `edgeexit build` of a tiny model on synthetic data: (run directory, what it printed)."""
+    from typer.testing import CliRunner
+
+    from edgeexit.cli import app
+
+    run = tmp_path_factory.mktemp("run")
+    res = CliRunner().invoke(app, ["build", "--run-dir", str(run), "--epochs", "2", "--budget", "0.7", *QUICK])
+    assert res.exit_code == 0, res.output
+    return run, res.output
+
+
+def copy_run(built, dest: Path, names=("checkpoint.pt",)) -> Path:
+    """A fresh run directory holding copies of some of the built run's artifacts."""
+    import shutil
+
+    run, _ = built
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy(run / name, dest / name)
+    return dest
 
 
 @pytest.fixture(scope="session")

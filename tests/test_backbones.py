@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from edgeexit.costs import count_costs
 from edgeexit.errors import ConfigError
-from edgeexit.models import ModelConfig, backbone, build_model, exit_blocks, list_backbones
+from edgeexit.models import (
+    ModelConfig,
+    backbone,
+    build_model,
+    exit_blocks,
+    list_backbones,
+)
+from edgeexit.models.costs import count_costs
 from tests.conftest import runtime_for
 
 SMALL = {"image_size": 32, "in_channels": 1, "num_classes": 10}

@@ -41,7 +41,7 @@ def test_shards_cover_the_batch_and_scale_to_its_mean():
 
 
 def test_two_processes_train_like_one(tmp_path):
-    """`torchrun --nproc_per_node 2 -m edgeexit.train.distributed` == `edgeexit train` in one process, after two steps.
+    """`torchrun --nproc_per_node 2 -m edgeexit train` == `edgeexit train` in one process, after two steps.
 
     BatchNorm choice: with DDP each rank normalises with its shard's batch statistics, which differ from the
     whole batch's, so plain training-mode BN cannot match one process; SyncBatchNorm would, but it only runs on
@@ -52,7 +52,7 @@ def test_two_processes_train_like_one(tmp_path):
     """
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), "-m", "edgeexit.train.distributed", "--run-dir", str(tmp_path / "two"), *ARGS]
+           "--master_port", str(free_port()), "-m", "edgeexit", "train", "--run-dir", str(tmp_path / "two"), *ARGS]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("checkpoint:") == 1  # rank 0 alone reports (and writes)

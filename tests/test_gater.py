@@ -9,12 +9,11 @@ import pytest
 import torch
 
 from edgeexit.errors import ConfigError, ShapeError
+from edgeexit.models.gater import Gater, exit_features, gater_score
+from edgeexit.runtime.ort import session_options
 from edgeexit.train.gater import (
-    Gater,
-    exit_features,
     exit_probabilities,
     exit_weights,
-    gater_score,
     inner_loss,
     outer_loss,
     sharpen,
@@ -199,6 +198,6 @@ def test_gater_score_exports_to_onnx(tmp_path):
     x = torch.randn(4, 5)
     path = tmp_path / "score.onnx"
     torch.onnx.export(Score().eval(), (x,), str(path), dynamo=True, external_data=False)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     assert torch.allclose(torch.from_numpy(got), gater_score(x, g).detach(), atol=1e-6)

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from edgeexit.errors import ConfigError, EdgeExitError, ShapeError
-from edgeexit.train.losses import aep_ensemble, aep_loss, aep_predict, eenet_loss, eenet_outputs
+from edgeexit.train.losses import (
+    aep_ensemble,
+    aep_loss,
+    aep_predict,
+    eenet_loss,
+    eenet_outputs,
+)
 
 
 def softmax(row: list[float]) -> list[float]:

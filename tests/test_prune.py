@@ -9,8 +9,9 @@ import time
 import numpy as np
 import pytest
 
+from edgeexit.aep import AEP_MODES, aep_weights
 from edgeexit.errors import BudgetError, ConfigError, DatasetError, ShapeError
-from edgeexit.prune import AEP_MODES, aep_weights, prune
+from edgeexit.prune import prune
 
 ASC = {1: [1.0], 2: [1 / 3, 2 / 3], 3: [1 / 6, 2 / 6, 3 / 6], 4: [0.1, 0.2, 0.3, 0.4]}
 
@@ -193,10 +194,10 @@ def test_budget_objective_keeps_the_cheap_exit_the_ensemble_rule_drops():
     logits[0, wrong] = np.eye(c, dtype=np.float32)[(labels[wrong] + 1) % c] * 0.5
     sizes = dict(segment_params=[1, 1, 1], head_params=[0, 0, 0], segment_macs=[1, 1, 2], head_macs=[0, 0, 0])
     assert prune(logits, labels, mode="unif", **sizes).kept_exits == [1]
-    r = prune_for_budget(logits, labels, mode="unif", budget_macs=1.5, **sizes)
+    r = prune_for_budget(logits, labels, mode="unif", budget_macs=1.5, reference_macs=3.0, **sizes)
     assert r.kept_exits == [0, 1] and r.accuracy == 1.0 and r.objective == "budget"
     by_exits = {tuple(row["exits"]): row for row in r.subsets}
     assert by_exits[(1,)]["accuracy"] is None and by_exits[(1, 2)]["accuracy"] is None  # cannot meet 1.5
     assert by_exits[(0, 1)]["expected_macs"] == pytest.approx(1.4)
     with pytest.raises(BudgetError, match="no exit subset"):
-        prune_for_budget(logits, labels, mode="unif", budget_macs=0.5, **sizes)
+        prune_for_budget(logits, labels, mode="unif", budget_macs=0.5, reference_macs=3.0, **sizes)

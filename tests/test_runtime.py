@@ -7,10 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import runtime_for
 
-from edgeexit.calibrate.scores import score_fn_torch
 from edgeexit.errors import ShapeError
-from edgeexit.runtime import EarlyExitRuntime
 
 
 def _inputs(n: int, seed: int = 2) -> np.ndarray:
@@ -28,10 +27,9 @@ def test_batch_sizes_give_identical_answers(tiny_runtime):
         np.testing.assert_allclose(np.concatenate([p.logits for p in parts]), whole.logits, atol=1e-5)
 
 
-def test_onnxruntime_matches_torch_reference(tiny_net, tiny_runtime):
-    """Same thresholds, torch backend vs onnxruntime: the same exit decisions and predictions."""
-    score = score_fn_torch("max_softmax")
-    ref = EarlyExitRuntime.from_net(tiny_net, score, tiny_runtime.thresholds, tiny_runtime.cumulative_macs, (1, 16, 16), 5)
+def test_onnxruntime_matches_torch_backend(tiny_net, tiny_runtime, tmp_path):
+    """Same thresholds, the torch backend on the .pt2 programs vs onnxruntime: the same exit decisions and predictions."""
+    ref = runtime_for(tiny_net, (1, 16, 16), tmp_path, tiny_runtime.thresholds, backend="torch")
     x = _inputs(64, seed=3)
     a, b = ref.run(x), tiny_runtime.run(x)
     assert a.exit_histogram(3) == b.exit_histogram(3) and sum(a.exit_histogram(3)) == 64
@@ -67,5 +65,15 @@ def test_bad_input_is_refused_clearly(tiny_runtime, bad, what):
 
 
 def test_final_exit_always_answers(tiny_runtime):
-    rt = tiny_runtime.with_thresholds([math.inf, math.inf, math.inf])  # even a +inf final threshold is ignored
+    rt = tiny_runtime.with_thresholds([math.inf, None, math.inf])  # even a +inf final threshold is ignored
     assert (rt.run(_inputs(5)).exit_index == 2).all()
+
+
+def test_batches_above_the_largest_are_run_in_chunks(tiny_net, tmp_path):
+    """A batch larger than the bundle's largest is split: the answers are those of small batches."""
+    rt = runtime_for(tiny_net, (1, 16, 16), tmp_path, [0.3, 0.3, None], max_batch=4)
+    x = _inputs(11, seed=6)
+    whole = rt.run(x)
+    one_by_one = [rt.run(x[i:i + 1]) for i in range(11)]
+    np.testing.assert_array_equal(whole.exit_index, np.concatenate([r.exit_index for r in one_by_one]))
+    np.testing.assert_allclose(whole.logits, np.concatenate([r.logits for r in one_by_one]), atol=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,21 +144,29 @@ def test_targets_table_rows():
         assert row["works_here"] == check_target(load_target(row["name"])).ok
 
 
-def test_shipped_presets_are_found_in_a_checkout_or_under_the_install_prefix(tmp_path, monkeypatch):
-    """A checkout has targets/ at the top; a wheel installs them under <prefix>/share/edgeexit (data-files)."""
-    from edgeexit.tomlfiles import shipped_dir
+def test_presets_are_package_data_unless_the_env_var_points_elsewhere(tmp_path, monkeypatch):
+    """The shipped presets are found with importlib.resources in edgeexit/presets/<kind>/; $ENV_VAR wins."""
+    from importlib import resources
+
+    from edgeexit.tomlfiles import names, preset_dir, read
 
     monkeypatch.delenv("EDGEEXIT_TARGETS_DIR", raising=False)
-    checkout, prefix = tmp_path / "checkout", tmp_path / "prefix" / "share" / "edgeexit"
-    (prefix / "targets").mkdir(parents=True)
-    assert shipped_dir("targets", "EDGEEXIT_TARGETS_DIR", [checkout, prefix]) == prefix / "targets"
-    (checkout / "targets").mkdir(parents=True)
-    assert shipped_dir("targets", "EDGEEXIT_TARGETS_DIR", [checkout, prefix]) == checkout / "targets"
+    package = Path(str(resources.files("edgeexit.presets")))
+    assert preset_dir("targets", "EDGEEXIT_TARGETS_DIR") == package / "targets" == targets_dir()
+    assert (targets_dir() / "cpu.toml").is_file() and tuple(names(targets_dir())) == SHIPPED
+    assert {"macs50", "jetson-5ms"} <= set(names(preset_dir("budgets", "EDGEEXIT_CALIBRATION_DIR", nested=True)))
     monkeypatch.setenv("EDGEEXIT_TARGETS_DIR", str(tmp_path / "mine"))
-    assert shipped_dir("targets", "EDGEEXIT_TARGETS_DIR", [checkout, prefix]) == tmp_path / "mine"
-    from pathlib import Path
-
-    from edgeexit.tomlfiles import read
-
-    data_files = read(Path(__file__).resolve().parents[1] / "pyproject.toml", "pyproject")["tool"]["setuptools"]["data-files"]
-    assert data_files["share/edgeexit/targets"] == ["targets/*.toml"]
+    assert preset_dir("targets", "EDGEEXIT_TARGETS_DIR") == targets_dir() == tmp_path / "mine"
+    assert preset_dir("budgets", "EDGEEXIT_TARGETS_DIR", nested=True) == tmp_path / "mine" / "budgets"
+    # the top-level folders of a checkout only link to the package files, for people browsing the repository
+    root = Path(__file__).resolve().parents[1]
+    for kind, top in (("targets", "targets"), ("budgets", "calibration/budgets"), ("recipes", "calibration/recipes")):
+        shipped = sorted(p.name for p in (package / kind).glob("*.toml"))
+        assert shipped and sorted(p.name for p in (root / top).glob("*.toml")) == shipped
+        for name in shipped:
+            link = root / top / name
+            assert link.is_symlink() and link.resolve() == (package / kind / name).resolve()
+    # a wheel carries them as package data
+    setuptools = read(root / "pyproject.toml", "pyproject")["tool"]["setuptools"]
+    assert "data-files" not in setuptools
+    assert setuptools["package-data"]["edgeexit.presets"] == ["targets/*.toml", "budgets/*.toml", "recipes/*.toml"]

@@ -14,14 +14,22 @@ from typer.testing import CliRunner
 from edgeexit.bundle import load_bundle
 from edgeexit.calibrate.budget import Budget
 from edgeexit.cli import app
-from edgeexit.costs import count_costs
 from edgeexit.errors import CheckpointError, ConfigError
 from edgeexit.models import ModelConfig, backbone, build_model
+from edgeexit.models.costs import count_costs
+from edgeexit.models.gater import GaterScore, gater_score
 from edgeexit.models.placement import place_exits
-from edgeexit.pipeline import DataConfig, GaterScore, calibrate_stage, export_stage, load_trained, train_stage
+from edgeexit.pipeline import (
+    DataConfig,
+    calibrate_stage,
+    export_stage,
+    load_trained,
+    train_stage,
+)
+from edgeexit.rundir import RunDir
 from edgeexit.runtime import EarlyExitRuntime
+from edgeexit.runtime.ort import session_options
 from edgeexit.train.checkpoint import load_checkpoint, model_from_checkpoint
-from edgeexit.train.gater import gater_score
 from edgeexit.train.trainer import TrainConfig, cost_rates, evaluate, train
 
 DATA = DataConfig("synthetic", image_size=16, limit_train=192, limit_val=64, limit_test=64)
@@ -37,7 +45,7 @@ def run(tmp_path, method: str, *, resume: bool = False, stop_after_epochs: int |
     """Train the tiny model as `edgeexit train` does (train_stage), or stopped early to be resumed."""
     cfg = TrainConfig(method=method, **{"lr": 1e-3, "batch_size": 32, "device": "cpu", "gater_period": 3, **options})
     if stop_after_epochs is None:
-        result = train_stage(tmp_path, DATA, tiny(method), cfg, resume=resume, progress=False)
+        result = train_stage(RunDir(tmp_path), DATA, tiny(method), cfg, resume=resume, progress=False)
     else:
         splits = DATA.load()
         model = ModelConfig.from_dict({**tiny(method).to_dict(), "in_channels": 3, "image_size": 16})
@@ -83,7 +91,7 @@ def test_resume_gives_the_uninterrupted_run(method, tmp_path):
 def test_resume_refuses_another_method(tmp_path):
     run(tmp_path, "eenet", epochs=1, max_steps_per_epoch=1)
     with pytest.raises(CheckpointError, match="another training method"):
-        train_stage(tmp_path, DATA, tiny("eenet"), TrainConfig(method="aep", device="cpu"), resume=True, progress=False)
+        train_stage(RunDir(tmp_path), DATA, tiny("eenet"), TrainConfig(method="aep", device="cpu"), resume=True, progress=False)
 
 
 @pytest.mark.parametrize("method", ["eenet", "budget"])
@@ -94,7 +102,7 @@ def test_cost_aware_training_lowers_its_loss_and_round_trips(method, tmp_path):
     model = ModelConfig.from_dict({**tiny(method).to_dict(), "in_channels": 3, "image_size": 16})
     untrained = build_model(model)
     before, _ = evaluate(untrained, splits.val, cfg, cost_rates(untrained, splits.spec))
-    result = train_stage(tmp_path, DATA, tiny(method), cfg, progress=False)
+    result = train_stage(RunDir(tmp_path), DATA, tiny(method), cfg, progress=False)
     assert all(math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"]) for h in result.history)
     assert result.best_val_loss < before
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
@@ -121,7 +129,7 @@ def test_budget_build_exports_gater_scored_segments_that_match_torch(tmp_path):
                                    "--epochs", "2", "--method", "budget", "--gater-period", "2", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     bundle = load_bundle(tmp_path / "bundle")
-    assert [e["score"] for e in bundle.exits] == ["gater"] * 3 and bundle.exits[0]["threshold"] == 0.5
+    assert [e.score for e in bundle.exits] == ["gater"] * 3 and bundle.exits[0].threshold == 0.5
     net, cfg, spec, _ = load_trained(tmp_path / "checkpoint.pt")
     assert cfg.gater_features == ("confidence", "entropy")  # papers/003's CIFAR features, set by the budget method
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((16, *spec.shape)).astype(np.float32))
@@ -132,12 +140,12 @@ def test_budget_build_exports_gater_scored_segments_that_match_torch(tmp_path):
 
     features = x.numpy()
     for k in range(net.num_exits):
-        sess = ort.InferenceSession(str(bundle.path(f"segments/seg{k}.onnx")), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(bundle.path(f"onnx/seg{k}.onnx")), session_options(), providers=["CPUExecutionProvider"])
         outs = sess.run(None, {"x": features})
         np.testing.assert_allclose(outs[-1], P[k].numpy(), atol=1e-5)  # the segment's score is the gater's P_k
         np.testing.assert_allclose(outs[-2], logits[k].numpy(), atol=1e-4, rtol=1e-4)
         features = outs[0]
-    got = EarlyExitRuntime.from_bundle(bundle).run(x.numpy())
+    got = EarlyExitRuntime.open(bundle).run(x.numpy())
     first = [next((k for k in range(net.num_exits - 1) if P[k, i] >= 0.5), net.num_exits - 1) for i in range(16)]
     assert got.exit_index.tolist() == first
 
@@ -153,13 +161,13 @@ def test_eenet_bundle_exits_where_h_reaches_the_threshold(tmp_path):
         _, h = net.forward_exits(x)
     ranked = h[0].sort().values
     T = float(ranked[15] + ranked[16]) / 2  # between two samples: no decision rests on float rounding
-    cal = calibrate_stage(tmp_path / "checkpoint.pt", tmp_path / "calibration.json", budget=None, policy="fixed",
+    cal = calibrate_stage(RunDir(tmp_path), tmp_path / "checkpoint.pt", budget=None, policy="fixed",
                           score="confidence", threshold=T)
-    bundle = export_stage(tmp_path / "checkpoint.pt", tmp_path / "calibration.json", tmp_path / "bundle")
-    assert cal.thresholds[:2] == [T] * 2 and [e["score"] for e in bundle.exits] == ["confidence"] * 3
+    bundle = export_stage(RunDir(tmp_path), tmp_path / "checkpoint.pt")
+    assert cal.thresholds[:2] == [T] * 2 and [e.score for e in bundle.exits] == ["confidence"] * 3
     first = [next((k for k in range(2) if h[k][i] >= T), 2) for i in range(32)]
     assert len(set(first)) >= 2
-    assert EarlyExitRuntime.from_bundle(load_bundle(tmp_path / "bundle")).run(x.numpy()).exit_index.tolist() == first
+    assert EarlyExitRuntime.open(load_bundle(tmp_path / "bundle")).run(x.numpy()).exit_index.tolist() == first
 
 
 def test_gater_calibration_reads_the_gaters_probabilities(tmp_path):
@@ -169,14 +177,14 @@ def test_gater_calibration_reads_the_gaters_probabilities(tmp_path):
     val = data.load(spec.channels).val
     with torch.no_grad():
         P = torch.stack([gater_score(o, net.gater) for o in net(val.images)])
-    cal = calibrate_stage(tmp_path / "checkpoint.pt", tmp_path / "cal.json", budget=None, policy="gater", score="gater")
+    cal = calibrate_stage(RunDir(tmp_path), tmp_path / "checkpoint.pt", budget=None, policy="gater", score="gater")
     assert cal.exit_fractions[0] == pytest.approx(float((P[0] >= 0.5).float().mean()))
-    searched = calibrate_stage(tmp_path / "checkpoint.pt", tmp_path / "s.json", budget=Budget("macs_fraction", 0.8),
+    searched = calibrate_stage(RunDir(tmp_path), tmp_path / "checkpoint.pt", budget=Budget("macs_fraction", 0.8),
                                policy="search", score="gater")
     assert searched.score_kind == "gater"
     run(tmp_path / "aep", "aep", epochs=1, max_steps_per_epoch=1)
     with pytest.raises(ConfigError, match="trained with a gater"):
-        calibrate_stage(tmp_path / "aep" / "checkpoint.pt", tmp_path / "x.json", budget=None, policy="gater")
+        calibrate_stage(RunDir(tmp_path / "aep"), tmp_path / "aep" / "checkpoint.pt", budget=None, policy="gater")
 
 
 def test_gater_score_module_exports_inside_a_segment(tmp_path):
@@ -189,7 +197,7 @@ def test_gater_score_module_exports_inside_a_segment(tmp_path):
 
 def test_methods_check_the_model_they_train(tmp_path):
     with pytest.raises(ConfigError, match="confidence branch"):
-        train_stage(tmp_path, DATA, tiny("aep"), TrainConfig(method="eenet", device="cpu"), progress=False)
+        train_stage(RunDir(tmp_path), DATA, tiny("aep"), TrainConfig(method="eenet", device="cpu"), progress=False)
     with pytest.raises(ConfigError, match="unknown training method"):
         TrainConfig(method="sgd")
     with pytest.raises(ConfigError, match="λ"):
@@ -200,7 +208,7 @@ def test_methods_check_the_model_they_train(tmp_path):
 
 
 def block_costs(name: str, in_channels: int, size: int) -> list[int]:
-    """Per-block cumulative MACs from edgeexit.costs on the net with an exit after every block (independent of
+    """Per-block cumulative MACs from edgeexit.models.costs on the net with an exit after every block (independent of
     build.py's counting); the last one adds the final classifier, so it is the unsplit model's MACs."""
     costs = count_costs(build_model(ModelConfig(backbone=name, in_channels=in_channels, image_size=size, exits="blocks")),
                         in_channels, size)

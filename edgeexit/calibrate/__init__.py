@@ -1,6 +1,11 @@
 """Calibrate exit thresholds for a budget from per-exit outputs cached from one pass of a model."""
 
-from edgeexit.calibrate.budget import BUDGET_KINDS, Budget, list_presets, load_budget_preset
+from edgeexit.calibrate.budget import (
+    BUDGET_KINDS,
+    Budget,
+    list_presets,
+    load_budget_preset,
+)
 from edgeexit.calibrate.calibration import Calibration, CalibrationWarning
 from edgeexit.calibrate.curves import anytime_curve, budget_curve, plot_curves
 from edgeexit.calibrate.policies import (

@@ -1,8 +1,12 @@
 """`Calibration`: the thresholds a policy chose and what they achieve on the calibration set.
 
-This is what `calibration.json` in a bundle holds. Thresholds may be +inf (nobody exits there) and
-the final one is always -inf; JSON has no infinities, so `to_dict()` writes them (and NaN) as the
-strings "inf" / "-inf" / "nan", as `edgeexit.jsonio` does, and `from_dict()` reads them back.
+This is what `calibration.json` in a bundle holds: the budget as the user gave it (`budget`, e.g.
+{"kind": "macs_fraction", "value": 0.5}), its resolved value (`budget_cost`, in `cost_unit`), and
+`reference_cost`, the unsplit original model's cost that every fraction divides by.
+
+Thresholds may be +inf (nobody exits there) and the final one is always -inf; JSON has no
+infinities, so `to_dict()` writes them (and NaN) as the strings "inf" / "-inf" / "nan", as
+`edgeexit.jsonio` does, and `from_dict()` reads them back.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import numpy as np
 
 from edgeexit import jsonio
 from edgeexit.calibrate.budget import Budget
+from edgeexit.calibrate.inputs import check_reference
 from edgeexit.calibrate.simulate import simulate
 from edgeexit.errors import ConfigError
 
@@ -28,6 +33,7 @@ class Calibration:
     thresholds: list[float]  # [E]; exit at the first k with score_k >= thresholds[k]; last = -inf
     costs: list[float]  # [E] cumulative cost of answering at exit k, in `cost_unit`
     cost_unit: str  # "macs" or "ms"
+    reference_cost: float  # the unsplit original model's cost per sample, in `cost_unit` (not costs[-1])
     budget: Budget | None  # as given (None for policies that do not take one)
     budget_cost: float | None  # the budget as a mean cost per sample, in `cost_unit`
     budget_met: bool | None  # mean_cost <= budget_cost on the calibration set
@@ -35,12 +41,13 @@ class Calibration:
     exit_fractions: list[float]  # [E] achieved on the calibration set: the expected fractions
     accuracy: float  # expected accuracy (on the calibration set)
     mean_cost: float  # expected mean cost per sample, in `cost_unit`
-    cost_fraction: float  # mean_cost / costs[-1] (the full model)
+    cost_fraction: float  # mean_cost / reference_cost (a fraction of the unsplit model)
     exit_accuracy: list[float]  # [E] accuracy of each exit alone on every calibration sample
     exited_accuracy: list[float]  # [E] accuracy among the samples answered at k; NaN where none
     target_fractions: list[float] | None = None  # what the fractions policy aimed for
     policy_params: dict = field(default_factory=dict)  # e.g. p, lambda, T
     warnings: list[str] = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)  # sha256 of the checkpoint (and profile) it was calibrated on
 
     def to_dict(self) -> dict:
         """A JSON-safe dict (json.dumps(..., allow_nan=False) accepts it)."""
@@ -66,13 +73,15 @@ class Calibration:
             raise ConfigError("a calibration misses keys", got=str(exc), expected=names) from exc
 
 
-
-
 def make_calibration(policy: str, kind: str, thresholds, scores: np.ndarray, preds: np.ndarray, labels: np.ndarray,
                      costs: np.ndarray, cost_unit: str, budget: Budget | None, budget_cost: float | None, *,
-                     target_fractions=None, policy_params: dict | None = None,
+                     reference_cost: float, target_fractions=None, policy_params: dict | None = None,
                      warnings: list[str] | None = None) -> Calibration:
-    """Replay `thresholds` (last forced to -inf) on the calibration set and record the outcome."""
+    """Replay `thresholds` (last forced to -inf) on the calibration set and record the outcome.
+
+    `reference_cost` is the unsplit model's cost in `cost_unit`; `cost_fraction` = mean cost / it.
+    """
+    reference_cost = check_reference(reference_cost, np.asarray(costs, dtype=np.float64), unit=cost_unit)
     # float32, as the deployed graph computes the score: a threshold between two float32 values would make
     # calibration and run time disagree on the samples that sit exactly there.
     thresholds = [float(np.float32(t)) for t in thresholds]
@@ -81,11 +90,11 @@ def make_calibration(policy: str, kind: str, thresholds, scores: np.ndarray, pre
     met = None if budget_cost is None else bool(sim.mean_cost <= budget_cost * (1 + 1e-9))
     return Calibration(
         policy=policy, score_kind=kind, thresholds=thresholds,
-        costs=[float(c) for c in costs], cost_unit=cost_unit,
+        costs=[float(c) for c in costs], cost_unit=cost_unit, reference_cost=reference_cost,
         budget=budget, budget_cost=None if budget_cost is None else float(budget_cost), budget_met=met,
         n_samples=int(labels.shape[0]),
         exit_fractions=sim.exit_fractions.tolist(),
-        accuracy=sim.accuracy, mean_cost=sim.mean_cost, cost_fraction=sim.mean_cost / float(costs[-1]),
+        accuracy=sim.accuracy, mean_cost=sim.mean_cost, cost_fraction=sim.mean_cost / reference_cost,
         exit_accuracy=(preds == labels).mean(axis=1).tolist(),
         exited_accuracy=sim.exited_accuracy.tolist(),
         target_fractions=None if target_fractions is None else [float(q) for q in target_fractions],

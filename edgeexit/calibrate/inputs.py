@@ -91,3 +91,24 @@ def check_costs(costs: object, n_exits: int, *, name: str = "costs") -> np.ndarr
                           hint="pass cumulative sums (np.cumsum of per-segment + per-head costs); "
                                "for noisy latency tables use np.maximum.accumulate")
     return vec
+
+
+def check_reference(reference_cost: object, costs: np.ndarray, *, unit: str) -> float:
+    """Return `reference_cost`, the unsplit original model's cost in `unit` (the unit of `costs [E]`).
+
+    Fractions of "the full model" divide by it, never by costs[-1] (that includes every head, and a
+    pruned network's last exit is not the original model). Raises ConfigError unless it is a positive
+    finite number within a factor 1000 of costs[-1] (further apart, the units differ: MACs vs ms).
+    """
+    if isinstance(reference_cost, bool) or not isinstance(reference_cost, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(reference_cost) or reference_cost <= 0:
+        raise ConfigError("reference_cost must be the unsplit model's cost, a positive finite number",
+                          got=repr(reference_cost), expected=f"the unsplit original model's {unit} per sample",
+                          hint="its MACs (pipeline.reference_macs), or its measured ms for an ms budget")
+    ratio = float(costs[-1]) / float(reference_cost)
+    if not 1e-3 <= ratio <= 1e3:
+        raise ConfigError(f"reference_cost and the cost vector look like different units (unit {unit!r})",
+                          got=f"reference_cost {float(reference_cost):g}, last exit {float(costs[-1]):g}",
+                          expected="the unsplit model's cost in the same unit as the costs",
+                          hint="for an ms budget pass the unsplit model's measured ms, otherwise its MACs")
+    return float(reference_cost)

@@ -11,8 +11,10 @@ calibration set:
 - `calibrate_gater`: papers/003's gater: exit when P_k >= 0.5.
 
 Inputs everywhere: `logits [E, N, C]` (exit E-1 is the final classifier), `labels [N]`, `costs [E]`
-(cumulative MACs of answering at exit k, heads included), optional `confidences [E, N]`, and, for a
-millisecond budget, `latency_ms [E]` (cumulative ms per exit measured on `latency_target`).
+(cumulative MACs of answering at exit k, heads included), `reference_cost` (the unsplit original
+model's cost in the budget's unit: its MACs, or its measured ms for a millisecond budget; every
+fraction of "the full model" divides by it), optional `confidences [E, N]`, and, for a millisecond
+budget, `latency_ms [E]` (cumulative ms per exit measured on `latency_target`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,12 @@ import warnings as _warnings
 import numpy as np
 
 from edgeexit.calibrate.budget import Budget
-from edgeexit.calibrate.calibration import Calibration, CalibrationWarning, make_calibration
-from edgeexit.calibrate.inputs import check_costs, check_outputs
+from edgeexit.calibrate.calibration import (
+    Calibration,
+    CalibrationWarning,
+    make_calibration,
+)
+from edgeexit.calibrate.inputs import check_costs, check_outputs, check_reference
 from edgeexit.calibrate.scores import exit_scores
 from edgeexit.calibrate.simulate import exit_mask
 from edgeexit.errors import BudgetError, ConfigError
@@ -39,23 +45,25 @@ def _prepare(logits, labels, kind: str, confidences) -> tuple[np.ndarray, np.nda
 
 
 def _resolve(budget: Budget | None, costs, latency_ms, latency_target, n_exits: int,
-             *, required: bool) -> tuple[np.ndarray, str, float | None]:
+             *, required: bool, reference_cost: float) -> tuple[np.ndarray, str, float | None]:
     """Return `(cost vector [E], unit, limit or None)`; the limit is checked against the cheapest exit."""
     if budget is None:
         if required:
             raise ConfigError("this policy needs a budget", expected="Budget(kind, value[, target])",
                               hint='e.g. load_budget_preset("macs50")')
-        return check_costs(costs, n_exits), "macs", None
+        cost_vec = check_costs(costs, n_exits)
+        check_reference(reference_cost, cost_vec, unit="macs")
+        return cost_vec, "macs", None
     if not isinstance(budget, Budget):
         raise ConfigError("a budget must be a Budget", got=type(budget).__name__,
                           hint='Budget("macs_fraction", 0.5) or load_budget_preset("macs50")')
     check_costs(costs, n_exits)
-    cost_vec, limit = budget.resolve(costs, latency_ms, latency_target=latency_target)
+    cost_vec, limit = budget.resolve(costs, latency_ms, latency_target=latency_target, reference_cost=reference_cost)
     if limit < cost_vec[0] * (1 - 1e-12):
         raise BudgetError(f"the budget ({budget.describe()}) is below the cheapest possible mean cost",
                           got=f"{limit:g} {budget.unit} per sample",
                           expected=f">= {cost_vec[0]:g} {budget.unit}: every sample answered at exit 0 "
-                                   f"({cost_vec[0] / cost_vec[-1]:.1%} of the full model)",
+                                   f"({cost_vec[0] / reference_cost:.1%} of the unsplit model)",
                           hint="raise the budget, or attach a cheaper first exit")
     return cost_vec, budget.unit, limit
 
@@ -143,7 +151,7 @@ def _fraction_thresholds(scores: np.ndarray, q: np.ndarray) -> tuple[np.ndarray,
     return thresholds, notes
 
 
-def calibrate_fractions(logits, labels, costs, budget: Budget, *, kind: str = "max_softmax",
+def calibrate_fractions(logits, labels, costs, budget: Budget, *, reference_cost: float, kind: str = "max_softmax",
                         confidences=None, latency_ms=None, latency_target: str | None = None,
                         scheme: str = "msdnet") -> Calibration:
     """Thresholds that let a geometric share q_k of ALL calibration samples leave at exit k (papers/003).
@@ -160,13 +168,14 @@ def calibrate_fractions(logits, labels, costs, budget: Budget, *, kind: str = "m
     """
     scores, preds, labels = _prepare(logits, labels, kind, confidences)
     n_exits, n = scores.shape
-    cost_vec, unit, limit = _resolve(budget, costs, latency_ms, latency_target, n_exits, required=True)
+    cost_vec, unit, limit = _resolve(budget, costs, latency_ms, latency_target, n_exits, required=True,
+                                     reference_cost=reference_cost)
     q, param = target_fractions(cost_vec, limit, scheme)
     thresholds, notes = _fraction_thresholds(scores, q)
     for note in notes:
         _warnings.warn(note, CalibrationWarning, stacklevel=2)
     return make_calibration("fractions", kind, thresholds, scores, preds, labels, cost_vec, unit, budget, limit,
-                            target_fractions=q, warnings=notes,
+                            reference_cost=reference_cost, target_fractions=q, warnings=notes,
                             policy_params={"scheme": scheme, ("p" if scheme == "msdnet" else "q"): param,
                                            "design_cost": float(q @ cost_vec)})
 
@@ -176,27 +185,28 @@ def calibrate_fractions(logits, labels, costs, budget: Budget, *, kind: str = "m
 
 
 def _constant(policy: str, kind: str, threshold: float, logits, labels, costs, budget, confidences,
-              latency_ms, latency_target) -> Calibration:
+              latency_ms, latency_target, reference_cost) -> Calibration:
     if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not math.isfinite(threshold):
         raise ConfigError(f"the {policy} threshold must be a finite number", got=repr(threshold))
     scores, preds, labels = _prepare(logits, labels, kind, confidences)
     n_exits = scores.shape[0]
-    cost_vec, unit, limit = _resolve(budget, costs, latency_ms, latency_target, n_exits, required=False)
+    cost_vec, unit, limit = _resolve(budget, costs, latency_ms, latency_target, n_exits, required=False,
+                                     reference_cost=reference_cost)
     return make_calibration(policy, kind, [float(threshold)] * n_exits, scores, preds, labels, cost_vec, unit,
-                            budget, limit, policy_params={"threshold": float(threshold)})
+                            budget, limit, reference_cost=reference_cost, policy_params={"threshold": float(threshold)})
 
 
-def calibrate_fixed(logits, labels, costs, budget: Budget | None = None, *, confidences, threshold: float = 0.5,
-                    latency_ms=None, latency_target: str | None = None) -> Calibration:
+def calibrate_fixed(logits, labels, costs, budget: Budget | None = None, *, reference_cost: float, confidences,
+                    threshold: float = 0.5, latency_ms=None, latency_target: str | None = None) -> Calibration:
     """EENet thresholds (papers/002): exit at the first k with confidence h_k >= T (default T = 0.5).
 
     Nothing is fitted; a budget, if given, is only checked (`budget_met`), never enforced.
     """
     return _constant("fixed", "confidence", threshold, logits, labels, costs, budget, confidences,
-                     latency_ms, latency_target)
+                     latency_ms, latency_target, reference_cost)
 
 
-def calibrate_gater(logits, labels, costs, budget: Budget | None = None, *, confidences,
+def calibrate_gater(logits, labels, costs, budget: Budget | None = None, *, reference_cost: float, confidences,
                     latency_ms=None, latency_target: str | None = None) -> Calibration:
     """Budget-aware gater (papers/003): exit at the first k with gater probability P_k >= 0.5.
 
@@ -204,7 +214,7 @@ def calibrate_gater(logits, labels, costs, budget: Budget | None = None, *, conf
     given here is only checked (`budget_met`), never enforced.
     """
     return _constant("gater", "gater", 0.5, logits, labels, costs, budget, confidences,
-                     latency_ms, latency_target)
+                     latency_ms, latency_target, reference_cost)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -290,8 +300,8 @@ class _CoordinateSearch:
         return thresholds
 
 
-def calibrate_search(logits, labels, costs, budget: Budget, *, kind: str = "max_softmax", confidences=None,
-                     latency_ms=None, latency_target: str | None = None, max_sweeps: int = 20,
+def calibrate_search(logits, labels, costs, budget: Budget, *, reference_cost: float, kind: str = "max_softmax",
+                     confidences=None, latency_ms=None, latency_target: str | None = None, max_sweeps: int = 20,
                      lagrange_steps: int = 24) -> Calibration:
     """Per-exit thresholds that maximise calibration accuracy subject to mean cost <= budget.
 
@@ -305,7 +315,7 @@ def calibrate_search(logits, labels, costs, budget: Budget, *, kind: str = "max_
     3. Polish: from each start, maximise accuracy subject to mean cost <= budget (this spends the
        slack the relaxation leaves on a finite set); keep the best (accuracy, then lower cost).
     Ties go to the lower cost. A local optimum: on 3-exit problems it matched exhaustive search or
-    fell short by at most 0.35 % of the samples. A budget at or above the full model's cost
+    fell short by at most 0.35 % of the samples. A budget at or above the last exit's cost
     constrains nothing: the thresholds then maximise calibration accuracy alone, starting from
     "everything at the final exit" (so never below the final exit's accuracy) and taking the
     savings that cost no accuracy. Thresholds are calibration score values (the lowest score that
@@ -313,7 +323,8 @@ def calibrate_search(logits, labels, costs, budget: Budget, *, kind: str = "max_
     """
     scores, preds, labels = _prepare(logits, labels, kind, confidences)
     n_exits, n = scores.shape
-    cost_vec, unit, limit = _resolve(budget, costs, latency_ms, latency_target, n_exits, required=True)
+    cost_vec, unit, limit = _resolve(budget, costs, latency_ms, latency_target, n_exits, required=True,
+                                     reference_cost=reference_cost)
     search = _CoordinateSearch(scores, preds == labels, cost_vec)
     limit_total = limit * n * (1 + 1e-12)
     params: dict = {"method": "lagrangian coordinate ascent + constrained polish"}
@@ -353,7 +364,7 @@ def calibrate_search(logits, labels, costs, budget: Budget, *, kind: str = "max_
                 best_key, thresholds = (hits, -total), polished
         params.update(constrained=True, lagrange_multiplier_final=math.exp(hi))
     return make_calibration("search", kind, thresholds, scores, preds, labels, cost_vec, unit, budget, limit,
-                            policy_params=params)
+                            reference_cost=reference_cost, policy_params=params)
 
 
 POLICIES = {
@@ -364,8 +375,12 @@ POLICIES = {
 }
 
 
-def calibrate(logits, labels, costs, budget: Budget | None = None, *, policy: str = "search", **options) -> Calibration:
-    """Run the policy named `policy` (fractions | fixed | search | gater) with its keyword `options`."""
+def calibrate(logits, labels, costs, budget: Budget | None = None, *, reference_cost: float, policy: str = "search",
+              **options) -> Calibration:
+    """Run the policy named `policy` (fractions | fixed | search | gater) with its keyword `options`.
+
+    `reference_cost` is the unsplit model's cost in the budget's unit (see the module docstring).
+    """
     if policy not in POLICIES:
         raise ConfigError("unknown calibration policy", got=repr(policy), expected=" | ".join(POLICIES))
-    return POLICIES[policy](logits, labels, costs, budget, **options)
+    return POLICIES[policy](logits, labels, costs, budget, reference_cost=reference_cost, **options)

@@ -1,4 +1,4 @@
-"""Calibration-set recipes (`calibration/recipes/*.toml`): which split, how many samples, which seed.
+"""Calibration-set recipes (`edgeexit/presets/recipes/*.toml`): which split, how many samples, which seed.
 
 The same recipe picks the samples for threshold calibration and for INT8 calibration, so both see
 the same data.
@@ -61,5 +61,5 @@ class Recipe:
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
-    """Load a recipe from `calibration/recipes/<name>.toml` (e.g. "default", "quick") or a path."""
+    """Load a recipe preset by name (e.g. "default", "quick"; see `presets_dir("recipes")`) or a path."""
     return load_preset("recipes", name_or_path, Recipe.from_dict)

@@ -122,8 +122,8 @@ def _eenet_exits(bb: Backbone, exits: str, in_channels: int | None, image_size: 
 
 def block_macs(bb: Backbone, in_channels: int, image_size: int) -> list[int]:
     """Cumulative MACs of one image after each block of `bb` (FLOPs / 2 from torch.utils.flop_counter, as
-    `edgeexit.costs` counts them); the last entry adds the final classifier, so it is the whole model."""
-    from edgeexit.costs import count_macs
+    `edgeexit.models.costs` counts them); the last entry adds the final classifier, so it is the whole model."""
+    from edgeexit.models.costs import count_macs
 
     modules = [*bb.blocks, bb.final_head]
     was_training = [m.training for m in modules]
@@ -162,7 +162,7 @@ def build_model(cfg: ModelConfig) -> EarlyExitNet:
     heads = [_make_head(cfg.head, s, cfg.num_classes, bb) for s in shapes[:-1]] + [bb.final_head]
     gater = None
     if cfg.gater_features:
-        from edgeexit.train.gater import Gater
+        from edgeexit.models.gater import Gater
 
         gater = Gater(cfg.gater_features, cfg.gater_hidden)
     return EarlyExitNet(segments, heads, exit_names=names, gater=gater)

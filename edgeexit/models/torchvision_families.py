@@ -14,7 +14,12 @@ import torchvision
 from torch import nn
 
 from edgeexit.errors import CheckpointError
-from edgeexit.models.backbone import Backbone, adapt_in_channels, gap_linear_head, resolution_groups
+from edgeexit.models.backbone import (
+    Backbone,
+    adapt_in_channels,
+    gap_linear_head,
+    resolution_groups,
+)
 
 
 def _load_torchvision(name: str, num_classes: int, weights: str | Path | None) -> nn.Module:

@@ -1,5 +1,10 @@
-"""The early-exit runtime: run segment k on the live batch, score, write exiting samples to their output
-slots, compact the batch to the samples still running, go on. The last exit always answers."""
+"""The early-exit runtime: run segment k on the live batch, score, write exiting samples to their output slots,
+compact the batch to the samples still running, go on. The last exit always answers.
+
+The same loop drives every backend through the contract in `edgeexit.runtime.backend`; it never looks inside an
+array: the backend says which samples exit (the only data that comes back to the host), gathers the survivors and
+scatters the exiting logits on its own device.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,15 @@ import numpy as np
 
 from edgeexit.bundle import Bundle, load_bundle
 from edgeexit.errors import ConfigError, ShapeError
-from edgeexit.runtime.backends import BACKENDS, OrtSegment, SegmentRunner, TorchSegment
+from edgeexit.runtime.backend import (
+    Backend,
+    Segment,
+    default_backend,
+    make_backend,
+    segment_file,
+)
+
+FEATURES, LOGITS, SCORE = "features", "logits", "score"
 
 
 @dataclass
@@ -33,123 +46,195 @@ class RunResult:
         return np.bincount(exit_index, minlength=num_exits).tolist()
 
 
-class EarlyExitRuntime:
-    """Runs an early-exit network split into segments on any backend with the same exit loop.
+def check_input(x: np.ndarray, input_shape: Sequence[int]) -> np.ndarray:
+    """A contiguous float32 NCHW batch of the bundle's sample shape, finite; a ShapeError otherwise."""
+    if not isinstance(x, np.ndarray):
+        raise ShapeError("input is not a numpy array", got=type(x).__name__, expected="np.ndarray float32 NCHW",
+                         hint="convert with np.asarray(x, dtype=np.float32)")
+    if x.dtype != np.float32:
+        raise ShapeError("input has the wrong dtype", got=str(x.dtype), expected="float32",
+                         hint="normalise images as the manifest's input section says, then .astype(np.float32)")
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_shape) or x.shape[0] == 0:
+        raise ShapeError("input has the wrong shape", got=tuple(x.shape), expected=f"(N>=1, {', '.join(map(str, input_shape))})",
+                         hint="resize to the bundle's input size and use NCHW layout")
+    if not math.isfinite(float(x.sum(dtype=np.float64))):  # one pass, no temporary mask
+        raise ShapeError("input holds NaN or inf", got=f"{int((~np.isfinite(x)).sum())} non-finite values",
+                         expected="finite values", hint="check the preprocessing of these images")
+    return np.ascontiguousarray(x)
 
-    Not thread-safe: each runner owns its output buffers. Use one runtime per thread.
+
+class ModelRunner:
+    """One whole graph (the unsplit reference model) on a backend: x -> logits."""
+
+    def __init__(self, backend: Backend, segment: Segment, input_shape: Sequence[int], max_batch: int):
+        self.backend, self.segment = backend, segment
+        self.input_shape, self.max_batch = tuple(input_shape), max_batch
+        self._in = segment.inputs[0].name
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        x = check_input(x, self.input_shape)
+        parts = []
+        for s in range(0, len(x), self.max_batch):
+            out = self.segment.run({self._in: self.backend.upload(x[s:s + self.max_batch])})[LOGITS]
+            parts.append(np.array(self.backend.download(out)))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+class EarlyExitRuntime:
+    """Runs an early-exit bundle on one backend with the exit loop above.
+
+    `thresholds[k]` is the exit rule at exit k (exit when score >= it); None: never exits there. The last exit
+    always answers. Not thread-safe: segments own their output buffers. Use one runtime per thread.
     """
 
-    def __init__(self, segments: Sequence[SegmentRunner], thresholds: Sequence[float], cumulative_macs: Sequence[int],
-                 input_shape: Sequence[int], num_classes: int, ensemble_weights: Sequence[float] | None = None):
-        if not (len(segments) == len(thresholds) == len(cumulative_macs)):
+    def __init__(self, backend: Backend, segments: Sequence[Segment], thresholds: Sequence[float | None],
+                 cumulative_macs: Sequence[int], input_shape: Sequence[int], num_classes: int, max_batch: int, *,
+                 ensemble_weights: Sequence[float] | None = None, reference: Segment | None = None):
+        if not (len(segments) == len(thresholds) == len(cumulative_macs)) or not segments:
             raise ConfigError("segments, thresholds and costs differ in length",
                               got=(len(segments), len(thresholds), len(cumulative_macs)), expected="one of each per exit",
                               hint="rebuild the bundle")
+        self.backend = backend
         self.segments = list(segments)
-        self.thresholds = [float(t) for t in thresholds]
-        self.thresholds[-1] = -math.inf  # the final exit always answers
+        self.thresholds = [None if t is None or t == math.inf else float(t) for t in thresholds]
+        self.thresholds[-1] = None  # the final exit always answers
         self.cumulative_macs = np.asarray(cumulative_macs, dtype=np.int64)
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
+        self.max_batch = max_batch
         self.ensemble_weights = None if ensemble_weights is None else [float(w) for w in ensemble_weights]
         if self.ensemble_weights is not None and len(self.ensemble_weights) != len(self.segments):
             raise ConfigError("one ensemble weight per exit is needed", got=len(self.ensemble_weights),
                               expected=len(self.segments), hint="rebuild the bundle")
+        self._reference = reference
+        self._inputs = [s.inputs[0].name for s in self.segments]
+        self._gather: dict[int, object] = {}  # exit k -> the buffer survivors of exit k are gathered into
 
     @property
     def num_exits(self) -> int:
         return len(self.segments)
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle | str | Path, backend: str = "onnxruntime", *, threads: int | None = None,
-                    spinning: bool = False) -> "EarlyExitRuntime":
-        """Load every segment of a (verified) bundle into `backend`."""
+    def open(cls, bundle: Bundle | str | Path, backend: str | Backend | None = None, *,
+             threads: int | None = None) -> "EarlyExitRuntime":
+        """Every segment of a (verified) bundle on `backend` (default: the one its target runs on)."""
         b = bundle if isinstance(bundle, Bundle) else load_bundle(Path(bundle))
-        if backend != "onnxruntime":
-            raise ConfigError("backend cannot run this bundle", got=backend, expected="onnxruntime for ONNX bundles",
-                              hint=f"backends: {', '.join(BACKENDS)}; the torch backend runs a checkpoint (from_net)")
-        runners = [OrtSegment(b.path(e["segment"]), e["output_shapes"], threads=threads, spinning=spinning) for e in b.exits]
-        ensemble = b.manifest.get("ensemble") or {}
-        return cls(runners, b.thresholds, [e["cumulative_macs"] for e in b.exits], b.input_shape,
-                   len(b.manifest["class_names"]), ensemble.get("weights"))
+        be = backend if backend is not None and not isinstance(backend, str) else \
+            make_backend(backend or default_backend(b), threads=threads)
+        if be.format not in b.manifest.formats:
+            from edgeexit.errors import BundleError
 
-    @classmethod
-    def from_net(cls, net, score_fn, thresholds: Sequence[float], cumulative_macs: Sequence[int],
-                 input_shape: Sequence[int], num_classes: int) -> "EarlyExitRuntime":
-        """The torch reference backend over an EarlyExitNet."""
-        runners = [TorchSegment(net.exit_segment(k, score_fn)) for k in range(net.num_exits)]
-        return cls(runners, thresholds, cumulative_macs, input_shape, num_classes)
+            raise BundleError(f"the {be.name} backend runs {be.format} files; this bundle holds none",
+                              got=b.manifest.formats, expected=be.format,
+                              hint=f"pick a backend for {', '.join(b.manifest.formats)}, or re-export for a target with {be.format}")
+        max_batch = b.manifest.batch.max
+        segments = []
+        for e in b.exits:
+            path, ref = segment_file(b, e.segment, be.format, f"exit {e.index}")
+            segments.append(be.open_segment(path, ref, e.inputs, e.outputs, max_batch))
+        ref_path, ref_ref = segment_file(b, b.manifest.reference.segment, be.format, "the reference model")
+        reference = be.open_segment(ref_path, ref_ref, b.manifest.reference.inputs, b.manifest.reference.outputs, max_batch)
+        ensemble = b.manifest.ensemble
+        return cls(be, segments, b.manifest.thresholds, [e.cumulative_macs for e in b.exits], b.input_shape,
+                   len(b.manifest.class_names), max_batch, ensemble_weights=ensemble.weights if ensemble else None,
+                   reference=reference)
 
-    def with_thresholds(self, thresholds: Sequence[float]) -> "EarlyExitRuntime":
-        """The same loaded segments with other thresholds (e.g. all +inf to force the final exit)."""
-        return EarlyExitRuntime(self.segments, thresholds, self.cumulative_macs, self.input_shape, self.num_classes,
-                                self.ensemble_weights)
+    def reference(self) -> ModelRunner:
+        """The unsplit original model of the bundle on the same backend: the yardstick."""
+        if self._reference is None:
+            raise ConfigError("this runtime was built without the reference model", hint="use EarlyExitRuntime.open")
+        return ModelRunner(self.backend, self._reference, self.input_shape, self.max_batch)
+
+    def with_thresholds(self, thresholds: Sequence[float | None]) -> "EarlyExitRuntime":
+        """The same loaded segments with other thresholds (e.g. all None to force the final exit)."""
+        rt = EarlyExitRuntime(self.backend, self.segments, thresholds, self.cumulative_macs, self.input_shape,
+                              self.num_classes, self.max_batch, ensemble_weights=self.ensemble_weights,
+                              reference=self._reference)
+        rt._gather = self._gather
+        return rt
+
+    def forced(self, k: int) -> "EarlyExitRuntime":
+        """Every sample answers at exit k (the earlier exits never answer and are not scored)."""
+        return self.with_thresholds([None] * k + [-math.inf] + [None] * (self.num_exits - k - 1))
 
     def check_input(self, x: np.ndarray) -> np.ndarray:
-        if not isinstance(x, np.ndarray):
-            raise ShapeError("input is not a numpy array", got=type(x).__name__, expected="np.ndarray float32 NCHW",
-                             hint="convert with np.asarray(x, dtype=np.float32)")
-        if x.dtype != np.float32:
-            raise ShapeError("input has the wrong dtype", got=str(x.dtype), expected="float32",
-                             hint="normalise images as the manifest's input section says, then .astype(np.float32)")
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape or x.shape[0] == 0:
-            raise ShapeError("input has the wrong shape", got=tuple(x.shape), expected=f"(N>=1, {', '.join(map(str, self.input_shape))})",
-                             hint="resize to the bundle's input size and use NCHW layout")
-        if not np.isfinite(x).all():
-            raise ShapeError("input holds NaN or inf", got=f"{int((~np.isfinite(x)).sum())} non-finite values",
-                             expected="finite values", hint="check the preprocessing of these images")
-        return np.ascontiguousarray(x)
+        return check_input(x, self.input_shape)
 
     def run(self, x: np.ndarray) -> RunResult:
         x = self.check_input(x)
         n = x.shape[0]
-        logits_out = np.empty((n, self.num_classes), np.float32)
-        exit_out = np.empty(n, np.int64)
-        live = np.arange(n)  # output slot of every sample still running
+        logits = np.empty((n, self.num_classes), np.float32)
+        exits = np.empty(n, np.int64)
+        for s in range(0, n, self.max_batch):
+            self._run_chunk(x[s:s + self.max_batch], logits[s:s + self.max_batch], exits[s:s + self.max_batch])
+        return RunResult(logits.argmax(1), exits, logits, self.cumulative_macs[exits])
+
+    def _gather_buffer(self, k: int, features):
+        buf = self._gather.get(k)
+        if buf is None:
+            spec = next(o for o in self.segments[k].outputs if o.name == FEATURES)
+            buf = self._gather[k] = self.backend.empty((self.max_batch, *spec.sample_shape), spec.dtype)
+        return buf
+
+    def _run_chunk(self, x: np.ndarray, logits_out: np.ndarray, exits_out: np.ndarray) -> None:
+        be = self.backend
+        result = be.upload(logits_out)
+        live = np.arange(len(x))  # output row of every sample still running
+        cur = be.upload(x)
         last = self.num_exits - 1
-        for k, (segment, threshold) in enumerate(zip(self.segments, self.thresholds)):
-            outs = segment.run(x)
+        for k, segment in enumerate(self.segments):
+            outs = segment.run({self._inputs[k]: cur})
+            threshold = self.thresholds[k]
             if k == last:
-                logits_out[live] = outs[0]
-                exit_out[live] = k
+                be.scatter(result, live, outs[LOGITS], None)
+                exits_out[live] = k
                 break
-            features, logits = outs[0], outs[1]
-            if threshold == math.inf:  # this exit can never answer: skip scoring
-                x = features
+            if threshold is None:  # never exits here: not even scored
+                cur = outs[FEATURES]
                 continue
-            if len(live) == 1:  # one sample (the on-device case): a scalar compare beats numpy's mask machinery
-                if outs[2][0] >= threshold:
-                    logits_out[live[0]] = logits[0]
-                    exit_out[live[0]] = k
-                    break
-                x = features
+            done = be.exit_flags(outs[SCORE], threshold)
+            n_done = int(np.count_nonzero(done))
+            if n_done == 0:
+                cur = outs[FEATURES]
                 continue
-            done = outs[2] >= threshold
-            if done.all():
-                logits_out[live] = logits
-                exit_out[live] = k
+            if n_done == len(live):
+                be.scatter(result, live, outs[LOGITS], None)
+                exits_out[live] = k
                 break
-            if done.any():
-                logits_out[live[done]] = logits[done]
-                exit_out[live[done]] = k
-                keep = ~done
-                live = live[keep]
-                x = features[keep]  # compaction: the only copy in the loop
-            else:
-                x = features
-        return RunResult(logits_out.argmax(1), exit_out, logits_out, self.cumulative_macs[exit_out])
+            rows = np.flatnonzero(done)
+            be.scatter(result, live[rows], outs[LOGITS], rows)
+            exits_out[live[rows]] = k
+            keep = np.flatnonzero(~done)
+            live = live[keep]
+            cur = be.gather(outs[FEATURES], keep, self._gather_buffer(k, outs[FEATURES]))  # compaction
+        got = be.download(result)
+        if not np.may_share_memory(got, logits_out):
+            logits_out[...] = got
+
+    def exit_outputs(self, x: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """Every exit's logits and score for every sample (no early exit): what `compare` and the ensemble read."""
+        x = self.check_input(x)
+        per_exit: list[dict[str, list]] = [{LOGITS: [], SCORE: []} for _ in self.segments]
+        for s in range(0, len(x), self.max_batch):
+            cur = self.backend.upload(x[s:s + self.max_batch])
+            for k, segment in enumerate(self.segments):
+                outs = segment.run({self._inputs[k]: cur})
+                for name in (LOGITS, SCORE):
+                    per_exit[k][name].append(np.array(self.backend.download(outs[name])))
+                if k < self.num_exits - 1:
+                    cur = outs[FEATURES]
+        return [{name: np.concatenate(v) for name, v in d.items()} for d in per_exit]
 
     def run_ensemble(self, x: np.ndarray) -> RunResult:
         """AEP's "no early stop" mode (papers/000, Eq. 3): every sample runs every segment and the answer is
         argmax Σ β_i·O_i over the bundle's exits, with the β the bundle was trained / pruned with."""
         if self.ensemble_weights is None:
             raise ConfigError("this runtime has no ensemble weights", got=None, expected="β per exit",
-                              hint="bundles record them under manifest 'ensemble'; pass ensemble_weights=")
-        x = self.check_input(x)
-        total = np.zeros((x.shape[0], self.num_classes), np.float32)
-        for k, (segment, beta) in enumerate(zip(self.segments, self.ensemble_weights)):
-            outs = segment.run(x)
-            total += beta * (outs[0] if k == self.num_exits - 1 else outs[1])
-            x = outs[0]
+                              hint="bundles record them under manifest 'ensemble'")
+        outs = self.exit_outputs(x)
+        total = sum(np.float32(beta) * o[LOGITS] for beta, o in zip(self.ensemble_weights, outs))
         last = np.full(len(total), self.num_exits - 1, np.int64)
         return RunResult(total.argmax(1), last, total, self.cumulative_macs[last])
+
+    def close(self) -> None:
+        self.backend.close()

@@ -6,6 +6,7 @@ step, data-order generator, early-stopping state). Written atomically; validated
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError("checkpoint not found", got=str(path), expected="a file written by `edgeexit train`",
                               hint="run `edgeexit train` first, or pass the run directory's checkpoint.pt")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises many types for a damaged zip/pickle
+        # weights_only: a checkpoint is data (tensors, numbers, strings, lists, dicts); it never runs code
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError("checkpoint holds objects other than tensors and plain data; refusing to load it",
+                              got=f"{path}: {str(err).splitlines()[0][:200]}", expected=f"an {FORMAT} file",
+                              hint="edgeexit checkpoints hold only data; this file may be crafted to run code") from err
+    except Exception as err:  # torch raises many types for a damaged zip
         raise CheckpointError("checkpoint is corrupt or not a torch file", got=f"{path}: {type(err).__name__}: {err}",
                               expected=FORMAT, hint="the file was truncated or is not an edgeexit checkpoint; retrain or resume") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

@@ -3,11 +3,11 @@
 The same command trains on one CPU process or on many GPUs and nodes:
 
     edgeexit train --dataset ... --method budget                        # one process (CPU or one GPU)
-    torchrun --nproc_per_node 4 -m edgeexit.train.distributed --dataset ... --method budget
+    torchrun --nproc_per_node 4 -m edgeexit train --dataset ... --method budget
     torchrun --nnodes 2 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint host:29500 \\
-        -m edgeexit.train.distributed --run-dir /shared/run ...           # multi-node; run-dir on a shared disk
+        -m edgeexit train --run-dir /shared/run ...           # multi-node; run-dir on a shared disk
 
-`python -m edgeexit.train.distributed ARGS` is `edgeexit train ARGS`; `edgeexit train` itself also notices
+`python -m edgeexit train ARGS` is `edgeexit train ARGS`; `edgeexit train` itself also notices
 torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR), so `torchrun ... $(which edgeexit) train`
 works too. The backend is gloo on CPU and nccl on CUDA; each process uses cuda:LOCAL_RANK.
 
@@ -22,7 +22,6 @@ BatchNorm sees only a rank's shard unless `--sync-bn` (CUDA) or `--freeze-bn` is
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -130,14 +129,3 @@ def wrap(module: nn.Module, ctx: DistContext, *, sync_bn: bool = False) -> nn.Mo
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(module, device_ids=ids)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m edgeexit.train.distributed ARGS` runs `edgeexit train ARGS` (under torchrun or alone)."""
-    from edgeexit.cli import app
-
-    app(["train", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

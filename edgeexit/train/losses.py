@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from edgeexit.aep import aep_weights
 from edgeexit.errors import ConfigError, ShapeError
-from edgeexit.prune import aep_weights
 
 
 def _check_logits(logits: Sequence[Tensor]) -> tuple[int, int]:

@@ -7,7 +7,7 @@ data-parallel training under torchrun (`edgeexit.train.distributed`).
     budget  bi-level: the network on (A+1)(CE + λ·Cost), the gater on A(CE + λ·Cost) every `gater_period` steps
                                                                             (papers/003, Eq. 10-12; gater.inner_loss/outer_loss)
 
-Costs are cost rates: cumulative MACs of answering at exit k (edgeexit.costs) / MACs of the unsplit model.
+Costs are cost rates: cumulative MACs of answering at exit k (edgeexit.models.costs) / MACs of the unsplit model.
 """
 
 from __future__ import annotations
@@ -16,18 +16,25 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from edgeexit.costs import count_costs
-from edgeexit.data.spec import InputSpec, TensorImages
+from edgeexit.aep import AEP_MODES
+from edgeexit.data.batches import batches
+from edgeexit.data.spec import InputSpec
 from edgeexit.errors import CheckpointError, ConfigError, DatasetError
 from edgeexit.models import EarlyExitNet, ModelConfig
-from edgeexit.prune import AEP_MODES
+from edgeexit.models.costs import count_costs
 from edgeexit.train import distributed
 from edgeexit.train.checkpoint import load_checkpoint, save_checkpoint
 from edgeexit.train.distributed import DistContext
@@ -98,18 +105,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     is_main: bool = True  # False on torchrun ranks other than 0 (they print and write nothing)
-
-
-def batches(dataset: Dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
-    """Batches of (images, labels); in-memory datasets are sliced directly (much faster than a DataLoader)."""
-    if isinstance(dataset, TensorImages):
-        n = len(dataset)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
-            yield dataset.images[idx], dataset.labels[idx]
-        return
-    yield from DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)
 
 
 class _Network(nn.Module):

@@ -30,9 +30,9 @@ def make_segments(out: Path, backbone: str) -> Path:
     import torch
 
     from edgeexit.calibrate.scores import score_fn_torch
-    from edgeexit.costs import count_costs
     from edgeexit.export import export_segments, export_unsplit, segment_output_shapes
     from edgeexit.models import ModelConfig, build_model
+    from edgeexit.models.costs import count_costs
 
     torch.manual_seed(0)
     net = build_model(ModelConfig(backbone=backbone, in_channels=1, image_size=32)).eval()

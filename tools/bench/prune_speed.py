@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 
-from edgeexit.prune import AEP_MODES, prune
+from edgeexit.aep import AEP_MODES
+from edgeexit.prune import prune
 
 
 def main() -> None:

@@ -16,11 +16,20 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeexit import jsonio
-from edgeexit.calibrate import Budget, anytime_curve, budget_curve, calibrate, exit_scores, plot_curves, simulate
-from edgeexit.costs import count_costs
+from edgeexit.aep import aep_weights
+from edgeexit.calibrate import (
+    Budget,
+    anytime_curve,
+    budget_curve,
+    calibrate,
+    exit_scores,
+    plot_curves,
+    simulate,
+)
+from edgeexit.models.costs import count_costs
 from edgeexit.outputs import collect_outputs
 from edgeexit.pipeline import load_trained
-from edgeexit.prune import aep_weights, prune
+from edgeexit.prune import prune
 
 
 def main() -> None:

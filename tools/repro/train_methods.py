@@ -24,8 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeexit.calibrate import policies
-from edgeexit.costs import count_costs
 from edgeexit.models import ModelConfig
+from edgeexit.models.costs import count_costs
 from edgeexit.outputs import collect_outputs
 from edgeexit.pipeline import DataConfig, gater_scores, load_trained, train_stage
 from edgeexit.train.losses import aep_predict

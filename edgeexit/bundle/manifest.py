@@ -1,0 +1,194 @@
+"""The bundle manifest, v2: a typed schema (pydantic) whose JSON Schema ships in every bundle, so the C++,
+Kotlin and Swift runners validate `manifest.json` with the same rules as Python.
+
+Thresholds are finite floats or null (null: the runtime never exits there; the final exit has none), never
+infinities. Every path is relative to the bundle root. `checksum` is the sha256 of the manifest's canonical
+JSON without the checksum itself: any edit shows (it is a seal against accidents and edits, not a signature).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+
+SCHEMA_VERSION = 2
+MANIFEST = "manifest.json"
+SCHEMA_FILE = "manifest.schema.json"
+FORMATS = ("onnx", "pte", "engine", "pt2")
+Format = Literal["onnx", "pte", "engine", "pt2"]
+Precision = Literal["fp32", "fp16", "int8"]
+DType = Literal["float32", "float16", "int8", "int32", "int64", "bool"]
+ScoreKind = Literal["max_softmax", "margin", "neg_entropy", "confidence", "gater"]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+RelPath = Annotated[str, Field(min_length=1, max_length=400)]
+Count = Annotated[int, Field(ge=0)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+BATCH = -1  # the batch dimension in a tensor shape
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Model):
+    """A named input or output of a segment; `shape` has -1 for the batch dimension."""
+
+    name: Annotated[str, Field(min_length=1)]
+    shape: list[int]
+    dtype: DType = "float32"
+
+    @model_validator(mode="after")
+    def _dims(self) -> "TensorSpec":
+        if any(d < 1 and d != BATCH for d in self.shape):
+            raise ValueError(f"shape dims must be >= 1 or -1 (batch), got {self.shape}")
+        return self
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one sample (the batch dimension, first, dropped)."""
+        return tuple(self.shape[1:])
+
+
+class SegmentRef(_Model):
+    """Where a segment lives in one format: a file, plus the method name inside a multi-method program (.pte)."""
+
+    file: RelPath
+    method: str | None = None
+
+
+class Exit(_Model):
+    """One exit: the segment that ends there (in every format the bundle holds), its I/O, cost and rule."""
+
+    index: Count
+    name: str
+    segment: dict[Format, SegmentRef] = Field(min_length=1)
+    inputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[TensorSpec] = Field(min_length=1)
+    macs: Count
+    head_macs: Count
+    cumulative_macs: Count
+    params: Count
+    head_params: Count
+    threshold: Finite | None  # exit when score >= threshold; null: never exits here (and at the final exit)
+    score: ScoreKind
+
+
+class Reference(_Model):
+    """The unsplit original model (x -> logits): the yardstick of every saving."""
+
+    segment: dict[Format, SegmentRef] = Field(min_length=1)
+    inputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[TensorSpec] = Field(min_length=1)
+    macs: Count
+
+
+class BatchRange(_Model):
+    min: Annotated[int, Field(ge=1)]
+    max: Annotated[int, Field(ge=1)]
+
+    @model_validator(mode="after")
+    def _order(self) -> "BatchRange":
+        if self.min > self.max:
+            raise ValueError(f"batch min {self.min} > max {self.max}")
+        return self
+
+
+class InputInfo(_Model):
+    """One sample: shape (C, H, W), dtype and layout; pixels in [0, 1] normalised per channel as (x - mean) / std."""
+
+    shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=3, max_length=3)
+    dtype: Literal["float32"] = "float32"
+    layout: Literal["NCHW"] = "NCHW"
+    mean: list[Finite]
+    std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
+
+
+class Ensemble(_Model):
+    """AEP's ensemble weights β of the bundle's exits (the runtime's no-early-stop mode)."""
+
+    mode: str
+    weights: list[Finite]
+
+
+class Provenance(_Model):
+    """sha256 of what the bundle was made from: the checkpoint (pruned or not) and the calibration."""
+
+    checkpoint: str
+    checkpoint_sha256: Sha256
+    calibration_sha256: Sha256
+
+
+class Manifest(_Model):
+    schema_version: Literal[2]
+    edgeexit_version: str
+    format: Format  # what the target runs; the bundle may hold other formats too (`formats`)
+    formats: list[Format] = Field(min_length=1)
+    precision: Precision
+    delegate: str
+    batch: BatchRange
+    target: str
+    input: InputInfo
+    class_names: list[str] = Field(min_length=2)
+    exits: list[Exit] = Field(min_length=1)
+    reference: Reference
+    full_macs: Annotated[int, Field(ge=1)]
+    ensemble: Ensemble | None = None
+    model: dict[str, JsonValue]
+    data: dict[str, JsonValue]
+    files: dict[RelPath, Sha256]
+    versions: dict[str, str]
+    provenance: Provenance
+    checksum: Sha256
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Manifest":
+        problems = []
+        if self.format not in self.formats:
+            problems.append(f"format {self.format} is not among formats {self.formats}")
+        for k, e in enumerate(self.exits):
+            if e.index != k:
+                problems.append(f"exit {k} has index {e.index}")
+            missing = [f for f in self.formats if f not in e.segment]
+            if missing:
+                problems.append(f"exit {k} has no segment in {missing}")
+        if self.exits[-1].threshold is not None:
+            problems.append("the final exit always answers: its threshold must be null")
+        if self.ensemble is not None and len(self.ensemble.weights) != len(self.exits):
+            problems.append(f"{len(self.ensemble.weights)} ensemble weights for {len(self.exits)} exits")
+        if len(self.input.mean) != self.input.shape[0] or len(self.input.std) != self.input.shape[0]:
+            problems.append("input mean/std need one value per channel")
+        if self.reference.macs != self.full_macs:
+            problems.append("reference.macs differs from full_macs")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def thresholds(self) -> list[float | None]:
+        return [e.threshold for e in self.exits]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.input.shape)  # type: ignore[return-value]
+
+    def paths(self) -> list[str]:
+        """Every file the manifest refers to (segments in every format, the reference model)."""
+        refs = [r for e in self.exits for r in e.segment.values()] + list(self.reference.segment.values())
+        return sorted({r.file for r in refs})
+
+
+def digest(raw: dict[str, Any]) -> str:
+    """sha256 of a manifest's canonical JSON (sorted keys, no whitespace) without its `checksum`."""
+    body = {k: v for k, v in raw.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()).hexdigest()
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of manifest.json, as the device-side runners read it."""
+    schema = Manifest.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://edgeexit.dev/schemas/manifest-v{SCHEMA_VERSION}.json"
+    return schema

@@ -1,0 +1,55 @@
+"""Lowering to ONNX (onnxruntime, and the TensorRT parser): one .onnx per program, checked against torch."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeexit.errors import ExportError
+from edgeexit.export.split import Program
+
+PRECISIONS = ("fp32",)
+TOLERANCE = 1e-4  # max |onnx - torch| / (1 + |torch|)
+
+
+def lower_onnx(p: Program, path: Path, *, check: bool = True) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(p.program, (p.example,), str(path), dynamo=True, external_data=False, verbose=False,
+                          input_names=[i.name for i in p.inputs], output_names=[o.name for o in p.outputs])
+    if check:
+        check_onnx(p, path)
+    return path
+
+
+def check_onnx(p: Program, path: Path, *, seed: int = 0) -> float:
+    """Run the file with onnxruntime (CPU) on random inputs at batch 1 and 3; raise if it strays from torch."""
+    import onnxruntime as ort
+
+    from edgeexit.runtime.ort import session_options
+
+    sess = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+    gen = torch.Generator().manual_seed(seed)
+    ex = p.example
+    batches = (1, 3) if ex.shape[0] > 1 else (1,)
+    worst = 0.0
+    for batch in batches:
+        x = torch.randn((batch, *ex.shape[1:]), generator=gen) * ex.std().clamp_min(1e-3) + ex.mean()
+        with torch.no_grad():
+            want = [t.numpy() for t in p.module(x)]
+        got = sess.run(None, {p.inputs[0].name: x.numpy()})
+        for spec, w, g in zip(p.outputs, want, got):
+            if w.shape != g.shape:
+                raise ExportError(f"ONNX output {spec.name} of {path.name} has the wrong shape", got=g.shape, expected=w.shape,
+                                  hint="the dynamic batch dimension was probably specialised during export")
+            if w.size:
+                worst = max(worst, float(np.max(np.abs(w - g) / (1.0 + np.abs(w)))))
+    if worst > TOLERANCE:
+        raise ExportError(f"onnxruntime disagrees with torch on {path.name}", got=f"max error {worst:.2e}",
+                          expected=f"<= {TOLERANCE:.0e}", hint="an op may be exported with different semantics; try another opset")
+    return worst

@@ -1,0 +1,95 @@
+"""A run directory: the one place that knows the names of a run's artifacts, who made each from what (sha256
+provenance), and the lock that keeps two commands from writing the same run at once.
+
+    checkpoint.pt                 train      <- data
+    pruned.pt, pruned.json        prune      <- checkpoint.pt (its sha256)
+    calibration.json, curves.*    calibrate  <- pruned.pt or checkpoint.pt (its sha256) [+ profile.json]
+    bundle/                       export     <- that checkpoint + calibration.json (their sha256)
+    profile.json                  profile    <- bundle (its manifest checksum, and the checkpoint behind it)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from edgeexit.bundle import sha256
+from edgeexit.errors import ConfigError
+
+LOCK = ".edgeexit.lock"
+
+
+class StaleArtifactError(ConfigError):
+    """An artifact was made from another input than the one it is being combined with."""
+
+
+@dataclass
+class RunDir:
+    root: Path
+    _hashes: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    checkpoint = property(lambda self: self.root / "checkpoint.pt")
+    pruned = property(lambda self: self.root / "pruned.pt")
+    pruned_json = property(lambda self: self.root / "pruned.json")
+    calibration = property(lambda self: self.root / "calibration.json")
+    curves_json = property(lambda self: self.root / "curves.json")
+    curves_png = property(lambda self: self.root / "curves.png")
+    profile = property(lambda self: self.root / "profile.json")
+    bundle = property(lambda self: self.root / "bundle")
+
+    def sha256(self, path: Path) -> str:
+        """sha256 of a file, remembered while its size and mtime stay the same (checkpoints are large)."""
+        st = Path(path).stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in self._hashes:
+            self._hashes[key] = sha256(Path(path))
+        return self._hashes[key]
+
+    def trained(self) -> Path:
+        """The checkpoint later stages use: pruned.pt when `edgeexit prune` cut one from the current checkpoint.pt,
+        else checkpoint.pt. A pruned.pt cut from an earlier training is refused."""
+        if not self.pruned.is_file():
+            return self.checkpoint
+        from edgeexit.train.checkpoint import load_checkpoint
+
+        made_from = (load_checkpoint(self.pruned).get("provenance") or {}).get("checkpoint_sha256")
+        if self.checkpoint.is_file() and made_from != self.sha256(self.checkpoint):
+            raise StaleArtifactError(f"{self.pruned} was cut from another training than {self.checkpoint}",
+                                     got=f"made from sha256 {str(made_from)[:12]}…",
+                                     expected=f"sha256 {self.sha256(self.checkpoint)[:12]}…",
+                                     hint=f"re-run `edgeexit prune --run-dir {self.root}` (or delete pruned.pt)")
+        return self.pruned
+
+    def require_made_from(self, what: Path, recorded: str | None, source: Path, command: str) -> None:
+        """Refuse `what` unless it records `source`'s sha256 as what it was made from."""
+        want = self.sha256(source)
+        if recorded != want:
+            raise StaleArtifactError(f"{what.name} was made from another {source.name} than the one in {self.root}",
+                                     got=f"made from sha256 {str(recorded)[:12]}…", expected=f"sha256 {want[:12]}…",
+                                     hint=f"re-run `{command} --run-dir {self.root}`")
+
+    @contextmanager
+    def lock(self, command: str) -> Iterator[None]:
+        """Hold the run directory for `command`; a second writer is refused at once (not queued)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                raise ConfigError(f"run directory {self.root} is in use", got=f"held by {holder}",
+                                  expected="one edgeexit command writing a run directory at a time",
+                                  hint="wait for it to finish, or use another --run-dir") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} ({command})\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock

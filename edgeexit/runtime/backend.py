@@ -1,0 +1,116 @@
+"""The one contract every runtime fits (onnxruntime, torch `.pt2`, ExecuTorch, TensorRT).
+
+A **segment** has named inputs and outputs (`TensorSpec`s from the manifest, checked against the file itself);
+`run(feeds)` writes its outputs into buffers the backend owns and returns them by name; they stay valid until the
+segment's next run. A **backend** opens segments, moves arrays between the host and its device, and does the exit
+loop's compaction on its device: `exit_flags` (the only thing that comes back to the host), `gather` (the samples
+still running, into a buffer it owns) and `scatter` (exiting logits into their output slots).
+
+Arrays are whatever the backend uses (numpy on the host, torch tensors on a GPU); the exit loop never looks inside
+one. Optional runtimes are imported inside their backend module only, so running an ONNX bundle never imports torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from edgeexit.bundle import Bundle, TensorSpec
+from edgeexit.bundle.manifest import Format, SegmentRef
+from edgeexit.errors import BundleError, ConfigError
+
+Array = Any  # a backend's array type
+
+
+class Segment(Protocol):
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def run(self, feeds: Mapping[str, Array]) -> Mapping[str, Array]:
+        """Run on a batch; outputs by name, in buffers this segment owns (valid until its next run)."""
+
+
+class Backend(Protocol):
+    name: str
+    format: Format  # the segment format this backend runs
+
+    def open_segment(self, path: Path, ref: SegmentRef, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
+                     max_batch: int) -> Segment: ...
+
+    def upload(self, x: np.ndarray) -> Array:
+        """A host float32 batch as this backend's array (no copy where the device is the host)."""
+
+    def download(self, a: Array) -> np.ndarray: ...
+
+    def empty(self, shape: Sequence[int], dtype: str = "float32") -> Array: ...
+
+    def exit_flags(self, score: Array, threshold: float) -> np.ndarray:
+        """Host bool [n]: score >= threshold, computed on the device."""
+
+    def gather(self, src: Array, rows: np.ndarray, out: Array) -> Array:
+        """out[:len(rows)] = src[rows]; returns that view (the next segment's input)."""
+
+    def scatter(self, dst: Array, slots: np.ndarray, src: Array, rows: np.ndarray | None) -> None:
+        """dst[slots] = src[rows] (all of src when rows is None)."""
+
+    def synchronize(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# name -> (module, class): imported only when asked for
+BACKENDS: dict[str, tuple[str, str]] = {
+    "onnxruntime": ("edgeexit.runtime.ort", "OrtBackend"),
+    "onnxruntime-cuda": ("edgeexit.runtime.ort", "OrtCudaBackend"),
+    "torch": ("edgeexit.runtime.torch_pt2", "TorchBackend"),
+    "torch-cuda": ("edgeexit.runtime.torch_pt2", "TorchCudaBackend"),
+}
+# what runs a bundle by default: its format, and for ONNX its execution provider
+_DEFAULTS = {("onnx", "CPUExecutionProvider"): "onnxruntime", ("onnx", "CUDAExecutionProvider"): "onnxruntime-cuda",
+             ("pt2", "cpu"): "torch", ("pt2", "cuda"): "torch-cuda"}
+
+
+def default_backend(bundle: Bundle) -> str:
+    """The backend the bundle's target runs on (from its format and delegate)."""
+    m = bundle.manifest
+    name = _DEFAULTS.get((m.format, m.delegate))
+    if name is None:
+        raise ConfigError(f"no backend in this edgeexit runs {m.format} bundles with delegate {m.delegate}",
+                          got=f"target {m.target}", expected=", ".join(f"{f}+{d}" for f, d in _DEFAULTS),
+                          hint=f"name one explicitly, e.g. --backend onnxruntime (CPU emulation); backends: {', '.join(BACKENDS)}")
+    return name
+
+
+def make_backend(name: str, **options) -> Backend:
+    """A backend by name; a missing optional runtime raises RuntimeMissingError inside the backend."""
+    if name not in BACKENDS:
+        raise ConfigError("unknown backend", got=name, expected=" | ".join(BACKENDS))
+    import importlib
+
+    module, cls = BACKENDS[name]
+    return getattr(importlib.import_module(module), cls)(**options)
+
+
+def segment_file(bundle: Bundle, segment: Mapping[str, SegmentRef], fmt: str, what: str) -> tuple[Path, SegmentRef]:
+    ref = segment.get(fmt)
+    if ref is None:
+        raise BundleError(f"the bundle holds no {fmt} file for {what}", got=sorted(segment),
+                          expected=fmt, hint=f"export with a target that writes {fmt}, or pick a backend for "
+                          f"{', '.join(sorted(segment))}")
+    return bundle.path(ref.file), ref
+
+
+def check_io(path: Path, what: str, want: Sequence[TensorSpec], got_names: Sequence[str],
+             got_shapes: Sequence[Sequence[Any]]) -> None:
+    """The file's own I/O must be the manifest's: same names in order, same static dims."""
+    names = [t.name for t in want]
+    if list(got_names) != names:
+        raise BundleError(f"{path.name}: its {what} differ from the manifest", got=list(got_names), expected=names,
+                          hint="the manifest and the segment file disagree; rebuild the bundle")
+    for spec, shape in zip(want, got_shapes):
+        static = [d if isinstance(d, int) and d > 0 else -1 for d in shape]
+        if len(static) != len(spec.shape) or any(s != -1 and w != -1 and s != w for s, w in zip(static, spec.shape)):
+            raise BundleError(f"{path.name}: {what[:-1]} {spec.name} has another shape than the manifest says",
+                              got=list(shape), expected=spec.shape, hint="rebuild the bundle")
