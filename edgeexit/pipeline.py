@@ -24,7 +24,6 @@ from edgeexit import jsonio
 from edgeexit.bundle import Bundle, load_bundle, write_bundle
 from edgeexit.calibrate.budget import Budget
 from edgeexit.calibrate.calibration import Calibration
-from edgeexit.calibrate.scores import score_fn_torch
 from edgeexit.compare import VECTORS, write_vectors
 from edgeexit.data import load_dataset
 from edgeexit.data.spec import InputSpec, Splits
@@ -33,6 +32,7 @@ from edgeexit.measure import side_by_side
 from edgeexit.models import EarlyExitNet, ModelConfig, build_model
 from edgeexit.models.costs import count_costs
 from edgeexit.models.gater import GaterScore, gater_score
+from edgeexit.models.scores import score_fn_torch
 from edgeexit.outputs import collect_outputs, dataset_arrays
 from edgeexit.prune import PruneResult
 from edgeexit.rundir import RunDir

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from edgeexit.calibrate.scores import score_fn_torch
 from edgeexit.export import lower_onnx, lower_pt2, split_programs
 from edgeexit.models import ModelConfig, build_model
 from edgeexit.models.costs import count_costs
+from edgeexit.models.scores import score_fn_torch
 from edgeexit.runtime import EarlyExitRuntime, make_backend
 
 torch.set_num_threads(1)  # tests run in parallel workers; keep each on one core
@@ -69,6 +69,14 @@ def copy_run(built, dest: Path, names=("checkpoint.pt",)) -> Path:
     for name in names:
         shutil.copy(run / name, dest / name)
     return dest
+
+
+def copy_bundle(built, tmp_path: Path) -> Path:
+    """A copy of the built bundle (its files, not the link) at tmp_path/bundle, to damage."""
+    import shutil
+
+    run, _ = built
+    return Path(shutil.copytree(run / "bundle", tmp_path / "bundle"))
 
 
 @pytest.fixture(scope="session")

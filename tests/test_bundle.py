@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 
 import jsonschema
+import numpy as np
 import pytest
-from conftest import copy_run
+from conftest import copy_bundle, copy_run
 from typer.testing import CliRunner
 
 from edgeexit.bundle import SCHEMA_FILE, digest, load_bundle
@@ -20,12 +20,6 @@ from edgeexit.errors import BundleError
 
 runner = CliRunner()
 
-
-def _copy(built, tmp_path):
-    run, _ = built
-    dest = tmp_path / "bundle"
-    shutil.copytree(run / "bundle", dest)
-    return dest
 
 
 def _resign(bundle, edit):
@@ -61,7 +55,7 @@ def _outside_file(tmp_path):
 @pytest.mark.parametrize("case", ["absolute", "dotdot", "reference_unlisted", "wrong_type", "nan_threshold",
                                   "schema_999", "v1", "link_out"])
 def test_bad_manifests_are_refused_before_anything_is_loaded(built, tmp_path, case):
-    b = _copy(built, tmp_path)
+    b = copy_bundle(built, tmp_path)
     secret = _outside_file(tmp_path)
     expect = {"absolute": "outside the bundle", "dotdot": "outside the bundle", "reference_unlisted": "does not list",
               "wrong_type": "does not match the v2 schema", "nan_threshold": "does not match the v2 schema",
@@ -102,7 +96,7 @@ def test_bad_manifests_are_refused_before_anything_is_loaded(built, tmp_path, ca
 def test_a_nan_threshold_is_refused_by_the_types_too(built, tmp_path):
     """Even re-signed with a valid checksum, a non-finite threshold fails validation: JSON has no NaN, and the
     strings "nan" / "inf" must not become one."""
-    b = _copy(built, tmp_path)
+    b = copy_bundle(built, tmp_path)
     for bad in ("nan", "inf", "-inf"):
         _resign(b, lambda m: m["exits"][0].update(threshold=bad))
         with pytest.raises(BundleError, match="v2 schema"):
@@ -110,7 +104,7 @@ def test_a_nan_threshold_is_refused_by_the_types_too(built, tmp_path):
 
 
 def test_v1_error_says_how_to_re_export(built, tmp_path):
-    b = _copy(built, tmp_path)
+    b = copy_bundle(built, tmp_path)
     (b / "manifest.json").write_text(json.dumps({"schema": "edgeexit.bundle/1"}))
     with pytest.raises(BundleError) as err:
         load_bundle(b)
@@ -199,3 +193,42 @@ def test_a_crash_at_any_step_of_a_replacement_leaves_a_loadable_bundle(built, tm
     assert runner.invoke(app, ["export", "--run-dir", str(run)]).exit_code == 0
     assert not list(run.glob(".bundle.tmp-*"))
     assert len([p for p in run.glob(".bundle-v*")]) <= 2
+
+
+def test_the_target_drives_batch_range_precision_and_delegate(built, tmp_path, monkeypatch):
+    """A target's batch range becomes the programs' dynamic batch and the manifest's; its delegate picks the default
+    backend; and a CUDA bundle never runs silently on the CPU."""
+    from edgeexit.errors import RuntimeMissingError
+    from edgeexit.runtime import EarlyExitRuntime
+
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    (targets / "small.toml").write_text('name = "small"\ndescription = "a device that takes 4 images at most"\n'
+                                        'formats = ["onnx"]\nprecision = ["fp32"]\ndelegate = "CPUExecutionProvider"\n'
+                                        'batch = { min = 1, max = 4 }\nprofile = "host"\nrequires = ["onnxruntime"]\n'
+                                        'needs_gpu = false\n')
+    (targets / "gpu.toml").write_text((targets / "small.toml").read_text().replace('"small"', '"gpu"')
+                                      .replace('"CPUExecutionProvider"', '"CUDAExecutionProvider"'))
+    monkeypatch.setenv("EDGEEXIT_TARGETS_DIR", str(targets))
+    run = copy_run(built, tmp_path / "run", ("checkpoint.pt",))
+    assert runner.invoke(app, ["calibrate", "--run-dir", str(run), "--budget", "0.7"]).exit_code == 0
+    res = runner.invoke(app, ["export", "--run-dir", str(run), "--target", "small"])
+    assert res.exit_code == 0, res.output
+    b = load_bundle(run / "bundle")
+    assert b.manifest.batch.max == 4 and b.manifest.target == "small"
+    import onnx
+
+    dim = onnx.load(str(b.path("onnx/seg0.onnx"))).graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim.dim_param  # dynamic, bounded by the program's range
+    rt = EarlyExitRuntime.open(b)
+    assert rt.backend.name == "onnxruntime" and rt.max_batch == 4
+    x = np.random.default_rng(0).standard_normal((10, *b.input_shape)).astype(np.float32)
+    assert len(rt.run(x).predictions) == 10  # runs in chunks of the target's largest batch
+    res = runner.invoke(app, ["export", "--run-dir", str(run), "--target", "gpu", "--out", str(tmp_path / "gpu")])
+    assert res.exit_code == 0, res.output
+    with pytest.raises(RuntimeMissingError, match="CUDAExecutionProvider"):
+        EarlyExitRuntime.open(tmp_path / "gpu")
+    res = runner.invoke(app, ["eval", str(tmp_path / "gpu"), "--limit", "16"])
+    assert res.exit_code == 2 and "onnxruntime-gpu" in res.output
+    res = runner.invoke(app, ["eval", str(tmp_path / "gpu"), "--limit", "16", "--backend", "onnxruntime"])
+    assert res.exit_code == 0, res.output  # CPU emulation, when asked for by name

@@ -29,11 +29,11 @@ from edgeexit.calibrate import (
     load_budget_preset,
     load_recipe,
     plot_curves,
-    score_fn_torch,
     simulate,
     target_fractions,
 )
 from edgeexit.errors import BudgetError, ConfigError, DatasetError, ShapeError
+from edgeexit.models.scores import score_fn_torch
 
 COSTS = np.array([1.0, 2.0, 3.0, 4.0])  # cumulative cost of answering at each of 4 exits
 REF = 4.0  # the unsplit model's cost: here equal to the last exit's, so fractions of either agree

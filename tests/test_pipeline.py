@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
 import torch
-from conftest import QUICK, copy_run
+from conftest import QUICK, copy_bundle, copy_run
 from typer.testing import CliRunner
 
 from edgeexit.bundle import load_bundle
@@ -81,15 +80,9 @@ def test_resume_continues_training(tmp_path):
     assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 2
 
 
-def _copy_bundle(built, tmp_path):
-    run, _ = built
-    dest = tmp_path / "bundle"
-    shutil.copytree(run / "bundle", dest)
-    return dest
-
 
 def test_tampered_segment_is_refused(built, tmp_path):
-    b = _copy_bundle(built, tmp_path)
+    b = copy_bundle(built, tmp_path)
     with open(b / "onnx" / "seg1.onnx", "r+b") as f:
         f.seek(200)
         byte = f.read(1)
@@ -102,7 +95,7 @@ def test_tampered_segment_is_refused(built, tmp_path):
 
 
 def test_tampered_manifest_is_refused(built, tmp_path):
-    b = _copy_bundle(built, tmp_path)
+    b = copy_bundle(built, tmp_path)
     m = json.loads((b / "manifest.json").read_text())
     m["exits"][0]["threshold"] = 0.0  # make everything exit early
     (b / "manifest.json").write_text(json.dumps(m))
@@ -112,7 +105,7 @@ def test_tampered_manifest_is_refused(built, tmp_path):
 
 @pytest.mark.parametrize("damage", ["delete", "truncate_manifest"])
 def test_broken_bundles_are_refused(built, tmp_path, damage):
-    b = _copy_bundle(built, tmp_path)
+    b = copy_bundle(built, tmp_path)
     if damage == "delete":
         (b / "calibration.json").unlink()
         match = "missing: calibration.json"

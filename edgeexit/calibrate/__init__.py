@@ -19,7 +19,7 @@ from edgeexit.calibrate.policies import (
     target_fractions,
 )
 from edgeexit.calibrate.recipe import Recipe, load_recipe
-from edgeexit.calibrate.scores import SCORE_KINDS, exit_scores, score_fn_torch
+from edgeexit.calibrate.scores import SCORE_KINDS, exit_scores
 from edgeexit.calibrate.simulate import Simulation, simulate
 
 __all__ = [
@@ -27,5 +27,5 @@ __all__ = [
     "Budget", "Calibration", "CalibrationWarning", "Recipe", "Simulation",
     "anytime_curve", "budget_curve", "calibrate", "calibrate_fixed", "calibrate_fractions", "calibrate_gater",
     "calibrate_search", "exit_scores", "list_presets", "load_budget_preset", "load_recipe", "plot_curves",
-    "score_fn_torch", "simulate", "target_fractions",
+    "simulate", "target_fractions",
 ]

@@ -1,14 +1,12 @@
 """Exit scores: how confident an exit is about a sample; higher means more confident.
 
 The runtime exits at the first exit k where score_k >= eta_k. The numpy scores here (calibration)
-and the torch scores from `score_fn_torch` (baked into exported graphs) compute the same thing, in
+and the torch scores from `edgeexit.models.scores.score_fn_torch` (baked into exported graphs) compute the same thing, in
 float32, because the deployed graph does: scores that saturate to 1.0 in float32 tie at run time,
 so calibration must see the same ties.
 """
 
 from __future__ import annotations
-
-from typing import Callable
 
 import numpy as np
 
@@ -56,35 +54,3 @@ def exit_scores(logits: np.ndarray, kind: str, confidences: np.ndarray | None = 
         return top2.max(axis=-1) - top2.min(axis=-1)
     log_prob = z - np.log(total)
     return (prob * log_prob).sum(axis=-1)
-
-
-def score_fn_torch(kind: str) -> Callable:
-    """Return `fn(logits [B, C], conf [B] | [B, 1] | None = None) -> score [B]` computing `kind` in torch.
-
-    Uses only softmax, log_softmax, max, topk, mul, sum and reshape, so it exports to ONNX as is.
-    """
-    check_kind(kind)
-    import torch  # imported here so numpy-only calibration does not pay for it
-
-    if kind in BRANCH_KINDS:
-        def branch(logits: torch.Tensor, conf: torch.Tensor | None = None) -> torch.Tensor:
-            if conf is None:
-                raise ConfigError(f"score kind {kind!r} reads the exit's confidence branch, none was given",
-                                  expected="conf [B] or [B, 1]")
-            return conf.reshape(conf.shape[0])
-        return branch
-
-    if kind == "max_softmax":
-        def max_softmax(logits: torch.Tensor, conf: torch.Tensor | None = None) -> torch.Tensor:
-            return torch.softmax(logits, dim=-1).max(dim=-1).values
-        return max_softmax
-
-    if kind == "margin":
-        def margin(logits: torch.Tensor, conf: torch.Tensor | None = None) -> torch.Tensor:
-            top2 = torch.topk(torch.softmax(logits, dim=-1), 2, dim=-1).values
-            return top2[..., 0] - top2[..., 1]
-        return margin
-
-    def neg_entropy(logits: torch.Tensor, conf: torch.Tensor | None = None) -> torch.Tensor:
-        return (torch.softmax(logits, dim=-1) * torch.log_softmax(logits, dim=-1)).sum(dim=-1)
-    return neg_entropy

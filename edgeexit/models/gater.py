@@ -8,8 +8,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from edgeexit.calibrate.scores import score_fn_torch
 from edgeexit.errors import ConfigError, ShapeError
+from edgeexit.models.scores import score_fn_torch
 
 FEATURES = ("confidence", "margin", "entropy")
 _EXIT_SCORE = {"confidence": "max_softmax", "margin": "margin", "entropy": "neg_entropy"}  # papers/003 Eq. 6-8

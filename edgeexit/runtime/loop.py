@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from edgeexit.bundle import Bundle, load_bundle
-from edgeexit.errors import ConfigError, ShapeError
+from edgeexit.errors import BundleError, ConfigError, ShapeError
 from edgeexit.runtime.backend import (
     Backend,
     Segment,
@@ -122,8 +122,6 @@ class EarlyExitRuntime:
         be = backend if backend is not None and not isinstance(backend, str) else \
             make_backend(backend or default_backend(b), threads=threads)
         if be.format not in b.manifest.formats:
-            from edgeexit.errors import BundleError
-
             raise BundleError(f"the {be.name} backend runs {be.format} files; this bundle holds none",
                               got=b.manifest.formats, expected=be.format,
                               hint=f"pick a backend for {', '.join(b.manifest.formats)}, or re-export for a target with {be.format}")
@@ -169,7 +167,7 @@ class EarlyExitRuntime:
             self._run_chunk(x[s:s + self.max_batch], logits[s:s + self.max_batch], exits[s:s + self.max_batch])
         return RunResult(logits.argmax(1), exits, logits, self.cumulative_macs[exits])
 
-    def _gather_buffer(self, k: int, features):
+    def _gather_buffer(self, k: int):
         buf = self._gather.get(k)
         if buf is None:
             spec = next(o for o in self.segments[k].outputs if o.name == FEATURES)
@@ -206,7 +204,7 @@ class EarlyExitRuntime:
             exits_out[live[rows]] = k
             keep = np.flatnonzero(~done)
             live = live[keep]
-            cur = be.gather(outs[FEATURES], keep, self._gather_buffer(k, outs[FEATURES]))  # compaction
+            cur = be.gather(outs[FEATURES], keep, self._gather_buffer(k))  # compaction
         got = be.download(result)
         if not np.may_share_memory(got, logits_out):
             logits_out[...] = got

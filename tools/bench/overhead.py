@@ -1,18 +1,25 @@
-"""Overhead of the early-exit runtime when every sample goes to the final exit, against the unsplit model.
+"""What splitting costs: the early-exit runtime with every sample forced to the final exit, against the unsplit model,
+with the exit heads' share split out by a second yardstick, "all heads, one graph" (the same segments, heads and
+scores in one ONNX graph: everything the split runtime computes, without the split).
 
-One process per runtime (onnxruntime thread pools of two runtimes in one process disturb each other), run
-alternately for several rounds; each process warms up, then reports the median time per call. Printed: the
-median over rounds of the ratio forced-final / unsplit, with its spread, at batch 1 and 64. Goal: <= 1.02.
+    forced / unsplit     the whole overhead of the early-exit runtime when no sample exits early
+    heads  / unsplit     what the exit heads and scores cost
+    forced / heads       what splitting costs (session calls, graph boundaries, the exit loop)
 
-    .venv/bin/python tools/bench/overhead.py                 # ResNet-18, 32 px, 1 channel, random weights
-    .venv/bin/python tools/bench/overhead.py --bundle runs/default/bundle
+One process per runtime (onnxruntime thread pools of two runtimes in one process disturb each other), alternating
+for several rounds; each process warms up, then times calls for a fixed time and reports the median per call.
+Printed: the median over rounds of each ratio with its spread. Goal (ResNet-18, batch 1): forced / unsplit <= 1.05
+at 32 px, <= 1.02 at 224 px.
+
+    .venv/bin/python tools/bench/overhead.py                      # ResNet-18, random weights, 32 px x1 and 224 px x3
+    .venv/bin/python tools/bench/overhead.py --sizes 32:1 --batches 1
+    .venv/bin/python tools/bench/overhead.py --bundle runs/default/bundle   # forced vs unsplit of a real bundle
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import tempfile
@@ -22,94 +29,135 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from alternate import alternate, describe  # noqa: E402
+from alternate import describe, rounds_of, summarise  # noqa: E402
+
+MAX_BATCH = 64
 
 
-def make_segments(out: Path, backbone: str) -> Path:
-    """A bundle-like folder: segment files, the reference model and the output shapes (weights do not matter)."""
+def make_models(out: Path, backbone: str, channels: int, size: int) -> Path:
+    """Segments, the unsplit model and the all-heads graph of a random-weight network, lowered to ONNX."""
     import torch
+    from torch import nn
 
-    from edgeexit.calibrate.scores import score_fn_torch
-    from edgeexit.export import export_segments, export_unsplit, segment_output_shapes
+    from edgeexit.export import export_program, lower_onnx, split_programs
     from edgeexit.models import ModelConfig, build_model
     from edgeexit.models.costs import count_costs
+    from edgeexit.models.scores import score_fn_torch
 
     torch.manual_seed(0)
-    net = build_model(ModelConfig(backbone=backbone, in_channels=1, image_size=32)).eval()
+    net = build_model(ModelConfig(backbone=backbone, in_channels=channels, image_size=size)).eval()
     score = score_fn_torch("max_softmax")
-    export_segments(net, score, (1, 32, 32), out / "segments")
-    export_unsplit(net, (1, 32, 32), out / "reference" / "full.onnx")
-    meta = {"output_shapes": segment_output_shapes(net, score, (1, 32, 32)),
-            "cumulative_macs": count_costs(net, 1, 32).cumulative_macs, "input_shape": [1, 32, 32]}
+    programs, reference = split_programs(net, score, (channels, size, size), max_batch=MAX_BATCH)
+
+    class AllHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.segs = nn.ModuleList(net.exit_segment(k, score) for k in range(net.num_exits))
+
+        def forward(self, x):
+            outs = []
+            for seg in self.segs:
+                got = seg(x)
+                x = got[0]
+                outs += list(got if seg.final else got[1:])
+            return tuple(outs)
+
+    names = tuple(f"{n}{k}" for k in range(net.num_exits) for n in ("logits", "score"))
+    heads = export_program("all_heads", AllHeads(), reference.example, names, MAX_BATCH)
+    meta = {"input_shape": [channels, size, size], "cumulative_macs": count_costs(net, channels, size).cumulative_macs,
+            "full_macs": count_costs(net, channels, size).full_macs, "segments": []}
+    for p in [*programs, reference, heads]:
+        lower_onnx(p, out / f"{p.name}.onnx")
+        meta["segments"].append({"name": p.name, "inputs": [i.model_dump() for i in p.inputs],
+                                 "outputs": [o.model_dump() for o in p.outputs]})
     (out / "meta.json").write_text(json.dumps(meta))
     return out
 
 
-def worker(args) -> None:
-    from edgeexit.runtime import EarlyExitRuntime, OrtModel, OrtSegment
+def _runner(args):
+    from edgeexit.bundle import TensorSpec
+    from edgeexit.runtime import EarlyExitRuntime, ModelRunner, make_backend
 
     d = Path(args.dir)
     if (d / "manifest.json").exists():
-        from edgeexit.bundle import load_bundle
-
-        b = load_bundle(d)
-        shapes = [e["output_shapes"] for e in b.exits]
-        macs = [e["cumulative_macs"] for e in b.exits]
-        segs = [b.path(e["segment"]) for e in b.exits]
-        ref, shape = b.path(b.manifest["reference"]), b.input_shape
-    else:
-        meta = json.loads((d / "meta.json").read_text())
-        shapes, macs, shape = meta["output_shapes"], meta["cumulative_macs"], tuple(meta["input_shape"])
-        segs = [d / "segments" / f"seg{k}.onnx" for k in range(len(shapes))]
-        ref = d / "reference" / "full.onnx"
-    x = np.random.default_rng(0).standard_normal((args.batch, *shape)).astype(np.float32)
+        rt = EarlyExitRuntime.open(d, "onnxruntime", threads=args.threads or None)
+        if args.worker == "heads":
+            raise SystemExit("a bundle has no all-heads graph")
+        return rt.input_shape, (rt.reference().run if args.worker == "full" else rt.with_thresholds([None] * rt.num_exits).run)
+    meta = json.loads((d / "meta.json").read_text())
+    be = make_backend("onnxruntime", threads=args.threads or None)
+    segs = {m["name"]: be.open_segment(d / f"{m['name']}.onnx", None, [TensorSpec(**i) for i in m["inputs"]],
+                                       [TensorSpec(**o) for o in m["outputs"]], MAX_BATCH)
+            for m in meta["segments"] if m["name"] == {"full": "reference", "heads": "all_heads"}.get(args.worker, m["name"])}
+    shape = tuple(meta["input_shape"])
     if args.worker == "full":
-        model = OrtModel(ref, threads=args.threads)
-        fn = lambda: model.run(x)  # noqa: E731
-    else:
-        runners = [OrtSegment(p, s, threads=args.threads) for p, s in zip(segs, shapes)]
-        rt = EarlyExitRuntime(runners, [math.inf] * len(runners), macs, shape, shapes[-1][0][0])
-        fn = lambda: rt.run(x)  # noqa: E731
+        return shape, ModelRunner(be, segs["reference"], shape, MAX_BATCH).run
+    if args.worker == "heads":
+        seg = segs["all_heads"]
+        name = seg.inputs[0].name
+        return shape, lambda x: [np.array(v) for v in seg.run({name: x}).values()]
+    ordered = [segs[f"seg{k}"] for k in range(len(meta["cumulative_macs"]))]
+    rt = EarlyExitRuntime(be, ordered, [None] * len(ordered), meta["cumulative_macs"], shape,
+                          ordered[-1].outputs[0].shape[1], MAX_BATCH)
+    return shape, rt.run
+
+
+def worker(args) -> None:
+    shape, fn = _runner(args)
+    x = np.random.default_rng(0).standard_normal((args.batch, *shape)).astype(np.float32)
     deadline = time.perf_counter() + args.warmup_s
     while time.perf_counter() < deadline:
-        fn()
+        fn(x)
     times = []
-    for _ in range(args.iters):
+    deadline = time.perf_counter() + args.seconds
+    while time.perf_counter() < deadline or len(times) < 5:
         t = time.perf_counter()
-        fn()
+        fn(x)
         times.append(time.perf_counter() - t)
-    print(json.dumps({"seconds": statistics.median(times)}))
+    print(json.dumps({"seconds": statistics.median(times), "calls": len(times)}))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bundle", type=Path, help="a bundle directory (default: export a random-weight model)")
+    p.add_argument("--bundle", type=Path, help="a bundle directory (forced vs unsplit only)")
     p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--sizes", default="32:1,224:3", help="image size:channels, comma-separated")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--batches", default="1,64")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
-    p.add_argument("--worker", choices=["full", "forced"])
+    p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per process")
+    p.add_argument("--worker", choices=["full", "forced", "heads"])
     p.add_argument("--dir")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--iters", type=int, default=0)
     p.add_argument("--warmup-s", type=float, default=1.0)
     args = p.parse_args()
     if args.worker:
         worker(args)
         return
-    tmp = None
-    if args.bundle is None:
-        tmp = tempfile.TemporaryDirectory()
-        d = make_segments(Path(tmp.name), args.backbone)
+    common_opts = ["--threads", str(args.threads), "--seconds", str(args.seconds)]
+    if args.bundle:
+        configs = [(str(args.bundle), f"bundle {args.bundle}", ("full", "forced"))]
+        tmp = None
     else:
-        d = args.bundle
-    print(f"model: {args.bundle or args.backbone + ' (random weights, 32 px, 1 channel)'}; onnxruntime CPU; "
-          f"{args.rounds} rounds, one process per runtime, alternating")
-    for batch in (int(b) for b in args.batches.split(",")):
-        iters = 400 if batch == 1 else 30
-        common = ["--dir", str(d), "--batch", str(batch), "--iters", str(iters), "--threads", str(args.threads)]
-        summary = alternate(__file__, ("full", "forced"), common, args.rounds)
-        print(describe(f"batch {batch:>3}: forced-final / unsplit", summary))
+        tmp = tempfile.TemporaryDirectory()
+        configs = []
+        for item in args.sizes.split(","):
+            size, channels = (int(v) for v in item.split(":"))
+            d = make_models(Path(tmp.name) / f"{size}x{channels}", args.backbone, channels, size)
+            configs.append((str(d), f"{args.backbone}, {size} px, {channels} channel(s), random weights",
+                            ("full", "forced", "heads")))
+    print(f"onnxruntime CPU, threads {args.threads or 'default'}; {args.rounds} rounds, one process per runtime, "
+          f"alternating; {args.seconds:g} s timed per process")
+    for d, label, modes in configs:
+        print(label)
+        for batch in (int(b) for b in args.batches.split(",")):
+            times, _ = rounds_of(__file__, modes, ["--dir", d, "--batch", str(batch), *common_opts], args.rounds)
+            print("  " + describe(f"batch {batch:>3}: forced-final / unsplit", summarise(times, "full", "forced")))
+            if "heads" in modes:
+                print("  " + describe(f"batch {batch:>3}: all heads, one graph / unsplit (the heads)",
+                                      summarise(times, "full", "heads")))
+                print("  " + describe(f"batch {batch:>3}: forced-final / all heads, one graph (the split)",
+                                      summarise(times, "heads", "forced")))
     if tmp:
         tmp.cleanup()
 
