@@ -33,7 +33,8 @@ def read_vectors(bundle: Bundle) -> dict[str, np.ndarray] | None:
 
 
 def available_backends(bundle: Bundle) -> list[str]:
-    """The backends that can run this bundle here: its formats, and a device where one is needed."""
+    """The backends that can run this bundle here: its formats, and a device where one is needed; the bundle's own
+    backend first (the others are compared against it)."""
     names = []
     formats = bundle.manifest.formats
     if "onnx" in formats:
@@ -42,13 +43,21 @@ def available_backends(bundle: Bundle) -> list[str]:
 
         if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
             names.append("onnxruntime-cuda")
+    if "pte" in formats and importlib.util.find_spec("executorch") is not None:
+        names.append("executorch")
     if "pt2" in formats and importlib.util.find_spec("torch") is not None:
         names.append("torch")
         import torch
 
         if torch.cuda.is_available():
             names.append("torch-cuda")
-    return names
+    from edgeexit.runtime import default_backend
+
+    try:
+        own = default_backend(bundle)
+    except EdgeExitError:
+        return names
+    return sorted(names, key=lambda n: n != own)
 
 
 @dataclass

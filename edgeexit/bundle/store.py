@@ -272,9 +272,10 @@ def _permissions(root: Path) -> None:
         os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
 
 
-def write_bundle(dest: Path | str, fields: dict[str, Any], populate: Callable[[Path], None]) -> Bundle:
-    """Write a bundle: `populate(tmpdir)` writes every file; this adds `files` (sha256 of each), the JSON Schema and
-    the checksum, validates the manifest, fsyncs, and swaps the new version in at `dest` atomically.
+def write_bundle(dest: Path | str, fields: dict[str, Any], populate: Callable[[Path], dict[str, Any] | None]) -> Bundle:
+    """Write a bundle: `populate(tmpdir)` writes every file (and may return manifest fields that only writing them
+    tells, e.g. where each segment went); this adds `files` (sha256 of each), the JSON Schema and the checksum,
+    validates the manifest, fsyncs, and swaps the new version in at `dest` atomically.
 
     `fields` are the manifest fields other than schema_version, files and checksum. `dest` must be absent, an empty
     directory or an edgeexit bundle: nothing else is ever replaced.
@@ -287,7 +288,7 @@ def write_bundle(dest: Path | str, fields: dict[str, Any], populate: Callable[[P
     tmp = parent / f".{dest.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}"
     tmp.mkdir()
     try:
-        populate(tmp)
+        fields = {**fields, **(populate(tmp) or {})}
         jsonio.write_json(tmp / SCHEMA_FILE, json_schema())
         files = {}
         for p in sorted(tmp.rglob("*")):

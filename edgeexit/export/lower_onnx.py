@@ -8,11 +8,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgeexit.bundle import SegmentRef
 from edgeexit.errors import ExportError
 from edgeexit.export.split import Program
 
+FORMAT = "onnx"
 PRECISIONS = ("fp32",)
 TOLERANCE = 1e-4  # max |onnx - torch| / (1 + |torch|)
+
+
+def lower_programs(programs: list[Program], root: Path, *, precision: str = "fp32", **_) -> dict[str, SegmentRef]:
+    """onnx/<name>.onnx for every program, each checked against torch."""
+    return {p.name: SegmentRef(file=lower_onnx(p, Path(root) / FORMAT / f"{p.name}.onnx").relative_to(root).as_posix())
+            for p in programs}
 
 
 def lower_onnx(p: Program, path: Path, *, check: bool = True) -> Path:
@@ -36,20 +44,27 @@ def check_onnx(p: Program, path: Path, *, seed: int = 0) -> float:
     sess = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
     gen = torch.Generator().manual_seed(seed)
     ex = p.example
-    batches = (1, 3) if ex.shape[0] > 1 else (1,)
     worst = 0.0
-    for batch in batches:
+    for batch in (1, 3) if ex.shape[0] > 1 else (1,):
         x = torch.randn((batch, *ex.shape[1:]), generator=gen) * ex.std().clamp_min(1e-3) + ex.mean()
         with torch.no_grad():
             want = [t.numpy() for t in p.module(x)]
         got = sess.run(None, {p.inputs[0].name: x.numpy()})
-        for spec, w, g in zip(p.outputs, want, got):
-            if w.shape != g.shape:
-                raise ExportError(f"ONNX output {spec.name} of {path.name} has the wrong shape", got=g.shape, expected=w.shape,
-                                  hint="the dynamic batch dimension was probably specialised during export")
-            if w.size:
-                worst = max(worst, float(np.max(np.abs(w - g) / (1.0 + np.abs(w)))))
+        worst = max(worst, max_error(path, p, want, got))
     if worst > TOLERANCE:
         raise ExportError(f"onnxruntime disagrees with torch on {path.name}", got=f"max error {worst:.2e}",
                           expected=f"<= {TOLERANCE:.0e}", hint="an op may be exported with different semantics; try another opset")
+    return worst
+
+
+def max_error(path: Path, p: Program, want, got) -> float:
+    """max |got - want| / (1 + |want|) over a program's outputs; a shape mismatch is an ExportError."""
+    worst = 0.0
+    for spec, w, g in zip(p.outputs, want, got):
+        w, g = np.asarray(w), np.asarray(g)
+        if w.shape != g.shape:
+            raise ExportError(f"output {spec.name} of {path.name} has the wrong shape", got=g.shape, expected=w.shape,
+                              hint="the dynamic batch dimension was probably specialised during export")
+        if w.size:
+            worst = max(worst, float(np.max(np.abs(w - g) / (1.0 + np.abs(w)))))
     return worst

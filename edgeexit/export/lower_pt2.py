@@ -6,13 +6,19 @@ from pathlib import Path
 
 import torch
 
+from edgeexit.bundle import SegmentRef
 from edgeexit.export.split import Program
 
+FORMAT = "pt2"
 PRECISIONS = ("fp32",)
 
 
-def lower_pt2(p: Program, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(p.program, str(path))
-    return path
+def lower_programs(programs: list[Program], root: Path, *, precision: str = "fp32", **_) -> dict[str, SegmentRef]:
+    """pt2/<name>.pt2 for every program."""
+    refs = {}
+    for p in programs:
+        path = Path(root) / FORMAT / f"{p.name}.pt2"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.export.save(p.program, str(path))
+        refs[p.name] = SegmentRef(file=path.relative_to(root).as_posix())
+    return refs

@@ -54,7 +54,9 @@ def export_program(name: str, module: nn.Module, example: torch.Tensor, output_n
     """`module` exported with a batch dimension from 1 to `max_batch` (static 1 when max_batch is 1)."""
     module = module.eval()
     dynamic = ({0: Dim("batch", min=1, max=max_batch)},) if max_batch > 1 else None
-    with warnings.catch_warnings(), torch.no_grad():
+    # mkldnn / nnpack off: with them on, ExecuTorch's XNNPACK lowering of a dynamic batch breaks above ~16
+    with warnings.catch_warnings(), torch.no_grad(), torch.backends.mkldnn.flags(enabled=False), \
+            torch.backends.nnpack.flags(enabled=False):
         warnings.simplefilter("ignore")
         try:
             program = torch.export.export(module, (example,), dynamic_shapes=dynamic, strict=False)

@@ -52,8 +52,8 @@ class Backend(Protocol):
     def gather(self, src: Array, rows: np.ndarray, out: Array) -> Array:
         """out[:len(rows)] = src[rows]; returns that view (the next segment's input)."""
 
-    def scatter(self, dst: Array, slots: np.ndarray, src: Array, rows: np.ndarray | None) -> None:
-        """dst[slots] = src[rows] (all of src when rows is None)."""
+    def scatter(self, dst: Array, slots: np.ndarray | None, src: Array, rows: np.ndarray | None) -> None:
+        """dst[slots] = src[rows]; slots None: the first len(src) rows in order; rows None: all of src."""
 
     def synchronize(self) -> None: ...
 
@@ -66,10 +66,11 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "onnxruntime-cuda": ("edgeexit.runtime.ort", "OrtCudaBackend"),
     "torch": ("edgeexit.runtime.torch_pt2", "TorchBackend"),
     "torch-cuda": ("edgeexit.runtime.torch_pt2", "TorchCudaBackend"),
+    "executorch": ("edgeexit.runtime.executorch_rt", "ExecuTorchBackend"),
 }
 # what runs a bundle by default: its format, and for ONNX its execution provider
 _DEFAULTS = {("onnx", "CPUExecutionProvider"): "onnxruntime", ("onnx", "CUDAExecutionProvider"): "onnxruntime-cuda",
-             ("pt2", "cpu"): "torch", ("pt2", "cuda"): "torch-cuda"}
+             ("pt2", "cpu"): "torch", ("pt2", "cuda"): "torch-cuda", ("pte", "xnnpack"): "executorch"}
 
 
 def default_backend(bundle: Bundle) -> str:

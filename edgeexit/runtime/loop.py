@@ -57,9 +57,11 @@ def check_input(x: np.ndarray, input_shape: Sequence[int]) -> np.ndarray:
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_shape) or x.shape[0] == 0:
         raise ShapeError("input has the wrong shape", got=tuple(x.shape), expected=f"(N>=1, {', '.join(map(str, input_shape))})",
                          hint="resize to the bundle's input size and use NCHW layout")
-    if not math.isfinite(float(x.sum(dtype=np.float64))):  # one pass, no temporary mask
-        raise ShapeError("input holds NaN or inf", got=f"{int((~np.isfinite(x)).sum())} non-finite values",
-                         expected="finite values", hint="check the preprocessing of these images")
+    if not math.isfinite(x.sum()):  # one pass, no temporary mask; NaN and inf make the sum non-finite
+        bad = int((~np.isfinite(x)).sum())
+        if bad:  # (a finite batch can only overflow the sum with values near 1e38: not images)
+            raise ShapeError("input holds NaN or inf", got=f"{bad} non-finite values", expected="finite values",
+                             hint="check the preprocessing of these images")
     return np.ascontiguousarray(x)
 
 
@@ -177,7 +179,7 @@ class EarlyExitRuntime:
     def _run_chunk(self, x: np.ndarray, logits_out: np.ndarray, exits_out: np.ndarray) -> None:
         be = self.backend
         result = be.upload(logits_out)
-        live = np.arange(len(x))  # output row of every sample still running
+        live = None  # output row of every sample still running; None: all of them, in order (nothing exited yet)
         cur = be.upload(x)
         last = self.num_exits - 1
         for k, segment in enumerate(self.segments):
@@ -185,7 +187,7 @@ class EarlyExitRuntime:
             threshold = self.thresholds[k]
             if k == last:
                 be.scatter(result, live, outs[LOGITS], None)
-                exits_out[live] = k
+                exits_out[slice(None) if live is None else live] = k
                 break
             if threshold is None:  # never exits here: not even scored
                 cur = outs[FEATURES]
@@ -195,15 +197,16 @@ class EarlyExitRuntime:
             if n_done == 0:
                 cur = outs[FEATURES]
                 continue
-            if n_done == len(live):
+            if n_done == len(done):
                 be.scatter(result, live, outs[LOGITS], None)
-                exits_out[live] = k
+                exits_out[slice(None) if live is None else live] = k
                 break
             rows = np.flatnonzero(done)
-            be.scatter(result, live[rows], outs[LOGITS], rows)
-            exits_out[live[rows]] = k
             keep = np.flatnonzero(~done)
-            live = live[keep]
+            slots = rows if live is None else live[rows]
+            be.scatter(result, slots, outs[LOGITS], rows)
+            exits_out[slots] = k
+            live = keep if live is None else live[keep]
             cur = be.gather(outs[FEATURES], keep, self._gather_buffer(k))  # compaction
         got = be.download(result)
         if not np.may_share_memory(got, logits_out):

@@ -128,8 +128,12 @@ class OrtBackend:
         np.take(src, rows, axis=0, out=view)
         return view
 
-    def scatter(self, dst: np.ndarray, slots: np.ndarray, src: np.ndarray, rows: np.ndarray | None) -> None:
-        dst[slots] = src if rows is None else src[rows]
+    def scatter(self, dst: np.ndarray, slots: np.ndarray | None, src: np.ndarray, rows: np.ndarray | None) -> None:
+        picked = src if rows is None else src[rows]
+        if slots is None:
+            dst[: len(picked)] = picked
+        else:
+            dst[slots] = picked
 
     def synchronize(self) -> None:
         pass

@@ -158,8 +158,12 @@ class TorchBackend:
         self.torch.index_select(src, 0, self._index(rows), out=view)
         return view
 
-    def scatter(self, dst, slots: np.ndarray, src, rows: np.ndarray | None) -> None:
-        dst[self._index(slots)] = src if rows is None else src[self._index(rows)]
+    def scatter(self, dst, slots: np.ndarray | None, src, rows: np.ndarray | None) -> None:
+        picked = src if rows is None else src[self._index(rows)]
+        if slots is None:
+            dst[: len(picked)] = picked
+        else:
+            dst[self._index(slots)] = picked
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":

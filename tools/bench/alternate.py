@@ -27,8 +27,7 @@ def rounds_of(script: str, modes: tuple[str, ...], common: list[str], rounds: in
     times: dict[str, list[float]] = {m: [] for m in modes}
     got: dict[str, dict] = {}
     for r in range(rounds):
-        order = modes[r % len(modes):] + modes[:r % len(modes)]
-        for mode in (order if r % 2 == 0 else order[::-1]):
+        for mode in modes[r % len(modes):] + modes[:r % len(modes)]:  # each mode leads in turn
             got[mode] = run_worker(script, ["--worker", mode, *common])
             times[mode].append(got[mode]["seconds"])
     return times, got

@@ -58,17 +58,19 @@ def main() -> None:
 
     logits, labels, conf = synthetic(args.samples)
     costs = np.cumsum(np.linspace(1.0, 2.0, EXITS))
+    ref = float(costs[-1])  # synthetic: the "unsplit model" costs what the last exit does
     half = Budget("macs_fraction", 0.5)
     cases = {
-        "fractions (50 % MACs)": lambda: calibrate_fractions(logits, labels, costs, half),
-        "search (50 % MACs)": lambda: calibrate_search(logits, labels, costs, half),
-        "search (no constraint)": lambda: calibrate_search(logits, labels, costs, Budget("macs_fraction", 1.0)),
-        "fixed (h >= 0.5)": lambda: calibrate_fixed(logits, labels, costs, confidences=conf),
-        "gater (P >= 0.5)": lambda: calibrate_gater(logits, labels, costs, confidences=conf),
-        f"curve: fractions x {args.points}": lambda: budget_curve(logits, labels, costs, policy="fractions",
-                                                                  n_points=args.points),
-        f"curve: search x {args.points}": lambda: budget_curve(logits, labels, costs, policy="search",
-                                                               n_points=args.points),
+        "fractions (50 % MACs)": lambda: calibrate_fractions(logits, labels, costs, half, reference_cost=ref),
+        "search (50 % MACs)": lambda: calibrate_search(logits, labels, costs, half, reference_cost=ref),
+        "search (no constraint)": lambda: calibrate_search(logits, labels, costs, Budget("macs_fraction", 1.0),
+                                                           reference_cost=ref),
+        "fixed (h >= 0.5)": lambda: calibrate_fixed(logits, labels, costs, reference_cost=ref, confidences=conf),
+        "gater (P >= 0.5)": lambda: calibrate_gater(logits, labels, costs, reference_cost=ref, confidences=conf),
+        f"curve: fractions x {args.points}": lambda: budget_curve(logits, labels, costs, reference_cost=ref,
+                                                                  policy="fractions", n_points=args.points),
+        f"curve: search x {args.points}": lambda: budget_curve(logits, labels, costs, reference_cost=ref,
+                                                               policy="search", n_points=args.points),
     }
     print(f"{EXITS} exits x {args.samples} samples x {CLASSES} classes, {args.repeats} repeats")
     for name, fn in cases.items():

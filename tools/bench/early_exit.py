@@ -1,11 +1,12 @@
-"""The performance targets: early-exit runtime vs the full model on onnxruntime, on the bundle's test split.
+"""The performance targets: early-exit runtime vs the full (unsplit) model on one backend, on the bundle's test split.
 
 For batch 1 and batch 64 (compaction on), one process per runtime, alternating rounds; each process runs
-the same test images and reports its total time. Printed: accuracy of both (and the loss in points), the
-mean MACs fraction, and the median time ratio early-exit / full with its spread.
+the same test images and reports its total time. The full model is the bundle's reference model on the same
+backend (`EarlyExitRuntime.reference()`). Printed: accuracy of both (and the loss in points), the mean MACs
+fraction of the unsplit model, and the median time ratio early-exit / full with its spread.
 Targets (ResNet-18, Fashion-MNIST, 32 px, <= 1 pt accuracy loss): <= 0.65 at batch 1, <= 0.75 at batch 64.
 
-    .venv/bin/python tools/bench/early_exit.py --bundle runs/default/bundle
+    .venv/bin/python tools/bench/early_exit.py --bundle runs/default/bundle [--backend onnxruntime|torch]
 """
 
 from __future__ import annotations
@@ -22,26 +23,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from alternate import alternate, describe  # noqa: E402
 
 
-def _test_images(bundle, samples: int):
-    from edgeexit.outputs import dataset_arrays
-    from edgeexit.pipeline import DataConfig
-
-    data = DataConfig(**bundle.manifest["data"])
-    return dataset_arrays(data.load(bundle.manifest["input"]["channels"]).test, samples)
-
-
 def worker(args) -> None:
     from edgeexit.bundle import load_bundle
-    from edgeexit.runtime import EarlyExitRuntime, OrtModel
+    from edgeexit.pipeline import test_split
+    from edgeexit.runtime import EarlyExitRuntime
 
     b = load_bundle(args.bundle)
-    x, y = _test_images(b, args.samples)
-    threads = args.threads or None
+    x, y = test_split(b, "test", args.samples)
+    rt = EarlyExitRuntime.open(b, backend=args.backend, threads=args.threads or None)
     if args.worker == "full":
-        model = OrtModel(b.path(b.manifest["reference"]), threads=threads)
-        run = lambda c: model.run(c)[0].argmax(1)  # noqa: E731
+        full = rt.reference()
+        run = lambda c: full.run(c).argmax(1)  # noqa: E731
     else:
-        rt = EarlyExitRuntime.from_bundle(b, threads=threads)
         run = lambda c: rt.run(c).predictions  # noqa: E731
     chunks = [x[i:i + args.batch] for i in range(0, len(x) - args.batch + 1, args.batch)]
     for c in chunks[: max(3, len(chunks) // 10)]:  # warm-up
@@ -50,16 +43,21 @@ def worker(args) -> None:
     preds = [run(c) for c in chunks]
     seconds = time.perf_counter() - t
     preds = np.concatenate(preds)
-    print(json.dumps({"seconds": seconds, "accuracy": float((preds == y[: len(preds)]).mean()), "images": len(preds)}))
+    print(json.dumps({"seconds": seconds, "accuracy": float((preds == y[: len(preds)]).mean()), "images": len(preds),
+                      "backend": rt.backend.name}))
 
 
 def main() -> None:
+    from edgeexit.runtime import BACKENDS
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", type=Path, default=Path("runs/default/bundle"))
+    p.add_argument("--backend", choices=list(BACKENDS), default=None,
+                   help="runtime to time both models on (default: the one the bundle's target runs on)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--samples", type=int, default=2000, help="test images per process")
     p.add_argument("--batches", default="1,64")
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads of the backend (0 = its default)")
     p.add_argument("--worker", choices=["full", "early_exit"])
     p.add_argument("--batch", type=int, default=1)
     args = p.parse_args()
@@ -67,21 +65,25 @@ def main() -> None:
         worker(args)
         return
     from edgeexit.bundle import load_bundle
+    from edgeexit.runtime import default_backend
 
     b = load_bundle(args.bundle)
+    backend = args.backend or default_backend(b)
     ev = json.loads((args.bundle / "eval.json").read_text()) if (args.bundle / "eval.json").exists() else None
-    print(f"bundle {args.bundle}: {b.manifest['model']['backbone']}, exits {[e['name'] for e in b.exits]}, "
-          f"thresholds {[round(t, 4) for t in b.thresholds]}; {args.samples} test images per process, {args.rounds} rounds")
+    thresholds = [None if t is None else round(t, 4) for t in b.manifest.thresholds]
+    print(f"bundle {args.bundle}: {b.manifest.model['backbone']}, exits {[e.name for e in b.exits]}, "
+          f"thresholds {thresholds}; backend {backend}; {args.samples} test images per process, {args.rounds} rounds")
     if ev:
-        print(f"whole test split (eval.json): accuracy full {ev['full_accuracy']:.4f} vs early exit "
+        print(f"whole test split (eval.json, {ev.get('backend', '?')}): accuracy full {ev['full_accuracy']:.4f} vs early exit "
               f"{ev['early_exit_accuracy']:.4f} ({100 * (ev['early_exit_accuracy'] - ev['full_accuracy']):+.2f} pt), "
               f"mean MACs fraction {ev['macs_fraction']:.3f}")
     for batch in (int(v) for v in args.batches.split(",")):
         common = ["--bundle", str(args.bundle), "--batch", str(batch), "--samples", str(args.samples),
-                  "--threads", str(args.threads)]
+                  "--threads", str(args.threads), "--backend", backend]
         s = alternate(__file__, ("full", "early_exit"), common, args.rounds)
         acc = {m: s["extra"][m]["accuracy"] for m in ("full", "early_exit")}
-        print(describe(f"batch {batch:>3}: early-exit / full time", s, unit_scale=1e3 / args.samples, unit="ms/img")
+        images = s["extra"]["full"]["images"]  # whole batches only: fewer than --samples when it does not divide
+        print(describe(f"batch {batch:>3}: early-exit / full time", s, unit_scale=1e3 / images, unit="ms/img")
               + f"; accuracy {acc['full']:.4f} vs {acc['early_exit']:.4f}")
 
 

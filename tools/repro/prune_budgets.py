@@ -2,8 +2,9 @@
 budgeted-batch operating points at 30 / 50 / 70 % of the full MACs, calibrated on validation and checked on
 the test split.
 
-    .venv/bin/python tools/repro/prune_budgets.py --run-dir runs/default
-Writes RUN/repro_prune_budgets.json and RUN/repro_budgets.png.
+    .venv/bin/python tools/repro/prune_budgets.py --run-dir runs/default [--out DIR]
+Writes OUT/repro_prune_budgets.json and OUT/repro_budgets.png (OUT: the run directory unless --out names another).
+Every cost fraction is of the unsplit model's MACs.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from edgeexit.calibrate import (
 )
 from edgeexit.models.costs import count_costs
 from edgeexit.outputs import collect_outputs
-from edgeexit.pipeline import load_trained
+from edgeexit.pipeline import load_trained, reference_macs
 from edgeexit.prune import prune
 
 
@@ -37,9 +38,12 @@ def main() -> None:
     p.add_argument("--run-dir", type=Path, default=Path("runs/default"))
     p.add_argument("--budgets", default="0.3,0.5,0.7")
     p.add_argument("--modes", default="desc,asc,mix,unif")
+    p.add_argument("--out", type=Path, default=None, help="where to write the JSON and PNG (default: the run directory)")
     args = p.parse_args()
+    out_dir = args.out or args.run_dir
     console = Console(width=150)
     net, cfg, spec, data = load_trained(args.run_dir / "checkpoint.pt")
+    reference = float(reference_macs(args.run_dir / "checkpoint.pt"))  # the unsplit model: every fraction's yardstick
     splits = data.load(spec.channels)
     val, test = collect_outputs(net, splits.val), collect_outputs(net, splits.test)
     c = count_costs(net, spec.channels, spec.height)
@@ -69,23 +73,24 @@ def main() -> None:
     points = []
     test_scores = exit_scores(test.logits, "max_softmax")
     for fraction in (float(f) for f in args.budgets.split(",")):
-        cal = calibrate(val.logits, val.labels, costs, Budget("macs_fraction", fraction), policy="search")
+        cal = calibrate(val.logits, val.labels, costs, Budget("macs_fraction", fraction), reference_cost=reference,
+                        policy="search")
         sim = simulate(test_scores, test.logits.argmax(-1), test.labels, np.array(cal.thresholds), np.array(cal.costs))
         points.append(cal)
         row = {"budget": fraction, "val_accuracy": cal.accuracy, "val_cost_fraction": cal.cost_fraction,
-               "test_accuracy": float(sim.accuracy), "test_cost_fraction": float(sim.mean_cost / costs[-1]),
+               "test_accuracy": float(sim.accuracy), "test_cost_fraction": float(sim.mean_cost / reference),
                "test_exit_fractions": [float(f) for f in sim.exit_fractions], "thresholds": cal.thresholds}
         out["budgets"].append(row)
         b.add_row(f"{fraction:.0%}", f"{cal.accuracy:.4f}", f"{cal.cost_fraction:.3f}", f"{sim.accuracy:.4f}",
                   f"{row['test_cost_fraction']:.3f}", " / ".join(f"{f:.2f}" for f in sim.exit_fractions))
     console.print(b)
     console.print(f"final exit alone on test: {test.exit_accuracy[-1]:.4f}")
-    anytime = anytime_curve(val.logits, val.labels, costs)
-    budgeted = budget_curve(val.logits, val.labels, costs, policy="search")
-    png = plot_curves(args.run_dir / "repro_budgets.png", anytime=anytime, budgeted=budgeted, operating_point=points,
-                      title=f"{cfg.backbone} on Fashion-MNIST: budgeted batch (val)")
-    jsonio.write_json(args.run_dir / "repro_prune_budgets.json", {**out, "anytime": anytime, "budgeted": budgeted})
-    console.print(f"-> {png}, {args.run_dir / 'repro_prune_budgets.json'}")
+    anytime = anytime_curve(val.logits, val.labels, costs, reference_cost=reference)
+    budgeted = budget_curve(val.logits, val.labels, costs, reference_cost=reference, policy="search")
+    png = plot_curves(out_dir / "repro_budgets.png", reference_cost=reference, anytime=anytime, budgeted=budgeted,
+                      operating_point=points, title=f"{cfg.backbone} on Fashion-MNIST: budgeted batch (val)")
+    jsonio.write_json(out_dir / "repro_prune_budgets.json", {**out, "anytime": anytime, "budgeted": budgeted})
+    console.print(f"-> {png}, {out_dir / 'repro_prune_budgets.json'}")
 
 
 if __name__ == "__main__":

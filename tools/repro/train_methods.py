@@ -27,7 +27,14 @@ from edgeexit.calibrate import policies
 from edgeexit.models import ModelConfig
 from edgeexit.models.costs import count_costs
 from edgeexit.outputs import collect_outputs
-from edgeexit.pipeline import DataConfig, gater_scores, load_trained, train_stage
+from edgeexit.pipeline import (
+    DataConfig,
+    gater_scores,
+    load_trained,
+    reference_macs,
+    train_stage,
+)
+from edgeexit.rundir import RunDir
 from edgeexit.train.losses import aep_predict
 from edgeexit.train.trainer import TrainConfig
 
@@ -55,6 +62,7 @@ def test_figures(run_dir: Path, cfg: TrainConfig, limit: int | None) -> dict:
     net, model, spec, data = load_trained(run_dir / "checkpoint.pt")
     outs = collect_outputs(net, data.load(spec.channels).test, limit=limit)
     costs = count_costs(net, spec.channels, spec.height)
+    reference = float(reference_macs(run_dir / "checkpoint.pt"))  # the unsplit model's MACs
     figures = {"exit_names": net.exit_names, "exit_accuracy": outs.exit_accuracy,
                "exit_macs_fraction": costs.macs_fraction, "test_samples": int(len(outs.labels))}
     if cfg.method == "aep":
@@ -62,14 +70,14 @@ def test_figures(run_dir: Path, cfg: TrainConfig, limit: int | None) -> dict:
         figures["ensemble_accuracy"] = float((pred == outs.labels).mean())
     rule = None
     if cfg.method == "eenet":  # EENets exit when the confidence branch says h >= T = 0.5 (papers/002, Sec. 3.2)
-        rule = policies.calibrate_fixed(outs.logits, outs.labels, costs.cumulative_macs, confidences=outs.confidences,
-                                        threshold=0.5)
+        rule = policies.calibrate_fixed(outs.logits, outs.labels, costs.cumulative_macs, reference_cost=reference,
+                                        confidences=outs.confidences, threshold=0.5)
     elif cfg.method == "budget":  # the gater's P_k >= 0.5 (papers/003)
-        rule = policies.calibrate_gater(outs.logits, outs.labels, costs.cumulative_macs,
+        rule = policies.calibrate_gater(outs.logits, outs.labels, costs.cumulative_macs, reference_cost=reference,
                                         confidences=gater_scores(net, outs.logits))
     if rule is not None:
         # MACs as a fraction of the unsplit model, as `edgeexit eval` reports them (earlier heads included)
-        figures.update(early_exit_accuracy=rule.accuracy, macs_fraction=rule.mean_cost / costs.full_macs,
+        figures.update(early_exit_accuracy=rule.accuracy, macs_fraction=rule.cost_fraction,
                        exit_fractions=list(rule.exit_fractions))
     return figures
 
@@ -105,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     results, t0 = [], time.time()
     for name, model, cfg in runs(args):
         console.rule(f"[bold]{name}")
-        result = train_stage(args.out / name, data, model, cfg, progress=True)
+        result = train_stage(RunDir(args.out / name), data, model, cfg, progress=True)
         figures = test_figures(args.out / name, cfg, args.limit_test)
         results.append({"run": name, "method": cfg.method, "weight_mode": cfg.weight_mode if cfg.method == "aep" else None,
                         "lam": cfg.lam, "exits": model.exits, "head": model.head,

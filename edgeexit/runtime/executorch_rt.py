@@ -1,0 +1,63 @@
+"""ExecuTorch backend: the bundle's `.pte` (one method per segment, XNNPACK-delegated) on ExecuTorch's own runtime
+(`executorch.runtime`), with the same exit loop; arrays are CPU torch tensors, so compaction is the torch backend's.
+The C++ runner under targets/executorch runs the same program on a device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from edgeexit.bundle import TensorSpec
+from edgeexit.bundle.manifest import SegmentRef
+from edgeexit.errors import BundleError, RuntimeMissingError
+from edgeexit.runtime.backend import check_io
+from edgeexit.runtime.torch_pt2 import TorchBackend
+
+
+def _runtime():
+    try:
+        from executorch.runtime import Runtime
+    except ImportError as err:
+        raise RuntimeMissingError("the executorch backend needs ExecuTorch", expected="executorch==1.5.1",
+                                  hint="pip install -e '.[executorch]'") from err
+    return Runtime.get()
+
+
+class PteSegment:
+    """One method of a loaded program."""
+
+    def __init__(self, program, path: Path, method: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]):
+        if method not in program.method_names:
+            raise BundleError(f"{path.name} has no method {method}", got=sorted(program.method_names), expected=method,
+                              hint="rebuild the bundle")
+        self.method = program.load_method(method)
+        meta = self.method.metadata
+        got_in = [meta.input_tensor_meta(i).sizes() for i in range(meta.num_inputs())]
+        got_out = [meta.output_tensor_meta(i).sizes() for i in range(meta.num_outputs())]
+        # the program records the largest batch as the batch dimension: compare the other dimensions
+        check_io(path, "inputs", inputs, [i.name for i in inputs], [[-1, *s[1:]] for s in got_in])
+        check_io(path, "outputs", outputs, [o.name for o in outputs], [[-1, *s[1:]] for s in got_out])
+        self.inputs, self.outputs = tuple(inputs), tuple(outputs)
+        self._names = [o.name for o in outputs]
+
+    def run(self, feeds: Mapping[str, object]) -> Mapping[str, object]:
+        return dict(zip(self._names, self.method.execute([feeds[i.name] for i in self.inputs])))
+
+
+class ExecuTorchBackend(TorchBackend):
+    name = "executorch"
+    format = "pte"
+
+    def __init__(self, threads: int | None = None):
+        super().__init__(threads)
+        self.runtime = _runtime()
+        self._programs: dict[Path, object] = {}
+
+    def open_segment(self, path: Path, ref: SegmentRef, inputs, outputs, max_batch: int) -> PteSegment:
+        if ref is None or ref.method is None:
+            raise BundleError(f"a .pte segment needs a method name ({path.name})", got=ref, expected="file + method",
+                              hint="rebuild the bundle")
+        program = self._programs.get(path)
+        if program is None:
+            program = self._programs[path] = self.runtime.load_program(str(path))
+        return PteSegment(program, path, ref.method, inputs, outputs)
