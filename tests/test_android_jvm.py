@@ -1,0 +1,108 @@
+"""The Android glue on the host JVM: targets/android's EarlyExitClassifier (Kotlin) and edgeexit_jni.cpp, built for
+Linux against the C API library of the C++ runner's build, give the Python ExecuTorch backend's predictions and exits
+on the same bundle and inputs, and report a tampered bundle as EdgeExitException.
+
+The Kotlin (Debian's kotlinc 1.3, -jvm-target 1.8) and the JNI library are compiled once per session.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_cpp_runner import (
+    ROOT,
+    build_cpp,
+    export_android,
+    require_tool,
+    run_checked,
+    sample_inputs,
+    spread_thresholds,
+    python_reference,
+)
+
+ANDROID = ROOT / "targets" / "android"
+JAVA_HOME = Path("/usr/lib/jvm/java-17-openjdk-amd64")  # kotlinc 1.3 crashes on newer JDKs (PLATFORM.md)
+KOTLIN_STDLIB = Path("/usr/share/java/kotlin-stdlib.jar")
+
+
+@pytest.fixture(scope="session")
+def jvm_app(tmp_path_factory) -> tuple[Path, Path]:
+    """(directory holding libedgeexit_jni.so, app.jar with EarlyExitClassifier and the host Main.kt)."""
+    build = build_cpp(tmp_path_factory.getbasetemp())
+    out = tmp_path_factory.mktemp("jvm")
+    gxx = require_tool(shutil.which("g++"), "g++")
+    kotlinc = require_tool(shutil.which("kotlinc"), "kotlinc (Debian package kotlin)")
+    require_tool(JAVA_HOME / "bin" / "java", f"the JDK 17 at {JAVA_HOME} (Debian package default-jdk-headless)")
+    if not (JAVA_HOME / "include" / "jni.h").is_file() or not KOTLIN_STDLIB.is_file():
+        pytest.fail(f"jni.h or the Kotlin stdlib is missing | got: {JAVA_HOME}/include, {KOTLIN_STDLIB} | "
+                    "hint: apt-get install default-jdk-headless kotlin", pytrace=False)
+    t0 = time.perf_counter()
+    run_checked([gxx, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", f"-I{JAVA_HOME}/include",
+                 f"-I{JAVA_HOME}/include/linux", f"-I{ROOT}/targets/executorch/include",
+                 str(ANDROID / "edgeexit" / "src" / "main" / "cpp" / "edgeexit_jni.cpp"),
+                 f"-L{build}", "-ledgeexit", f"-Wl,-rpath,{build}", "-o", str(out / "libedgeexit_jni.so")],
+                "g++ of libedgeexit_jni.so")
+    t1 = time.perf_counter()
+    run_checked([kotlinc, "-jvm-target", "1.8", "-nowarn",
+                 str(ANDROID / "edgeexit" / "src" / "main" / "kotlin" / "dev" / "edgeexit" / "EarlyExitClassifier.kt"),
+                 str(ANDROID / "host" / "Main.kt"), "-d", str(out / "app.jar")],
+                "kotlinc of EarlyExitClassifier.kt + Main.kt", env={"JAVA_HOME": str(JAVA_HOME), "PATH": "/usr/bin:/bin"})
+    print(f"\n[jvm] g++ libedgeexit_jni.so: {t1 - t0:.1f} s, kotlinc: {time.perf_counter() - t1:.1f} s")
+    return out, out / "app.jar"
+
+
+@pytest.fixture(scope="session")
+def android_bundle(built, tmp_path_factory) -> Path:
+    run, _ = built
+    return export_android(run, tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def inputs(android_bundle) -> np.ndarray:
+    return sample_inputs(android_bundle)
+
+
+@pytest.fixture(scope="session")
+def spread_bundle(android_bundle, inputs, tmp_path_factory) -> Path:
+    return spread_thresholds(android_bundle, inputs, tmp_path_factory.mktemp("jvm_spread") / "bundle")
+
+
+def run_jvm(app: tuple[Path, Path], bundle: Path, x: np.ndarray, tmp: Path) -> subprocess.CompletedProcess:
+    lib_dir, jar = app
+    inp = tmp / "x.f32"
+    x.astype("<f4").tofile(inp)
+    return subprocess.run([str(JAVA_HOME / "bin" / "java"), f"-Djava.library.path={lib_dir}", "-cp",
+                           f"{jar}:{KOTLIN_STDLIB}", "MainKt", str(bundle), str(inp), str(len(x))],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_jvm_classifier_matches_python_backend(jvm_app, spread_bundle, inputs, tmp_path):
+    want = python_reference(spread_bundle, inputs)
+    res = run_jvm(jvm_app, spread_bundle, inputs, tmp_path)
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    manifest = json.loads((spread_bundle / "manifest.json").read_text())
+    assert got["input_shape"] == manifest["input"]["shape"] and got["num_exits"] == len(manifest["exits"])
+    assert len(set(want.exit_index.tolist())) >= 2, want.exit_index  # the spread bundle uses every exit
+    assert got["exits"] == want.exit_index.tolist()
+    assert got["predictions"] == want.predictions.tolist()
+    logits = np.asarray(got["logits"], np.float32).reshape(len(inputs), got["num_classes"])
+    np.testing.assert_allclose(logits, want.logits, rtol=0, atol=1e-4)
+    assert len(got["segment_ms"]) == got["num_exits"] and all(ms >= 0 for ms in got["segment_ms"])
+
+
+def test_jvm_reports_a_tampered_bundle(jvm_app, android_bundle, inputs, tmp_path):
+    bundle = Path(shutil.copytree(android_bundle, tmp_path / "bundle"))
+    pte = bundle / "pte" / "program.pte"
+    data = bytearray(pte.read_bytes())
+    data[-100] ^= 0x10
+    pte.write_bytes(bytes(data))
+    res = run_jvm(jvm_app, bundle, inputs, tmp_path)
+    assert res.returncode == 1 and res.stdout == ""
+    assert "EdgeExitException" in res.stderr and "pte/program.pte" in res.stderr, res.stderr

@@ -1,0 +1,230 @@
+"""The C++ runner (targets/executorch: C API + edgeexit_runner, linked against the executorch wheel) against the
+Python ExecuTorch backend on the same android bundle and inputs: same predictions and exits, logits within 1e-4;
+and it refuses tampered and schema-violating bundles with a message that says what is wrong.
+
+The build (CMake, Release, only the runner and its library) and the tiny android bundle are made once per session
+under pytest's base temp directory; tests/test_android_jvm.py reuses both through the helpers below.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeexit.bundle.manifest import digest
+from edgeexit.data.synthetic import synthetic
+from edgeexit.runtime import EarlyExitRuntime
+
+ROOT = Path(__file__).resolve().parents[1]
+CPP_SOURCE = ROOT / "targets" / "executorch"
+N_INPUTS = 40
+SETUP_HINT = "run tools/setup.sh (it installs PyPI's cmake into .venv, and the Debian headers, JDK and kotlin)"
+
+
+def require_tool(path: Path | str | None, what: str) -> str:
+    """`path` as a string if it is an executable file; the test fails (never skips) otherwise."""
+    if path is None or not Path(path).is_file() or not os.access(path, os.X_OK):
+        pytest.fail(f"{what} is not installed | got: {path} | expected: an executable | hint: {SETUP_HINT}",
+                    pytrace=False)
+    return str(path)
+
+
+def run_checked(cmd: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if res.returncode != 0:
+        pytest.fail(f"{what} failed (exit {res.returncode}): {' '.join(cmd)}\n{res.stdout[-4000:]}\n"
+                    f"{res.stderr[-4000:]}", pytrace=False)
+    return res
+
+
+def executorch_cmake_dir() -> Path:
+    spec = importlib.util.find_spec("executorch")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail(f"the executorch wheel is not installed | hint: {SETUP_HINT}", pytrace=False)
+    config = Path(list(spec.submodule_search_locations)[0]) / "share" / "cmake"
+    if not (config / "executorch-config.cmake").is_file():
+        pytest.fail(f"the executorch wheel has no CMake config | got: {config}", pytrace=False)
+    return config
+
+
+def build_cpp(base: Path) -> Path:
+    """Configures and builds targets/executorch (Release, edgeexit_runner and libedgeexit) in base/cpp-build; a
+    second call in the same session is an incremental no-op. Returns the build directory."""
+    build = base / "cpp-build"
+    cmake = require_tool(Path(sys.executable).parent / "cmake", "cmake >= 3.28 in the venv")
+    ninja = shutil.which("ninja")
+    t0 = time.perf_counter()
+    if not (build / "CMakeCache.txt").is_file():
+        run_checked([cmake, "-S", str(CPP_SOURCE), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+                     f"-Dexecutorch_DIR={executorch_cmake_dir()}", *(["-G", "Ninja"] if ninja else [])],
+                    "cmake configure of targets/executorch")
+    run_checked([cmake, "--build", str(build), "--target", "edgeexit_runner", "-j", str(os.cpu_count() or 2)],
+                "cmake build of targets/executorch")
+    print(f"\n[cpp] configure + build of targets/executorch: {time.perf_counter() - t0:.1f} s")
+    return build
+
+
+def export_android(run: Path, base: Path) -> Path:
+    """The tiny build's android bundle (ExecuTorch .pte, XNNPACK) at base/android-bundle, exported once."""
+    from typer.testing import CliRunner
+
+    from edgeexit.cli import app
+
+    out = base / "android-bundle"
+    if not (out / "manifest.json").is_file():
+        res = CliRunner().invoke(app, ["export", "--run-dir", str(run), "--target", "android", "--out", str(out)])
+        assert res.exit_code == 0, res.output
+    return out
+
+
+def sample_inputs(bundle: Path) -> np.ndarray:
+    """N_INPUTS samples of the synthetic task the tiny model learnt (not its training samples), float32 NCHW."""
+    c, h, w = json.loads((bundle / "manifest.json").read_text())["input"]["shape"]
+    x = synthetic(N_INPUTS, channels=c, size=h, num_classes=10, seed=12345).tensors[0].numpy()
+    assert x.shape[2:] == (h, w)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def resign(bundle: Path, edit) -> Path:
+    """Applies `edit` to the raw manifest and re-seals it (checksum recomputed), as if edgeexit had written it."""
+    path = bundle / "manifest.json"
+    raw = json.loads(path.read_text())
+    edit(raw)
+    raw["checksum"] = digest(raw)
+    path.write_text(json.dumps(raw, indent=2))
+    return bundle
+
+
+def spread_thresholds(bundle: Path, x: np.ndarray, dest: Path) -> Path:
+    """A copy of `bundle` whose thresholds send a share of `x` to every exit: at exit k, midway between two
+    neighbouring scores of the samples still running, so that about 1/(exits left) of them leave there and no
+    score sits on a threshold (float rounding cannot flip a decision)."""
+    rt = EarlyExitRuntime.open(bundle, backend="executorch")
+    scores = [o["score"] for o in rt.exit_outputs(x)]
+    num_exits = rt.num_exits
+    rt.close()
+    thresholds: list[float | None] = []
+    live = np.arange(len(x))
+    for k in range(num_exits - 1):
+        s = np.sort(scores[k][live])
+        i = len(s) - max(1, len(s) // (num_exits - k))  # the top share leaves at exit k
+        while i > 0 and s[i - 1] == s[i]:
+            i -= 1
+        assert i > 0, f"exit {k}: every sample still running has the same score {s[0]}; no threshold splits them"
+        threshold = float((np.float64(s[i - 1]) + np.float64(s[i])) / 2)
+        thresholds.append(threshold)
+        live = live[scores[k][live] < np.float32(threshold)]
+    thresholds.append(None)
+    out = Path(shutil.copytree(bundle, dest))
+
+    def edit(raw):
+        for e, t in zip(raw["exits"], thresholds):
+            e["threshold"] = t
+
+    return resign(out, edit)
+
+
+def python_reference(bundle: Path, x: np.ndarray):
+    rt = EarlyExitRuntime.open(bundle, backend="executorch")
+    try:
+        return rt.run(x)
+    finally:
+        rt.close()
+
+
+def run_runner(build: Path, bundle: Path, x: np.ndarray, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+    inp = tmp / "x.f32"
+    x.astype("<f4").tofile(inp)
+    runner = require_tool(build / "edgeexit_runner", "the edgeexit_runner build")
+    return subprocess.run([runner, str(bundle), str(inp), str(len(x)), *extra], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.fixture(scope="session")
+def cpp_build(tmp_path_factory) -> Path:
+    return build_cpp(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def android_bundle(built, tmp_path_factory) -> Path:
+    run, _ = built
+    return export_android(run, tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def inputs(android_bundle) -> np.ndarray:
+    return sample_inputs(android_bundle)
+
+
+@pytest.fixture(scope="session")
+def spread_bundle(android_bundle, inputs, tmp_path_factory) -> Path:
+    return spread_thresholds(android_bundle, inputs, tmp_path_factory.mktemp("spread") / "bundle")
+
+
+@pytest.mark.parametrize("thresholds", ["exported", "spread"])
+def test_runner_matches_python_backend(thresholds, cpp_build, android_bundle, spread_bundle, inputs, tmp_path):
+    bundle = android_bundle if thresholds == "exported" else spread_bundle
+    want = python_reference(bundle, inputs)
+    res = run_runner(cpp_build, bundle, inputs, tmp_path, "--repeat", "2", "--logits", str(tmp_path / "logits.f32"))
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    num_exits = len(json.loads((bundle / "manifest.json").read_text())["exits"])
+    if thresholds == "spread":
+        assert sorted(set(want.exit_index.tolist())) == list(range(num_exits)), want.exit_index
+    assert got["exit_index"] == want.exit_index.tolist()
+    assert got["predictions"] == want.predictions.tolist()
+    logits = np.fromfile(tmp_path / "logits.f32", dtype="<f4").reshape(want.logits.shape)
+    np.testing.assert_allclose(logits, want.logits, rtol=0, atol=1e-4)
+    assert got["repeat"] == 2 and len(got["segment_ms"]) == num_exits
+    assert all(ms >= 0 for ms in got["segment_ms"]) and got["total_ms"] > 0
+    assert all("XnnpackBackend" in d.split(",") for d in got["delegates"]), got["delegates"]  # delegated, and ran
+
+
+def test_tampered_segment_file_is_refused(cpp_build, android_bundle, inputs, tmp_path):
+    bundle = Path(shutil.copytree(android_bundle, tmp_path / "bundle"))
+    pte = bundle / "pte" / "program.pte"
+    data = bytearray(pte.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    pte.write_bytes(bytes(data))
+    res = run_runner(cpp_build, bundle, inputs, tmp_path)
+    assert res.returncode != 0 and res.stdout == ""
+    assert "pte/program.pte" in res.stderr and "modified" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("edit, where", [
+    (lambda m: m["exits"][0].__setitem__("threshold", "high"), "/exits/0/threshold"),
+    (lambda m: m["batch"].__setitem__("max", 0), "/batch/max"),
+    (lambda m: m["input"].__setitem__("layout", "NHWC"), "/input/layout"),
+], ids=["threshold-string", "batch-max-0", "layout"])
+def test_schema_violation_is_refused(edit, where, cpp_build, android_bundle, inputs, tmp_path):
+    bundle = resign(Path(shutil.copytree(android_bundle, tmp_path / "bundle")), edit)
+    res = run_runner(cpp_build, bundle, inputs, tmp_path)
+    assert res.returncode != 0 and res.stdout == ""
+    assert "does not match the v2 schema" in res.stderr and where in res.stderr, res.stderr
+
+
+def test_path_outside_bundle_is_refused(cpp_build, android_bundle, inputs, tmp_path):
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"not part of the bundle")
+    sha = "0" * 64
+    bundle = resign(Path(shutil.copytree(android_bundle, tmp_path / "bundle")),
+                    lambda m: m["files"].__setitem__("../outside.bin", sha))
+    res = run_runner(cpp_build, bundle, inputs, tmp_path)
+    assert res.returncode != 0 and "outside the bundle" in res.stderr and "../outside.bin" in res.stderr, res.stderr
+
+
+def test_nan_input_is_refused(cpp_build, android_bundle, inputs, tmp_path):
+    x = inputs.copy()
+    x[3, 0, 0, 0] = math.nan
+    res = run_runner(cpp_build, android_bundle, x, tmp_path)
+    assert res.returncode != 0 and "NaN or inf" in res.stderr, res.stderr
