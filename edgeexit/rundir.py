@@ -75,6 +75,15 @@ class RunDir:
                                      got=f"made from sha256 {str(recorded)[:12]}…", expected=f"sha256 {want[:12]}…",
                                      hint=f"re-run `{command} --run-dir {self.root}`")
 
+    def _clean_dead_writers(self) -> None:
+        """Holding the lock, no other writer is alive: half-written files (jsonio's `.NAME.*.tmp`) are a dead one's."""
+        from edgeexit.bundle.store import clean_dead_writers
+
+        for p in self.root.glob(".*.tmp"):
+            if p.is_file():
+                p.unlink(missing_ok=True)
+        clean_dead_writers(self.root, self.bundle.name)
+
     @contextmanager
     def lock(self, command: str) -> Iterator[None]:
         """Hold the run directory for `command`; a second writer is refused at once (not queued)."""
@@ -90,6 +99,7 @@ class RunDir:
                                   hint="wait for it to finish, or use another --run-dir") from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} ({command})\n".encode(), 0)
+            self._clean_dead_writers()
             yield
         finally:
             os.close(fd)  # closing releases the lock

@@ -139,3 +139,14 @@ def test_calibration_records_its_checkpoint(built):
     cal = json.loads((run / "calibration.json").read_text())
     assert cal["provenance"]["checkpoint"] == "pruned.pt"
     assert cal["provenance"]["checkpoint_sha256"] == RunDir(run).sha256(run / "pruned.pt")
+
+
+def test_taking_the_lock_removes_what_dead_writers_left(tmp_path):
+    (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    dead = tmp_path / ".bundle.tmp-999999999-abcdef"  # no such pid
+    dead.mkdir()
+    (dead / "manifest.json").write_text("{")
+    (tmp_path / "notes.txt").write_text("mine")
+    with RunDir(tmp_path).lock("train"):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".edgeexit.lock", "notes.txt"]
