@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,11 @@ from test_cpp_runner import (
     ROOT,
     build_cpp,
     export_android,
+    python_reference,
     require_tool,
     run_checked,
     sample_inputs,
     spread_thresholds,
-    python_reference,
 )
 
 ANDROID = ROOT / "targets" / "android"
@@ -31,30 +32,48 @@ JAVA_HOME = Path("/usr/lib/jvm/java-17-openjdk-amd64")  # kotlinc 1.3 crashes on
 KOTLIN_STDLIB = Path("/usr/share/java/kotlin-stdlib.jar")
 
 
-@pytest.fixture(scope="session")
-def jvm_app(tmp_path_factory) -> tuple[Path, Path]:
-    """(directory holding libedgeexit_jni.so, app.jar with EarlyExitClassifier and the host Main.kt)."""
-    build = build_cpp(tmp_path_factory.getbasetemp())
-    out = tmp_path_factory.mktemp("jvm")
-    gxx = require_tool(shutil.which("g++"), "g++")
-    kotlinc = require_tool(shutil.which("kotlinc"), "kotlinc (Debian package kotlin)")
+def check_jdk() -> None:
     require_tool(JAVA_HOME / "bin" / "java", f"the JDK 17 at {JAVA_HOME} (Debian package default-jdk-headless)")
     if not (JAVA_HOME / "include" / "jni.h").is_file() or not KOTLIN_STDLIB.is_file():
         pytest.fail(f"jni.h or the Kotlin stdlib is missing | got: {JAVA_HOME}/include, {KOTLIN_STDLIB} | "
                     "hint: apt-get install default-jdk-headless kotlin", pytrace=False)
+
+
+def compile_kotlin(out: Path) -> Path:
+    """EarlyExitClassifier.kt + the host Main.kt -> out/app.jar (kotlinc 1.3, -jvm-target 1.8)."""
+    kotlinc = require_tool(shutil.which("kotlinc"), "kotlinc (Debian package kotlin)")
     t0 = time.perf_counter()
+    sources = [ANDROID / "edgeexit" / "src" / "main" / "kotlin" / "dev" / "edgeexit" / "EarlyExitClassifier.kt",
+               ANDROID / "host" / "Main.kt"]
+    run_checked([kotlinc, "-jvm-target", "1.8", "-nowarn", *map(str, sources), "-d", str(out / "app.jar")],
+                "kotlinc of EarlyExitClassifier.kt + Main.kt",
+                env={"JAVA_HOME": str(JAVA_HOME), "PATH": "/usr/bin:/bin"})
+    print(f"\n[jvm] kotlinc: {time.perf_counter() - t0:.1f} s")
+    return out / "app.jar"
+
+
+def compile_jni(build: Path, out: Path) -> Path:
+    """edgeexit_jni.cpp -> out/libedgeexit_jni.so, linked to the C++ build's libedgeexit.so (found by rpath)."""
+    gxx = require_tool(shutil.which("g++"), "g++")
     run_checked([gxx, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", f"-I{JAVA_HOME}/include",
                  f"-I{JAVA_HOME}/include/linux", f"-I{ROOT}/targets/executorch/include",
                  str(ANDROID / "edgeexit" / "src" / "main" / "cpp" / "edgeexit_jni.cpp"),
                  f"-L{build}", "-ledgeexit", f"-Wl,-rpath,{build}", "-o", str(out / "libedgeexit_jni.so")],
                 "g++ of libedgeexit_jni.so")
-    t1 = time.perf_counter()
-    run_checked([kotlinc, "-jvm-target", "1.8", "-nowarn",
-                 str(ANDROID / "edgeexit" / "src" / "main" / "kotlin" / "dev" / "edgeexit" / "EarlyExitClassifier.kt"),
-                 str(ANDROID / "host" / "Main.kt"), "-d", str(out / "app.jar")],
-                "kotlinc of EarlyExitClassifier.kt + Main.kt", env={"JAVA_HOME": str(JAVA_HOME), "PATH": "/usr/bin:/bin"})
-    print(f"\n[jvm] g++ libedgeexit_jni.so: {t1 - t0:.1f} s, kotlinc: {time.perf_counter() - t1:.1f} s")
-    return out, out / "app.jar"
+    return out
+
+
+@pytest.fixture(scope="session")
+def jvm_app(tmp_path_factory, request) -> tuple[Path, Path]:
+    """(directory holding libedgeexit_jni.so, app.jar). kotlinc and the C++ build (a no-op after
+    test_cpp_runner.py's) run in the background while the session trains and exports the tiny bundle."""
+    check_jdk()
+    out = tmp_path_factory.mktemp("jvm")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        jar = pool.submit(compile_kotlin, out)
+        build = pool.submit(build_cpp, tmp_path_factory.getbasetemp())
+        request.getfixturevalue("android_bundle")
+        return compile_jni(build.result(), out), jar.result()
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +98,7 @@ def run_jvm(app: tuple[Path, Path], bundle: Path, x: np.ndarray, tmp: Path) -> s
     x.astype("<f4").tofile(inp)
     return subprocess.run([str(JAVA_HOME / "bin" / "java"), f"-Djava.library.path={lib_dir}", "-cp",
                            f"{jar}:{KOTLIN_STDLIB}", "MainKt", str(bundle), str(inp), str(len(x))],
-                          capture_output=True, text=True, timeout=120)
+                          check=False, capture_output=True, text=True, timeout=120)
 
 
 def test_jvm_classifier_matches_python_backend(jvm_app, spread_bundle, inputs, tmp_path):

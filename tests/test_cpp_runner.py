@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def require_tool(path: Path | str | None, what: str) -> str:
 
 
 def run_checked(cmd: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
-    res = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, **kwargs)
     if res.returncode != 0:
         pytest.fail(f"{what} failed (exit {res.returncode}): {' '.join(cmd)}\n{res.stdout[-4000:]}\n"
                     f"{res.stderr[-4000:]}", pytrace=False)
@@ -51,7 +52,7 @@ def executorch_cmake_dir() -> Path:
     spec = importlib.util.find_spec("executorch")
     if spec is None or not spec.submodule_search_locations:
         pytest.fail(f"the executorch wheel is not installed | hint: {SETUP_HINT}", pytrace=False)
-    config = Path(list(spec.submodule_search_locations)[0]) / "share" / "cmake"
+    config = Path(next(iter(spec.submodule_search_locations))) / "share" / "cmake"
     if not (config / "executorch-config.cmake").is_file():
         pytest.fail(f"the executorch wheel has no CMake config | got: {config}", pytrace=False)
     return config
@@ -89,10 +90,12 @@ def export_android(run: Path, base: Path) -> Path:
 
 def sample_inputs(bundle: Path) -> np.ndarray:
     """N_INPUTS samples of the synthetic task the tiny model learnt (not its training samples), float32 NCHW."""
-    c, h, w = json.loads((bundle / "manifest.json").read_text())["input"]["shape"]
-    x = synthetic(N_INPUTS, channels=c, size=h, num_classes=10, seed=12345).tensors[0].numpy()
-    assert x.shape[2:] == (h, w)
-    return np.ascontiguousarray(x, dtype=np.float32)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    c, h, w = manifest["input"]["shape"]
+    data = synthetic(N_INPUTS, channels=c, size=h, num_classes=len(manifest["class_names"]), seed=12345)
+    x = np.ascontiguousarray(data.tensors[0].numpy(), dtype=np.float32)
+    assert x.shape == (N_INPUTS, c, h, w)
+    return x
 
 
 def resign(bundle: Path, edit) -> Path:
@@ -128,7 +131,7 @@ def spread_thresholds(bundle: Path, x: np.ndarray, dest: Path) -> Path:
     out = Path(shutil.copytree(bundle, dest))
 
     def edit(raw):
-        for e, t in zip(raw["exits"], thresholds):
+        for e, t in zip(raw["exits"], thresholds, strict=True):
             e["threshold"] = t
 
     return resign(out, edit)
@@ -146,13 +149,17 @@ def run_runner(build: Path, bundle: Path, x: np.ndarray, tmp: Path, *extra: str)
     inp = tmp / "x.f32"
     x.astype("<f4").tofile(inp)
     runner = require_tool(build / "edgeexit_runner", "the edgeexit_runner build")
-    return subprocess.run([runner, str(bundle), str(inp), str(len(x)), *extra], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([runner, str(bundle), str(inp), str(len(x)), *extra], check=False, capture_output=True,
+                          text=True, timeout=120)
 
 
 @pytest.fixture(scope="session")
-def cpp_build(tmp_path_factory) -> Path:
-    return build_cpp(tmp_path_factory.getbasetemp())
+def cpp_build(tmp_path_factory, request) -> Path:
+    """The runner's build; it compiles in the background while the session trains and exports the tiny bundle."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        build = pool.submit(build_cpp, tmp_path_factory.getbasetemp())
+        request.getfixturevalue("android_bundle")
+        return build.result()
 
 
 @pytest.fixture(scope="session")

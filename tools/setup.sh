@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="${EXTRAS:-dev,pretrained,executorch}"
-APT_PACKAGES="dataset-fashion-mnist kotlin default-jdk-headless nlohmann-json3-dev libvalijson-dev"
+APT_PACKAGES="dataset-fashion-mnist g++ kotlin default-jdk-headless nlohmann-json3-dev libvalijson-dev"
 
 missing=""
 for pkg in $APT_PACKAGES; do

@@ -1,0 +1,77 @@
+package dev.edgeexit
+
+import java.io.Closeable
+
+/** A failure of the native runtime; the message reads "what failed | got: ... | expected: ... | hint: ...". */
+class EdgeExitException(message: String) : RuntimeException(message)
+
+/**
+ * An early-exit classifier: the bundle's segments (one ExecuTorch .pte, XNNPACK) run one after another, and a
+ * sample stops at the first exit whose score reaches that exit's threshold. Backed by the edgeexit C API
+ * (libedgeexit) through libedgeexit_jni.
+ *
+ * Opening verifies the bundle (manifest against its JSON Schema, every file's sha256) and throws
+ * [EdgeExitException] when it does not hold. Calls are serialised; use one classifier per thread for parallel work.
+ *
+ *     EarlyExitClassifier(bundleDir).use { c -> val r = c.classify(pixels, n) }
+ *
+ * @param bundleDir a directory on the device's file system (copy the bundle out of the APK's assets first).
+ */
+class EarlyExitClassifier(bundleDir: String) : Closeable {
+
+    /** Per sample: the predicted class, the exit that answered, and that exit's logits (n x numClasses). */
+    class Result(val predictions: LongArray, val exits: IntArray, val logits: FloatArray)
+
+    private var handle: Long = EdgeExitNative.open(bundleDir)
+
+    /** One sample's shape: channels, height, width (the pixels are NCHW float32, normalised as the manifest says). */
+    val inputShape: IntArray = EdgeExitNative.inputShape(handle)
+    val numClasses: Int = EdgeExitNative.numClasses(handle)
+    val numExits: Int = EdgeExitNative.numExits(handle)
+    private val sampleSize: Int = inputShape[0] * inputShape[1] * inputShape[2]
+
+    /** Classifies `n` samples laid out one after another in `pixels` (n x C x H x W floats). */
+    @Synchronized
+    fun classify(pixels: FloatArray, n: Int): Result {
+        check(handle != 0L) { "EarlyExitClassifier is closed" }
+        require(n >= 1) { "classify: n must be at least 1 | got: $n" }
+        require(pixels.size.toLong() == n.toLong() * sampleSize) {
+            "classify: pixels has the wrong size | got: ${pixels.size} floats | expected: n x C x H x W = " +
+                "$n x ${inputShape.joinToString(" x ")} = ${n.toLong() * sampleSize}"
+        }
+        val result = Result(LongArray(n), IntArray(n), FloatArray(n * numClasses))
+        EdgeExitNative.run(handle, pixels, n, result.predictions, result.exits, result.logits)
+        return result
+    }
+
+    /** Milliseconds each segment took in the last [classify] call. */
+    @Synchronized
+    fun segmentMs(): DoubleArray {
+        check(handle != 0L) { "EarlyExitClassifier is closed" }
+        return DoubleArray(numExits) { k -> EdgeExitNative.segmentMs(handle, k) }
+    }
+
+    @Synchronized
+    override fun close() {
+        if (handle != 0L) {
+            EdgeExitNative.close(handle)
+            handle = 0L
+        }
+    }
+}
+
+/** The JNI surface of libedgeexit_jni (src/main/cpp/edgeexit_jni.cpp); errors arrive as [EdgeExitException]. */
+internal object EdgeExitNative {
+    init {
+        System.loadLibrary("edgeexit_jni")
+    }
+
+    @JvmStatic external fun open(bundleDir: String): Long
+    @JvmStatic external fun run(handle: Long, pixels: FloatArray, n: Int, predictions: LongArray, exits: IntArray,
+                                logits: FloatArray)
+    @JvmStatic external fun inputShape(handle: Long): IntArray
+    @JvmStatic external fun numClasses(handle: Long): Int
+    @JvmStatic external fun numExits(handle: Long): Int
+    @JvmStatic external fun segmentMs(handle: Long, k: Int): Double
+    @JvmStatic external fun close(handle: Long)
+}

@@ -1,0 +1,243 @@
+#include "bundle.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "error.h"
+#include "schema.h"
+#include "sha256.h"
+
+namespace edgeexit {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kManifest = "manifest.json";
+constexpr const char* kSchema = "manifest.schema.json";
+constexpr int kSchemaVersion = 2;
+
+// The absolute path with links resolved; "" when it does not exist.
+std::string real_path(const std::string& path) {
+  char* real = ::realpath(path.c_str(), nullptr);
+  if (real == nullptr) return "";
+  std::string out(real);
+  std::free(real);
+  return out;
+}
+
+json read_json(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    throw BundleError("not a bundle: " + what + " is missing", path, what + " in the bundle directory",
+                      "point at the directory `edgeexit export` wrote");
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  try {
+    return json::parse(text.str());
+  } catch (const json::parse_error& err) {
+    throw BundleError(path + " is not valid JSON", err.what(), "the file edgeexit wrote",
+                      "the file was edited or truncated; rebuild the bundle");
+  }
+}
+
+// Refuses what the Python loader refuses: absolute paths, '..', '~', backslashes, drive letters, and links that
+// lead out of the bundle. Returns the absolute path.
+std::string check_relative(const std::string& rel, const std::string& root) {
+  bool bad = rel.empty() || rel[0] == '/' || rel[0] == '~' || rel.find('\\') != std::string::npos;
+  std::stringstream parts(rel);
+  std::string part;
+  bool first = true;
+  while (std::getline(parts, part, '/')) {
+    if (part == ".." || (first && part.find(':') != std::string::npos)) bad = true;
+    first = false;
+  }
+  if (bad) {
+    throw BundleError("manifest names a path outside the bundle", rel,
+                      "a relative path inside the bundle, without '..'", kReexportHint);
+  }
+  std::string full = root + "/" + rel;
+  std::string real = real_path(full);
+  if (!real.empty() && real.compare(0, root.size() + 1, root + "/") != 0) {
+    throw BundleError("manifest names a path that leads outside the bundle", rel + " -> " + real,
+                      "a file under " + root, "a link inside the bundle points out of it");
+  }
+  return full;
+}
+
+void check_sha256(const std::string& root, const std::string& rel, const std::string& want) {
+  std::string path = check_relative(rel, root);
+  std::ifstream probe(path, std::ios::binary);
+  if (!probe) {
+    throw BundleError("bundle file is missing: " + rel, "no such file", "sha256 " + want.substr(0, 12) + "...",
+                      "copy the whole bundle directory, or rebuild it");
+  }
+  std::string got = sha256_file(path);
+  if (got != want) {
+    throw BundleError("bundle file was modified: " + rel, "sha256 " + got.substr(0, 12) + "...",
+                      "sha256 " + want.substr(0, 12) + "...",
+                      "the bundle was tampered with or damaged in transfer; rebuild or copy it again");
+  }
+}
+
+// The schema file is trusted only once its sha256 matches the manifest's `files` (read before validation, so
+// checked by hand here).
+void check_schema_file(const json& manifest, const std::string& root) {
+  auto files = manifest.find("files");
+  if (files == manifest.end() || !files->is_object()) {
+    throw BundleError("manifest.json has no `files` table", "no files object", "files: {path: sha256}",
+                      kReexportHint);
+  }
+  auto entry = files->find(kSchema);
+  if (entry == files->end() || !entry->is_string()) {
+    throw BundleError(std::string("manifest.json does not list ") + kSchema + " in `files`",
+                      "no sha256 for it", "files[\"manifest.schema.json\"]: sha256", kReexportHint);
+  }
+  check_sha256(root, kSchema, entry->get<std::string>());
+}
+
+TensorSpec read_tensor(const json& j) {
+  TensorSpec t;
+  t.name = j.at("name").get<std::string>();
+  t.shape = j.at("shape").get<std::vector<int64_t>>();
+  t.dtype = j.value("dtype", std::string("float32"));
+  return t;
+}
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// The rules of the Python model that a JSON Schema cannot say, and what this runner needs of a pte bundle.
+void check_consistency(const Bundle& b, const json& m) {
+  if (m.at("batch").at("min").get<int64_t>() > b.max_batch) {
+    throw BundleError("manifest batch range is empty", m.at("batch").dump(), "min <= max", kReexportHint);
+  }
+  const std::vector<int64_t> sample(b.input_shape.begin(), b.input_shape.end());
+  std::vector<int64_t> want_in = {-1};
+  want_in.insert(want_in.end(), sample.begin(), sample.end());
+  for (size_t k = 0; k < b.exits.size(); ++k) {
+    const ExitSpec& e = b.exits[k];
+    const std::string where = "exit " + std::to_string(k) + " (" + e.method + ")";
+    const bool last = k + 1 == b.exits.size();
+    if (e.index != int(k)) {
+      throw BundleError("manifest exits are out of order", where + " has index " + std::to_string(e.index),
+                        "index " + std::to_string(k), kReexportHint);
+    }
+    if (last && e.threshold) {
+      throw BundleError("the final exit always answers: its threshold must be null",
+                        where + " threshold " + std::to_string(*e.threshold), "null", kReexportHint);
+    }
+    if (e.inputs.size() != 1 || e.inputs[0].shape != want_in || e.inputs[0].dtype != "float32") {
+      throw BundleError(where + " has another input than the exit loop feeds it",
+                        e.inputs.empty() ? "no inputs" : shape_str(e.inputs[0].shape) + " " + e.inputs[0].dtype,
+                        "one float32 input " + shape_str(want_in), kReexportHint);
+    }
+    for (const TensorSpec& o : e.outputs) {
+      if (o.dtype != "float32" || o.shape.empty() || o.shape[0] != -1) {
+        throw BundleError(where + " output " + o.name + " is not a float32 batch",
+                          shape_str(o.shape) + " " + o.dtype, "float32 [-1, ...]", kReexportHint);
+      }
+    }
+    int logits = e.output_index("logits");
+    if (logits < 0 || e.outputs[logits].shape != std::vector<int64_t>{-1, b.num_classes}) {
+      throw BundleError(where + " has no logits output of one value per class",
+                        logits < 0 ? "no logits" : shape_str(e.outputs[logits].shape),
+                        "logits [-1, " + std::to_string(b.num_classes) + "]", kReexportHint);
+    }
+    if (!last) {
+      int score = e.output_index("score"), features = e.output_index("features");
+      if (score < 0 || e.outputs[score].shape != std::vector<int64_t>{-1}) {
+        throw BundleError(where + " has no score output [-1]", "outputs without it", "score [-1]", kReexportHint);
+      }
+      if (features < 0) {
+        throw BundleError(where + " has no features output for the next segment", "outputs without it",
+                          "features [-1, ...]", kReexportHint);
+      }
+      want_in = e.outputs[features].shape;  // what the next segment must take
+    }
+  }
+}
+
+}  // namespace
+
+int64_t TensorSpec::sample_numel() const {
+  int64_t n = 1;
+  for (size_t i = 1; i < shape.size(); ++i) n *= shape[i];
+  return n;
+}
+
+int ExitSpec::output_index(const std::string& name) const {
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    if (outputs[i].name == name) return int(i);
+  }
+  return -1;
+}
+
+Bundle load_bundle(const std::string& dir) {
+  std::string root = real_path(dir);
+  if (root.empty()) {
+    throw BundleError("bundle not found", dir, "a bundle directory", "run `edgeexit export` first");
+  }
+  const json manifest = read_json(root + "/" + kManifest, kManifest);
+  if (!manifest.is_object()) {
+    throw BundleError("manifest.json is not a JSON object", manifest.type_name(), "object", kReexportHint);
+  }
+  auto version = manifest.find("schema_version");
+  if (version == manifest.end() || *version != kSchemaVersion) {
+    throw BundleError("bundle has an unknown schema version",
+                      version == manifest.end() ? "none" : version->dump(), std::to_string(kSchemaVersion),
+                      "a newer edgeexit wrote it, or it was edited; " + std::string(kReexportHint));
+  }
+  check_schema_file(manifest, root);
+  validate_manifest(manifest, read_json(root + "/" + kSchema, kSchema));
+
+  const json& formats = manifest.at("formats");
+  if (std::find(formats.begin(), formats.end(), json("pte")) == formats.end()) {
+    throw BundleError("this runner runs .pte (ExecuTorch) bundles; this bundle holds none", formats.dump(),
+                      "\"pte\" among formats", "export for target android or ios");
+  }
+  Bundle b;
+  b.root = root;
+  const json& input = manifest.at("input");
+  for (int i = 0; i < 3; ++i) b.input_shape[i] = input.at("shape").at(i).get<int64_t>();
+  b.num_classes = int64_t(manifest.at("class_names").size());
+  b.max_batch = manifest.at("batch").at("max").get<int64_t>();
+  for (const json& e : manifest.at("exits")) {
+    ExitSpec x;
+    x.index = e.at("index").get<int>();
+    auto pte = e.at("segment").find("pte");
+    if (pte == e.at("segment").end() || !(*pte).value("method", json()).is_string()) {
+      throw BundleError("exit " + std::to_string(x.index) + " has no .pte method", e.at("segment").dump(),
+                        "segment.pte = {file, method}", "export for target android or ios");
+    }
+    x.file = pte->at("file").get<std::string>();
+    x.method = pte->at("method").get<std::string>();
+    for (const json& t : e.at("inputs")) x.inputs.push_back(read_tensor(t));
+    for (const json& t : e.at("outputs")) x.outputs.push_back(read_tensor(t));
+    if (!e.at("threshold").is_null()) x.threshold = e.at("threshold").get<double>();
+    b.exits.push_back(x);
+  }
+  check_consistency(b, manifest);
+
+  const json& files = manifest.at("files");
+  for (auto it = files.begin(); it != files.end(); ++it) check_relative(it.key(), root);
+  for (const ExitSpec& e : b.exits) {
+    if (!files.contains(e.file)) {
+      throw BundleError("manifest refers to a file it does not list (with its sha256) in `files`", e.file,
+                        "every segment file in files", kReexportHint);
+    }
+  }
+  for (auto it = files.begin(); it != files.end(); ++it) {
+    if (it.key() != kSchema) check_sha256(root, it.key(), it.value().get<std::string>());  // the schema was above
+  }
+  return b;
+}
+
+}  // namespace edgeexit
