@@ -435,7 +435,7 @@ def _check_build_options(target, precision, budget, policy, score, method, eval_
     from edgeexit.calibrate import POLICIES, SCORE_KINDS
     from edgeexit.pipeline import exportable
 
-    _, precision = exportable(target, precision)
+    _, precision, _ = exportable(target, precision)
     b = _budget(budget)
     policy = policy or {"eenet": "fixed", "budget": "gater"}.get(method, "search")
     if policy not in POLICIES:

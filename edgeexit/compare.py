@@ -15,7 +15,9 @@ from edgeexit.runtime import BACKENDS, EarlyExitRuntime
 
 VECTORS = "vectors.npz"  # inputs [N, C, H, W] and exit{k}_logits / exit{k}_score computed by torch at export
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "int8": 0.25}  # max |Δlogits| per exit
-MIN_AGREEMENT = 0.999
+# share of samples whose exit decision must agree: int8 kernels (XNNPACK) and the quantized torch programs' reference
+# kernels round differently, which moves a few scores across a threshold (seen: 99.85 % on ResNet-18)
+MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.995, "int8": 0.995}
 
 
 def write_vectors(path, inputs: np.ndarray, per_exit: list[dict[str, np.ndarray]]) -> None:
@@ -68,7 +70,7 @@ class Comparison:
     tolerance: float
     exits: list[dict] = field(default_factory=list)  # per exit: name, max_abs_logits {backend: Δ}, vs_vectors {backend: Δ}
     agreement: dict[str, float] = field(default_factory=dict)  # backend -> share of samples with the same decision
-    min_agreement: float = MIN_AGREEMENT
+    min_agreement: float = MIN_AGREEMENT["fp32"]
 
     @property
     def passed(self) -> bool:
@@ -82,7 +84,7 @@ class Comparison:
 
 
 def compare_backends(bundle: Bundle, backends: list[str] | None = None, *, images: np.ndarray | None = None,
-                     tolerance: float | None = None, min_agreement: float = MIN_AGREEMENT) -> Comparison:
+                     tolerance: float | None = None, min_agreement: float | None = None) -> Comparison:
     """Run `backends` (default: every one available here) on the bundle's vectors plus `images`."""
     backends = backends or available_backends(bundle)
     unknown = [b for b in backends if b not in BACKENDS]
@@ -96,6 +98,7 @@ def compare_backends(bundle: Bundle, backends: list[str] | None = None, *, image
     x = np.ascontiguousarray(np.concatenate(parts).astype(np.float32, copy=False))
     n_vec = 0 if vectors is None else len(vectors["inputs"])
     tol = tolerance if tolerance is not None else TOLERANCE[bundle.manifest.precision]
+    min_agreement = min_agreement if min_agreement is not None else MIN_AGREEMENT[bundle.manifest.precision]
     outs, decisions = {}, {}
     for name in backends:
         try:

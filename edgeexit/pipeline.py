@@ -229,8 +229,10 @@ ALWAYS = ("pt2",)  # every bundle carries its torch.export programs: the torch b
 
 
 def exportable(target: str, precision: str | None = None):
-    """(target, precision) if this edgeexit can write every format the target declares at that precision; a clear
-    error otherwise (build calls this before it trains)."""
+    """(target, precision, formats): the target's formats this edgeexit writes at that precision, the target's own
+    (first) format always among them; a clear error otherwise (build calls this before it trains). A secondary
+    format whose lowering cannot honour the precision (ONNX beside an int8 .pte) is left out: the manifest's
+    `formats` says what the bundle holds."""
     import importlib
 
     from edgeexit.export import LOWERINGS
@@ -241,16 +243,19 @@ def exportable(target: str, precision: str | None = None):
     if precision not in tgt.precision:
         raise ConfigError(f"target {tgt.name} does not offer precision {precision}", got=precision,
                           expected=" | ".join(tgt.precision), hint="pick one of the target's precisions")
-    for fmt in tgt.formats:
+    formats = []
+    for i, fmt in enumerate(tgt.formats):
         if fmt not in LOWERINGS:
             raise ExportError(f"target {tgt.name} needs {fmt} files, which this edgeexit cannot write yet",
                               got=list(tgt.formats), expected=" | ".join(LOWERINGS),
                               hint="--target cpu exports ONNX for onnxruntime (the CPU emulation of every target)")
         offered = importlib.import_module(LOWERINGS[fmt]).PRECISIONS
-        if precision not in offered:
+        if precision in offered:
+            formats.append(fmt)
+        elif i == 0:
             raise ExportError(f"the {fmt} lowering cannot produce {precision}", got=precision, expected=" | ".join(offered),
                               hint=f"export --precision {offered[0]}, or a target whose runtime builds {precision} itself")
-    return tgt, precision
+    return tgt, precision, list(dict.fromkeys([*formats, *ALWAYS]))
 
 
 def manifest_threshold(t: float, final: bool) -> float | None:
@@ -285,7 +290,7 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
 
     from edgeexit.export import LOWERINGS, split_programs
 
-    tgt, precision = exportable(target, precision)
+    tgt, precision, formats = exportable(target, precision)
     ckpt = load_checkpoint(checkpoint)
     net, cfg, spec, data = _trained(ckpt)
     cal = read_calibration(run, checkpoint)
@@ -297,7 +302,13 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
     # the reference is the original backbone even when the bundle is a pruned sub-network
     unsplit = model_from_checkpoint(ckpt, unpruned=True)[0].unsplit()
     programs, reference = split_programs(net, score_fn, spec.shape, max_batch=tgt.batch[1], unsplit=unsplit)
-    formats = list(dict.fromkeys([*tgt.formats, *ALWAYS]))
+    val = None
+    if precision == "int8":
+        from edgeexit.export.quantize import quantize_programs
+
+        val = data.load(spec.channels).val
+        draw = np.random.default_rng(0).choice(len(val), min(len(val), QUANT_SAMPLES), replace=False)
+        *programs, reference = quantize_programs([*programs, reference], val.images[np.sort(draw)])
 
     last = net.num_exits - 1
 
@@ -305,9 +316,12 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
         return {"inputs": [i.model_dump() for i in p.inputs], "outputs": [o.model_dump() for o in p.outputs]}
 
     def populate(tmp: Path) -> dict:
+        nonlocal cal
         refs = {fmt: importlib.import_module(LOWERINGS[fmt]).lower_programs([*programs, reference], tmp,
                                                                            precision=precision)
                 for fmt in formats}
+        if precision == "int8":  # quantisation moves the scores: thresholds again, on the int8 program's own
+            cal = recalibrate(cal, tmp, refs[formats[0]], formats[0], programs, val, tgt.batch[1], run.sha256(run.calibration))
         jsonio.write_json(tmp / "calibration.json", cal.to_dict())
         write_vectors(tmp / VECTORS, *reference_outputs(programs, spec.shape))
         return {
@@ -337,6 +351,40 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
                        "calibration_sha256": run.sha256(run.calibration)},
     }
     return write_bundle(Path(out) if out is not None else run.bundle, fields, populate)
+
+
+QUANT_SAMPLES = 1000  # validation images the int8 observers see
+
+
+def recalibrate(cal: Calibration, root: Path, refs: dict, fmt: str, programs, val, max_batch: int,
+                source_sha256: str) -> Calibration:
+    """`cal`'s policy and budget applied again to the scores of the lowered (e.g. int8) programs in `root` on the
+    validation split, as the deployed runtime computes them."""
+    from edgeexit.calibrate import policies
+    from edgeexit.runtime import make_backend
+
+    be = make_backend({"pte": "executorch", "pt2": "torch"}[fmt])
+    segments = [be.open_segment(root / refs[p.name].file, refs[p.name], p.inputs, p.outputs, max_batch) for p in programs]
+    num_classes = programs[-1].outputs[0].shape[1]
+    rt = EarlyExitRuntime(be, segments, [None] * len(segments), [0] * len(segments), val.images.shape[1:], num_classes,
+                          max_batch)
+    outs = rt.exit_outputs(np.ascontiguousarray(val.images.numpy()))
+    logits = np.stack([o["logits"] for o in outs]).astype(np.float32)
+    scores = np.stack([o["score"] for o in outs]).astype(np.float32)
+    options: dict = {"confidences": scores}
+    if cal.policy in ("search", "fractions"):
+        options["kind"] = cal.score_kind
+        if cal.policy == "fractions" and "scheme" in cal.policy_params:
+            options["scheme"] = cal.policy_params["scheme"]
+    if cal.policy == "fixed":
+        options["threshold"] = cal.policy_params["threshold"]
+    if cal.cost_unit == "ms":  # the latency table was measured on the float programs
+        raise ConfigError("int8 with a millisecond budget is not supported yet", got=cal.budget.describe(),
+                          expected="a MACs budget", hint="calibrate for MACs, export int8, then profile it")
+    new = policies.calibrate(logits, val.labels.numpy(), cal.costs, cal.budget, policy=cal.policy,
+                             reference_cost=cal.reference_cost, **options)
+    new.provenance = {**cal.provenance, "recalibrated_for": "int8", "fp32_calibration_sha256": source_sha256}
+    return new
 
 
 def reference_outputs(programs, input_shape, n: int = 8, seed: int = 1234) -> tuple[np.ndarray, list[dict]]:

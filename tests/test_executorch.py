@@ -90,3 +90,26 @@ def test_eval_and_profile_run_the_pte_with_no_special_case(android, tmp_path):
     prof = profile_bundle(android, rounds=3, calls=1)
     assert prof["backend"] == "executorch" and len(prof["exits"]) == len(android.exits)
     assert torch.get_num_threads() >= 1
+
+
+def test_int8_bundle_is_quantized_recalibrated_and_agrees_with_its_programs(built, tmp_path):
+    """--precision int8: PT2E on the validation split, thresholds chosen again on the int8 program's own scores,
+    ONNX left out (it cannot honour int8), and the .pte agrees with the quantized torch programs."""
+    run = copy_run(built, tmp_path / "run")
+    assert runner.invoke(app, ["calibrate", "--run-dir", str(run), "--budget", "0.7"]).exit_code == 0
+    res = runner.invoke(app, ["export", "--run-dir", str(run), "--target", "android", "--precision", "int8"])
+    assert res.exit_code == 0, res.output
+    b = load_bundle(run / "bundle")
+    assert b.manifest.precision == "int8" and b.manifest.formats == ["pte", "pt2"]
+    fp32 = json.loads((run / "calibration.json").read_text())
+    int8 = json.loads((b.root / "calibration.json").read_text())
+    assert int8["provenance"]["recalibrated_for"] == "int8" and int8["budget"] == fp32["budget"]
+    from edgeexit.jsonio import from_jsonable
+    from edgeexit.pipeline import manifest_threshold
+
+    assert [e.threshold for e in b.exits[:-1]] == [pytest.approx(manifest_threshold(t, False))
+                                                   for t in from_jsonable(int8["thresholds"][:-1])]
+    res = runner.invoke(app, ["compare", str(b.root), "--samples", "128", "--json", str(tmp_path / "c.json")])
+    assert res.exit_code == 0, res.output
+    got = json.loads((tmp_path / "c.json").read_text())
+    assert got["backends"] == ["executorch", "torch"] and got["agreement"]["torch"] >= 0.999

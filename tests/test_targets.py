@@ -52,7 +52,8 @@ def test_shipped_targets_load():
     assert targets["cpu"].requires == ("onnxruntime",) and not targets["cpu"].needs_gpu
     assert targets["jetson"].needs_gpu and "tensorrt" in targets["jetson"].requires
     assert targets["jetson"].precision == ("fp16", "int8") and targets["jetson"].default_precision == "fp16"
-    assert targets["android"].formats == ("pte",) and targets["android"].extra == "executorch"
+    assert targets["android"].formats == ("pte", "onnx") and targets["android"].extra == "executorch"
+    assert targets["android"].precision == ("fp32", "int8") and targets["jetson"].formats[0] == "engine"
 
 
 def test_cpu_works_here():

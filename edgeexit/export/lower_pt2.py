@@ -10,7 +10,7 @@ from edgeexit.bundle import SegmentRef
 from edgeexit.export.split import Program
 
 FORMAT = "pt2"
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "int8")  # an int8 program is the quantized (q/dq) program itself
 
 
 def lower_programs(programs: list[Program], root: Path, *, precision: str = "fp32", **_) -> dict[str, SegmentRef]:

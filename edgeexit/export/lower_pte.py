@@ -18,9 +18,11 @@ from edgeexit.export.lower_onnx import max_error
 from edgeexit.export.split import Program
 
 FORMAT = "pte"
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "int8")
 FILE = "pte/program.pte"
-TOLERANCE = 1e-4
+# max |pte - module| / (1 + |module|): int8 XNNPACK kernels round differently from the converted module's reference
+# kernels, by up to ~2 quantisation steps on the features (0.036 seen on ResNet-18)
+TOLERANCE = {"fp32": 1e-4, "int8": 0.1}
 
 
 def _executorch():
@@ -44,7 +46,8 @@ def no_mkldnn():
 
 
 def lower_programs(programs: list[Program], root: Path, *, precision: str = "fp32", **_) -> dict[str, SegmentRef]:
-    """pte/program.pte with one XNNPACK-delegated method per program, checked against torch."""
+    """pte/program.pte with one XNNPACK-delegated method per program, checked against torch. For int8 the programs
+    must already be quantized (`edgeexit.export.quantize.quantize_programs`)."""
     XnnpackPartitioner, Config, lower, MemoryPlanningPass = _executorch()
     path = Path(root) / FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,12 +61,12 @@ def lower_programs(programs: list[Program], root: Path, *, precision: str = "fp3
                               expected="aten ops XNNPACK or the portable kernels take",
                               hint="export --target cpu (ONNX) works for every backbone") from err
     path.write_bytes(et.buffer)
-    check_pte(programs, path)
+    check_pte(programs, path, tolerance=TOLERANCE[precision])
     return {p.name: SegmentRef(file=FILE, method=p.name) for p in programs}
 
 
-def check_pte(programs: list[Program], path: Path, *, seed: int = 0) -> float:
-    """Every method on ExecuTorch's runtime at batch 1 and 3 against the eager module; raise beyond TOLERANCE."""
+def check_pte(programs: list[Program], path: Path, *, tolerance: float = TOLERANCE["fp32"], seed: int = 0) -> float:
+    """Every method on ExecuTorch's runtime at batch 1 and 3 against the eager module; raise beyond `tolerance`."""
     from executorch.runtime import Runtime
 
     program = Runtime.get().load_program(str(path))
@@ -78,7 +81,7 @@ def check_pte(programs: list[Program], path: Path, *, seed: int = 0) -> float:
                 want = [t.numpy() for t in p.module(x)]
             got = [t.numpy() for t in method.execute([x])]
             worst = max(worst, max_error(path, p, want, got))
-    if worst > TOLERANCE:
+    if worst > tolerance:
         raise ExportError(f"ExecuTorch disagrees with torch on {path.name}", got=f"max error {worst:.2e}",
-                          expected=f"<= {TOLERANCE:.0e}", hint="an XNNPACK kernel may differ; report the backbone")
+                          expected=f"<= {tolerance:.0e}", hint="an XNNPACK kernel may differ; report the backbone")
     return worst

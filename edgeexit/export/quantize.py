@@ -2,10 +2,11 @@
 chain runs when deployed: segment 0 observes the calibration images, segment k+1 observes the features that the
 *quantized* segment k emits for them; the reference observes the raw images.
 
-Weights are int8 per output channel and activations int8 per tensor (symmetric), which is what XNNPACK's int8 kernels
-take. Two parts stay float: the exit score (softmax / max / top-k: the quantizer has no pattern for them) and every
-linear layer whose output is a graph output, i.e. the classifier that makes the logits. Those layers are a few
-thousand MACs; an int8 output would round the logits to 1/255 of their range, which moves scores near thresholds.
+Weights are int8 per output channel and activations int8 per tensor (symmetric), which XNNPACK's int8 kernels take;
+per channel measured closer to float than per tensor once batch norm is folded into the convolutions. What stays
+float (`float_tail`): the last linear layer of each head (the logits) and everything computed from it (the exit
+score: softmax, max, top-k, products). These are a few thousand MACs; int8 logits are rounded to 1/255 of their range,
+which doubled the logit error and moves scores near the exit thresholds.
 """
 
 from __future__ import annotations
@@ -15,22 +16,22 @@ import warnings
 import torch
 from torch import nn
 from torch.export import Dim, ExportedProgram
-from torch.fx import GraphModule, Node
+from torch.fx import Graph, GraphModule, Node
 
 from edgeexit.errors import ExportError, RuntimeMissingError, ShapeError
-from edgeexit.export.split import Program
+from edgeexit.export.split import SEGMENT_OUTPUTS, Program
 
 REFERENCE = "reference"
-# ops that only move or view data: a linear layer followed only by these up to the graph output makes an output
-_VIEWS = {torch.ops.aten.view.default, torch.ops.aten.reshape.default, torch.ops.aten.flatten.using_ints,
-          torch.ops.aten.squeeze.dim, torch.ops.aten.squeeze.dims, torch.ops.aten.clone.default,
-          torch.ops.aten.contiguous.default}
+_HEAVY = {torch.ops.aten.conv2d.default, torch.ops.aten.conv1d.default, torch.ops.aten.convolution.default,
+          torch.ops.aten.linear.default}
 
 
 def _pt2e():
     try:
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-            XNNPACKQuantizer, get_symmetric_quantization_config)
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     except ImportError as err:
         raise RuntimeMissingError("int8 quantisation needs ExecuTorch and torchao", got=f"{type(err).__name__}: {err}",
@@ -39,17 +40,32 @@ def _pt2e():
     return XNNPACKQuantizer, get_symmetric_quantization_config, prepare_pt2e, convert_pt2e
 
 
-def _makes_output(node: Node) -> bool:
-    """Whether `node`'s value reaches the graph output through view-like ops only."""
-    for user in node.users:
-        if user.op == "output" or (user.target in _VIEWS and _makes_output(user)):
-            return True
-    return False
+def float_tail(graph: Graph) -> set[Node]:
+    """The nodes that stay float: every linear layer after which no convolution or linear layer runs (the last layer
+    of each head: logits, confidence) and everything computed from them (the exit score)."""
+    feeds_heavy: set[Node] = set()
+    for n in reversed(graph.nodes):
+        if any(u.target in _HEAVY or u in feeds_heavy for u in n.users):
+            feeds_heavy.add(n)
+    tail: set[Node] = set()
+    for n in graph.nodes:  # topological order: a node's inputs are decided before it
+        if (n.target == torch.ops.aten.linear.default and n not in feeds_heavy) or \
+                any(a in tail for a in n.all_input_nodes):
+            tail.add(n)
+    return tail
 
 
-def _quantize_node(node: Node) -> bool:
-    """The quantizer's filter: everything it has a pattern for, except the linear layers that produce outputs."""
-    return not (node.target == torch.ops.aten.linear.default and _makes_output(node))
+def _outside_float_tail():
+    """The quantizer's node filter. It is called after prepare_pt2e has rewritten the graph, so the tail is
+    computed from the graph the node belongs to, once per graph."""
+    tails: dict[int, set[Node]] = {}
+
+    def keep(node: Node) -> bool:
+        tail = tails.get(id(node.graph))
+        if tail is None:
+            tail = tails[id(node.graph)] = float_tail(node.graph)
+        return node not in tail
+    return keep
 
 
 def batch_range(program: ExportedProgram) -> tuple[int, int]:
@@ -61,6 +77,14 @@ def batch_range(program: ExportedProgram) -> tuple[int, int]:
         return b, b
     r = program.range_constraints[b.node.expr]
     return int(r.lower), int(r.upper)
+
+
+def output_steps(p: Program) -> list[float | None]:
+    """The quantisation step of each output of a quantized program, None where an output is float. XNNPACK's int8
+    kernels round differently from the q/dq reference: an int8 output of the .pte may be a step or two off."""
+    out = next(n for n in p.module.graph.nodes if n.op == "output").args[0]
+    return [float(n.args[1]) if n.target == torch.ops.quantized_decomposed.dequantize_per_tensor.default else None
+            for n in out]
 
 
 def _calibrate(module: nn.Module, data: torch.Tensor, batch: int) -> None:
@@ -94,18 +118,18 @@ def quantize_program(p: Program, data: torch.Tensor, *, batch: int = 64) -> Prog
     XNNPACKQuantizer, config, prepare_pt2e, convert_pt2e = _pt2e()
     _check(p, data)
     lo, hi = batch_range(p.program)
-    step = max(1, min(batch, hi))  # the exported module guards its batch range
-    quantizer = XNNPACKQuantizer().set_global(config(is_per_channel=True)).set_filter_function(_quantize_node)
+    quantizer = XNNPACKQuantizer().set_global(config(is_per_channel=True)).set_filter_function(_outside_float_tail())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            prepared = prepare_pt2e(p.program.module(), quantizer)
-            _calibrate(prepared, data, step)
+            # without the batch-range guard: calibration batches may be larger than the deployed batch
+            prepared = prepare_pt2e(p.program.module(check_guards=False), quantizer)
+            _calibrate(prepared, data, batch)
             converted: GraphModule = convert_pt2e(prepared)
         except Exception as err:  # the quantizer raises many kinds for a graph it cannot annotate
             raise ExportError(f"PT2E could not quantize {p.name}", got=f"{type(err).__name__}: {str(err)[:300]}",
                               expected="a graph of convolutions, linear layers and pointwise ops",
-                              hint="export --precision fp32 works for every backbone") from err
+                              hint="the float programs lower for every backbone") from err
         dynamic = ({0: Dim("batch", min=lo, max=hi)},) if hi > lo else None
         example = p.example[:max(1, min(len(p.example), hi))]
         try:
@@ -114,7 +138,7 @@ def quantize_program(p: Program, data: torch.Tensor, *, batch: int = 64) -> Prog
             raise ExportError(f"torch.export could not capture the quantized {p.name}",
                               got=f"{type(err).__name__}: {str(err)[:300]}",
                               expected=f"a graph with a batch from {lo} to {hi}",
-                              hint="report the backbone; export --precision fp32 works") from err
+                              hint="report the backbone; the float programs lower") from err
     return Program(p.name, program, converted, list(p.inputs), list(p.outputs), p.example)
 
 
@@ -132,6 +156,6 @@ def quantize_programs(programs: list[Program], calibration: torch.Tensor, *, bat
             continue
         q = quantize_program(p, features, batch=batch)
         out.append(q)
-        if len(q.outputs) > 2:  # an intermediate segment: its features feed the next one
-            features = _run(q.module, features, max(1, min(batch, batch_range(q.program)[1])))
+        if [o.name for o in q.outputs] == list(SEGMENT_OUTPUTS):  # its features feed the next segment
+            features = _run(q.module, features, batch)
     return out

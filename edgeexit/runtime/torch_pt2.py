@@ -24,7 +24,7 @@ from edgeexit.bundle.manifest import SegmentRef
 from edgeexit.errors import BundleError, RuntimeMissingError
 from edgeexit.runtime.backend import check_io
 
-SAFE_OP_PREFIXES = ("torch.ops.aten.", "torch.ops.prims.", "_operator.")
+SAFE_OP_PREFIXES = ("torch.ops.aten.", "torch.ops.prims.", "torch.ops.quantized_decomposed.", "_operator.")
 _UNSAFE_PARTS = ("custom_obj", "opaque_obj")
 
 
