@@ -95,3 +95,27 @@ def tiny_runtime(tiny_net, tmp_path_factory):
     scores = [torch.softmax(l, 1).amax(1).numpy() for l in logits]
     thresholds = [float(np.quantile(scores[0], 0.6)), float(np.quantile(scores[1], 0.5)), -math.inf]
     return rt.with_thresholds(thresholds)
+
+
+# The tiny build exported for target android, shared by the C++ runner and the JVM tests.
+@pytest.fixture(scope="session")
+def android_bundle(built, tmp_path_factory) -> Path:
+    from test_cpp_runner import export_android
+
+    run, _ = built
+    return export_android(run, tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def inputs(android_bundle) -> np.ndarray:
+    from test_cpp_runner import sample_inputs
+
+    return sample_inputs(android_bundle)
+
+
+@pytest.fixture(scope="session")
+def spread_bundle(android_bundle, inputs, tmp_path_factory) -> Path:
+    """The android bundle with thresholds between neighbouring scores, so that every exit answers some inputs."""
+    from test_cpp_runner import spread_thresholds
+
+    return spread_thresholds(android_bundle, inputs, tmp_path_factory.mktemp("spread") / "bundle")

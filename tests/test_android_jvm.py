@@ -16,16 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cpp_runner import (
-    ROOT,
-    build_cpp,
-    export_android,
-    python_reference,
-    require_tool,
-    run_checked,
-    sample_inputs,
-    spread_thresholds,
-)
+from test_cpp_runner import ROOT, build_cpp, python_reference, require_tool, run_checked
 
 ANDROID = ROOT / "targets" / "android"
 JAVA_HOME = Path("/usr/lib/jvm/java-17-openjdk-amd64")  # kotlinc 1.3 crashes on newer JDKs (PLATFORM.md)
@@ -74,22 +65,6 @@ def jvm_app(tmp_path_factory, request) -> tuple[Path, Path]:
         build = pool.submit(build_cpp, tmp_path_factory.getbasetemp())
         request.getfixturevalue("android_bundle")
         return compile_jni(build.result(), out), jar.result()
-
-
-@pytest.fixture(scope="session")
-def android_bundle(built, tmp_path_factory) -> Path:
-    run, _ = built
-    return export_android(run, tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="session")
-def inputs(android_bundle) -> np.ndarray:
-    return sample_inputs(android_bundle)
-
-
-@pytest.fixture(scope="session")
-def spread_bundle(android_bundle, inputs, tmp_path_factory) -> Path:
-    return spread_thresholds(android_bundle, inputs, tmp_path_factory.mktemp("jvm_spread") / "bundle")
 
 
 def run_jvm(app: tuple[Path, Path], bundle: Path, x: np.ndarray, tmp: Path) -> subprocess.CompletedProcess:

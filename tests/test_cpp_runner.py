@@ -162,22 +162,6 @@ def cpp_build(tmp_path_factory, request) -> Path:
         return build.result()
 
 
-@pytest.fixture(scope="session")
-def android_bundle(built, tmp_path_factory) -> Path:
-    run, _ = built
-    return export_android(run, tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="session")
-def inputs(android_bundle) -> np.ndarray:
-    return sample_inputs(android_bundle)
-
-
-@pytest.fixture(scope="session")
-def spread_bundle(android_bundle, inputs, tmp_path_factory) -> Path:
-    return spread_thresholds(android_bundle, inputs, tmp_path_factory.mktemp("spread") / "bundle")
-
-
 @pytest.mark.parametrize("thresholds", ["exported", "spread"])
 def test_runner_matches_python_backend(thresholds, cpp_build, android_bundle, spread_bundle, inputs, tmp_path):
     bundle = android_bundle if thresholds == "exported" else spread_bundle

@@ -184,7 +184,8 @@ def test_gater_rejects_bad_config_and_inputs():
 
 
 def test_gater_score_exports_to_onnx(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
     g = Gater(("confidence", "margin", "entropy"), hidden=8).eval()
 
     class Score(torch.nn.Module):

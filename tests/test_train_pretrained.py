@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-import pytest
+import efficientnet_lite_pytorch  # noqa: E402  (the `pretrained` extra, which the test set-up installs)
 import torch
 from typer.testing import CliRunner
 
 from edgeexit.cli import app
 from edgeexit.models import ModelConfig, backbone, build_model
-from edgeexit.train.checkpoint import load_checkpoint
-
-efficientnet_lite_pytorch = pytest.importorskip("efficientnet_lite_pytorch", reason="needs the `pretrained` extra")
 from edgeexit.models.efficientnet_lite import imagenet_state_dict  # noqa: E402
+from edgeexit.train.checkpoint import load_checkpoint
 
 
 def package_model() -> torch.nn.Module:

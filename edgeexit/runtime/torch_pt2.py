@@ -77,7 +77,7 @@ def check_pt2(path: Path) -> None:
 @contextmanager
 def _weights_only():
     old = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
-    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"  # torch.export.load falls back to weights_only=False otherwise
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"  # torch.export.load otherwise falls back to an unrestricted unpickler
     try:
         yield
     finally:
