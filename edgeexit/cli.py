@@ -244,6 +244,7 @@ def profile(
     backend: Optional[str] = BACKEND,
     batch_size: int = typer.Option(1),
     rounds: int = typer.Option(60),
+    etdump: bool = typer.Option(False, help="ExecuTorch bundles: also per-segment and per-operator times from ETDump"),
 ):
     """Per-exit latency of RUN/bundle on a backend (default: the bundle's own) next to the unsplit model on the same
     backend; writes RUN/profile.json and adds it to the bundle."""
@@ -257,11 +258,28 @@ def profile(
         with run.lock("profile"):
             bundle = load_bundle(run.bundle)
             prof = profile_bundle(bundle, backend=backend, batch_size=batch_size, rounds=rounds)
+            if etdump:
+                from edgeexit.etdump import etdump_timings
+
+                prof["etdump"] = etdump_timings(bundle, batch=batch_size)
             jsonio.write_json(run.profile, prof)
             add_files(bundle, {"profile.json": jsonio.dumps(prof)}, run.bundle)
     except EdgeExitError as err:
         _fail(err)
     console.print(profile_table(prof))
+    if "etdump" in prof:
+        console.print(etdump_table(prof["etdump"]))
+
+
+def etdump_table(timings: dict) -> Table:
+    t = Table(title=f"ExecuTorch ETDump, batch {timings['batch_size']} (median of {timings['runs']} runs)")
+    for col in ("method", "ms", "p90 ms", "operators", "slowest operator"):
+        t.add_column(col, justify="right")
+    for m in timings["methods"]:
+        top = m["operators"][0] if m["operators"] else {"name": "-", "ms": 0.0}
+        t.add_row(m["method"], f"{m['ms']:.3f}", f"{m['p90_ms']:.3f}", str(m["operator_count"]),
+                  f"{escape(top['name'])} {top['ms']:.3f} ms")
+    return t
 
 
 def profile_table(prof: dict) -> Table:

@@ -113,3 +113,16 @@ def test_int8_bundle_is_quantized_recalibrated_and_agrees_with_its_programs(buil
     assert res.exit_code == 0, res.output
     got = json.loads((tmp_path / "c.json").read_text())
     assert got["backends"] == ["executorch", "torch"] and got["agreement"]["torch"] >= 0.999
+
+
+def test_profile_reads_per_segment_and_per_operator_times_from_etdump(android):
+    run = android.root.parent
+    res = runner.invoke(app, ["profile", "--run-dir", str(run), "--rounds", "3", "--etdump"])
+    assert res.exit_code == 0, res.output
+    assert "ETDump" in res.output
+    timings = json.loads((run / "profile.json").read_text())["etdump"]
+    methods = [m["method"] for m in timings["methods"]]
+    assert methods == [e.segment["pte"].method for e in android.exits] + ["reference"]
+    for m in timings["methods"]:
+        assert m["ms"] > 0 and m["p90_ms"] >= m["ms"] and m["operator_count"] >= 1
+        assert all(op["ms"] >= 0 for op in m["operators"]) and m["operators"][0]["name"]
