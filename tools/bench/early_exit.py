@@ -4,9 +4,11 @@ For batch 1 and batch 64 (compaction on), one process per runtime, alternating r
 the same test images and reports its total time. The full model is the bundle's reference model on the same
 backend (`EarlyExitRuntime.reference()`). Printed: accuracy of both (and the loss in points), the mean MACs
 fraction of the unsplit model, and the median time ratio early-exit / full with its spread.
-Targets (ResNet-18, Fashion-MNIST, 32 px, <= 1 pt accuracy loss): <= 0.65 at batch 1, <= 0.75 at batch 64.
+Target (ResNet-18, Fashion-MNIST, 32 px, <= 1 pt accuracy loss): early-exit time <= the mean MACs fraction, at batch
+1 and at the target's largest batch (64 for cpu, 8 for android), on onnxruntime and on ExecuTorch.
 
     .venv/bin/python tools/bench/early_exit.py --bundle runs/default/bundle [--backend onnxruntime|torch]
+    .venv/bin/python tools/bench/early_exit.py --bundle runs/android/bundle --batches 1,8      # ExecuTorch
 """
 
 from __future__ import annotations
