@@ -527,6 +527,8 @@ def compare(
     console.print(t)
     for name, a in res.agreement.items():
         console.print(f"exit decisions of {name} equal to {first}'s: {100 * a:.2f} % (need >= {100 * res.min_agreement:.1f} %)")
+    for method, failure in res.bundled.items():
+        console.print(f"BundledProgram test case of {method}: " + ("passed" if failure is None else f"[red]failed[/] ({escape(failure)})"))
     if json_out:
         jsonio.write_json(json_out, res.to_dict())
     console.print("[bold green]PASS[/]" if res.passed else "[bold red]FAIL[/]")

@@ -70,16 +70,19 @@ class Comparison:
     tolerance: float
     exits: list[dict] = field(default_factory=list)  # per exit: name, max_abs_logits {backend: Δ}, vs_vectors {backend: Δ}
     agreement: dict[str, float] = field(default_factory=dict)  # backend -> share of samples with the same decision
+    bundled: dict[str, str | None] = field(default_factory=dict)  # .pte method -> None (its BundledProgram case passed) or why not
     min_agreement: float = MIN_AGREEMENT["fp32"]
 
     @property
     def passed(self) -> bool:
         deltas = [d for e in self.exits for key in ("max_abs_logits", "vs_vectors") for d in e[key].values()]
-        return all(d <= self.tolerance for d in deltas) and all(a >= self.min_agreement for a in self.agreement.values())
+        return (all(d <= self.tolerance for d in deltas) and all(a >= self.min_agreement for a in self.agreement.values())
+                and all(v is None for v in self.bundled.values()))
 
     def to_dict(self) -> dict:
         return {"backends": self.backends, "samples": self.samples, "vectors": self.vectors, "tolerance": self.tolerance,
                 "min_agreement": self.min_agreement, "exits": self.exits, "agreement": self.agreement,
+                "bundled": self.bundled,
                 "passed": self.passed}
 
 
@@ -123,4 +126,11 @@ def compare_backends(bundle: Bundle, backends: list[str] | None = None, *, image
     for name in backends[1:]:
         same = (decisions[name][0] == decisions[first][0]) & (decisions[name][1] == decisions[first][1])
         result.agreement[name] = float(same.mean())
+    if "executorch" in backends:
+        from edgeexit.export.lower_pte import BUNDLED, verify_bundled
+        from edgeexit.export.lower_pte import TOLERANCE as PTE_TOLERANCE
+
+        if BUNDLED in bundle.manifest.files:
+            methods = [e.segment["pte"].method for e in bundle.exits] + [bundle.manifest.reference.segment["pte"].method]
+            result.bundled = verify_bundled(bundle.path(BUNDLED), methods, PTE_TOLERANCE[bundle.manifest.precision])
     return result

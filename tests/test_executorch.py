@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +127,34 @@ def test_profile_reads_per_segment_and_per_operator_times_from_etdump(android):
     for m in timings["methods"]:
         assert m["ms"] > 0 and m["p90_ms"] >= m["ms"] and m["operator_count"] >= 1
         assert all(op["ms"] >= 0 for op in m["operators"]) and m["operators"][0]["name"]
+
+
+def test_bundled_program_vectors_verify_and_a_tampered_vector_fails(android, tmp_path):
+    """pte/program.bpte holds one MethodTestSuite per method; compare runs them on ExecuTorch's runtime. A vector
+    edited (and the manifest re-sealed, as a forger would) fails the check."""
+    import shutil
+
+    from executorch.devtools.bundled_program.serialize import (
+        convert_from_flatbuffer,
+        convert_to_flatbuffer,
+    )
+
+    from edgeexit.bundle import digest, sha256
+
+    res = runner.invoke(app, ["compare", str(android.root), "--samples", "0", "--backends", "executorch"])
+    assert res.exit_code == 0, res.output
+    for method in [e.segment["pte"].method for e in android.exits] + ["reference"]:
+        assert f"BundledProgram test case of {method}: passed" in res.output
+    bad = Path(shutil.copytree(android.root, tmp_path / "bundle"))
+    vectors = json.loads(convert_from_flatbuffer((bad / "pte" / "program.bpte").read_bytes()))
+    suite = next(s for s in vectors["method_test_suites"] if s["method_name"] == "seg0")
+    logits = suite["test_cases"][0]["expected_outputs"][1]["val"]
+    logits["data"][:4] = list(np.float32(100.0).tobytes())
+    (bad / "pte" / "program.bpte").write_bytes(convert_to_flatbuffer(json.dumps(vectors)))
+    raw = json.loads((bad / "manifest.json").read_text())
+    raw["files"]["pte/program.bpte"] = sha256(bad / "pte" / "program.bpte")
+    raw["checksum"] = digest(raw)
+    (bad / "manifest.json").write_text(json.dumps(raw))
+    res = runner.invoke(app, ["compare", str(bad), "--samples", "0", "--backends", "executorch"])
+    assert res.exit_code == 1 and "BundledProgram test case of seg0: failed" in res.output
+    assert "test case of seg1: passed" in res.output

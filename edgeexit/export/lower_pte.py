@@ -8,6 +8,7 @@ binds its own buffers, so one method's output buffer is the next method's input 
 from __future__ import annotations
 
 import contextlib
+import copy
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from edgeexit.export.split import Program
 FORMAT = "pte"
 PRECISIONS = ("fp32", "int8")
 FILE = "pte/program.pte"
+BUNDLED = "pte/program.bpte"  # the same lowered methods with test vectors (ExecuTorch's BundledProgram)
 # max |pte - module| / (1 + |module|): int8 XNNPACK kernels round differently from the converted module's reference
 # kernels, by up to ~2 quantisation steps on the features (0.036 seen on ResNet-18)
 TOLERANCE = {"fp32": 1e-4, "int8": 0.1}
@@ -54,15 +56,62 @@ def lower_programs(programs: list[Program], root: Path, *, precision: str = "fp3
     with no_mkldnn():
         try:
             edge = lower({p.name: p.program for p in programs}, partitioner=[XnnpackPartitioner()])
+            edge_copy = copy.deepcopy(edge)  # to_executorch consumes the edge program; the bundled copy needs its own
             et = edge.to_executorch(Config(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False,
                                                                                    alloc_graph_output=False)))
         except Exception as err:  # ExecuTorch raises many kinds for an op it cannot lower
             raise ExportError("ExecuTorch could not lower the programs", got=f"{type(err).__name__}: {str(err)[:300]}",
                               expected="aten ops XNNPACK or the portable kernels take",
                               hint="export --target cpu (ONNX) works for every backbone") from err
+        # The device's check of itself: the same methods with memory-planned I/O (BundledProgram's verification
+        # loads its inputs into planned buffers, and crashes on unplanned ones in 1.5.1) and one test case each.
+        planned = edge_copy.to_executorch(Config())
     path.write_bytes(et.buffer)
     check_pte(programs, path, tolerance=TOLERANCE[precision])
+    write_bundled(planned, programs, Path(root) / BUNDLED)
     return {p.name: SegmentRef(file=FILE, method=p.name) for p in programs}
+
+
+def write_bundled(planned, programs: list[Program], path: Path, *, seed: int = 1) -> None:
+    """A BundledProgram with one MethodTestSuite per method: a seeded batch of 2 chained through the segments (the
+    reference takes the images), expected outputs from the eager modules."""
+    from executorch.devtools import BundledProgram
+    from executorch.devtools.bundled_program.config import (
+        MethodTestCase,
+        MethodTestSuite,
+    )
+    from executorch.devtools.bundled_program.serialize import (
+        serialize_from_bundled_program_to_flatbuffer,
+    )
+
+    x = torch.randn((2, *programs[0].example.shape[1:]), generator=torch.Generator().manual_seed(seed))
+    suites, cur = [], x
+    with torch.no_grad():
+        for p in programs:
+            feed = x if p.name == "reference" else cur
+            outs = list(p.module(feed))
+            suites.append(MethodTestSuite(method_name=p.name,
+                                          test_cases=[MethodTestCase(inputs=[feed], expected_outputs=outs)]))
+            if p.name != "reference" and len(outs) == 3:
+                cur = outs[0]
+    path.write_bytes(serialize_from_bundled_program_to_flatbuffer(BundledProgram(planned, suites)))
+
+
+def verify_bundled(path: Path, methods: list[str], tolerance: float) -> dict[str, str | None]:
+    """Run each method's bundled test case on ExecuTorch's runtime; per method None (passed) or what failed."""
+    from executorch.extension.pybindings.portable_lib import (
+        _load_bundled_program_from_buffer,
+    )
+
+    bundle = _load_bundled_program_from_buffer(Path(path).read_bytes())
+    result: dict[str, str | None] = {}
+    for method in methods:
+        try:
+            bundle.verify_result_with_bundled_expected_output(method, 0, tolerance, tolerance)
+            result[method] = None
+        except RuntimeError as err:
+            result[method] = str(err)
+    return result
 
 
 def check_pte(programs: list[Program], path: Path, *, tolerance: float = TOLERANCE["fp32"], seed: int = 0) -> float:
