@@ -451,20 +451,16 @@ def build(
 def _check_build_options(target, precision, budget, policy, score, method, eval_batch_size):
     """(budget, policy, score, precision) once every build option is known to be usable; the error otherwise."""
     from edgeexit.calibrate import POLICIES, SCORE_KINDS
-    from edgeexit.pipeline import exportable
+    from edgeexit.pipeline import exportable, policy_score
 
     _, precision, _ = exportable(target, precision)
     b = _budget(budget)
     policy = policy or {"eenet": "fixed", "budget": "gater"}.get(method, "search")
     if policy not in POLICIES:
         raise ConfigError("unknown calibration policy", got=policy, expected=" | ".join(POLICIES))
-    fixed_score = {"fixed": "confidence", "gater": "gater"}.get(policy)
-    score = score or fixed_score or {"eenet": "confidence", "budget": "gater"}.get(method, "max_softmax")
-    if score not in SCORE_KINDS:
+    if score is not None and score not in SCORE_KINDS:
         raise ConfigError("unknown exit score", got=score, expected=" | ".join(SCORE_KINDS))
-    if fixed_score and score != fixed_score:
-        raise ConfigError(f"the {policy} policy always scores by {fixed_score}", got=f"--score {score}",
-                          expected=f"--score {fixed_score}", hint="use --policy search or fractions for other scores")
+    score = policy_score(policy, score, default={"eenet": "confidence", "budget": "gater"}.get(method, "max_softmax"))
     if score == "confidence" and method == "aep":
         raise ConfigError("the confidence score needs EENet exit blocks", got="--method aep",
                           expected="--method eenet", hint="score AEP exits by max_softmax, margin or neg_entropy")

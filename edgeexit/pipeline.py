@@ -107,6 +107,16 @@ def read_profile(run: RunDir, checkpoint: Path) -> dict:
     return prof
 
 
+def policy_score(policy: str, score: str | None, default: str = "max_softmax") -> str:
+    """The exit score a policy calibrates: the fixed and gater policies always score by their own (EENet's h, the
+    gater's P_k) and refuse another; the others take `score`, else `default`."""
+    fixed = {"fixed": "confidence", "gater": "gater"}.get(policy)
+    if fixed and score not in (None, fixed):
+        raise ConfigError(f"the {policy} policy always scores by {fixed}", got=f"--score {score}",
+                          expected=f"no --score, or --score {fixed}", hint="use --policy search or fractions for other scores")
+    return score or fixed or default
+
+
 def calibrate_stage(run: RunDir, checkpoint: Path, *, budget: Budget | None, policy: str = "search",
                     score: str | None = None, recipe: str = "default", limit: int | None = None,
                     threshold: float = 0.5, profile: dict | None = None, curves: bool = True) -> Calibration:
@@ -124,11 +134,7 @@ def calibrate_stage(run: RunDir, checkpoint: Path, *, budget: Budget | None, pol
         policies,
     )
 
-    fixed_score = {"fixed": "confidence", "gater": "gater"}.get(policy)
-    if fixed_score and score not in (None, fixed_score):
-        raise ConfigError(f"the {policy} policy always scores by {fixed_score}", got=f"--score {score}",
-                          expected=f"no --score, or --score {fixed_score}", hint="use --policy search or fractions for other scores")
-    score = score or fixed_score or "max_softmax"
+    score = policy_score(policy, score)
     ckpt = load_checkpoint(checkpoint)
     net, cfg, spec, data = _trained(ckpt)
     rec = load_recipe(recipe)
@@ -300,8 +306,9 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
     score_fn = GaterScore(_require_gater(net)) if cal.score_kind == "gater" else score_fn_torch(cal.score_kind)
     costs = count_costs(net, spec.channels, spec.height)
     # the reference is the original backbone even when the bundle is a pruned sub-network
-    unsplit = model_from_checkpoint(ckpt, unpruned=True)[0].unsplit()
-    programs, reference = split_programs(net, score_fn, spec.shape, max_batch=tgt.batch[1], unsplit=unsplit)
+    original = model_from_checkpoint(ckpt, unpruned=True)[0]
+    full_macs = count_costs(original, spec.channels, spec.height).full_macs
+    programs, reference = split_programs(net, score_fn, spec.shape, max_batch=tgt.batch[1], unsplit=original.unsplit())
     val = None
     if precision == "int8":
         from edgeexit.export.quantize import quantize_programs
@@ -333,7 +340,7 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
                 "threshold": manifest_threshold(cal.thresholds[k], k == last), "score": cal.score_kind,
             } for k, p in enumerate(programs)],
             "reference": {"segment": {f: refs[f][reference.name] for f in formats}, **io(reference),
-                          "macs": reference_macs(ckpt)},
+                          "macs": full_macs},
         }
 
     fields = {
@@ -343,7 +350,7 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
         "input": {"shape": list(spec.shape), "dtype": "float32", "layout": "NCHW", "mean": list(spec.mean),
                   "std": list(spec.std)},
         "class_names": list(spec.class_names),
-        "full_macs": reference_macs(ckpt),
+        "full_macs": full_macs,
         "ensemble": _ensemble(ckpt, net.num_exits),
         "model": cfg.to_dict(), "data": asdict(data),
         "versions": _versions(formats),
@@ -390,13 +397,11 @@ def recalibrate(cal: Calibration, root: Path, refs: dict, fmt: str, programs, va
 def reference_outputs(programs, input_shape, n: int = 8, seed: int = 1234) -> tuple[np.ndarray, list[dict]]:
     """Test vectors: `n` seeded inputs and every exit's logits and score from the eager modules (what every lowered
     file must reproduce)."""
+    from edgeexit.export import chain_outputs
+
     x = torch.randn((n, *input_shape), generator=torch.Generator().manual_seed(seed))
-    per_exit, cur = [], x
-    with torch.no_grad():
-        for p in programs:
-            outs = dict(zip((o.name for o in p.outputs), p.module(cur)))
-            per_exit.append({"logits": outs["logits"].numpy(), "score": outs["score"].numpy()})
-            cur = outs.get("features")
+    per_exit = [{"logits": outs["logits"].numpy(), "score": outs["score"].numpy()}
+                for _, outs in chain_outputs(programs, x)]
     return x.numpy(), per_exit
 
 

@@ -2,8 +2,14 @@
 `FORMAT`, `PRECISIONS` and `lower_programs(programs, root, precision=...) -> {program name: SegmentRef}`."""
 
 from edgeexit.export.lower_onnx import check_onnx, lower_onnx
-from edgeexit.export.split import INPUT, Program, export_program, split_programs
+from edgeexit.export.split import (
+    INPUT,
+    Program,
+    chain_outputs,
+    export_program,
+    split_programs,
+)
 
 LOWERINGS = {"onnx": "edgeexit.export.lower_onnx", "pt2": "edgeexit.export.lower_pt2", "pte": "edgeexit.export.lower_pte"}
 
-__all__ = ["INPUT", "LOWERINGS", "Program", "check_onnx", "export_program", "lower_onnx", "split_programs"]
+__all__ = ["INPUT", "LOWERINGS", "Program", "chain_outputs", "check_onnx", "export_program", "lower_onnx", "split_programs"]

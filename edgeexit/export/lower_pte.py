@@ -16,7 +16,7 @@ import torch
 from edgeexit.bundle import SegmentRef
 from edgeexit.errors import ExportError, RuntimeMissingError
 from edgeexit.export.lower_onnx import max_error
-from edgeexit.export.split import Program
+from edgeexit.export.split import Program, chain_outputs
 
 FORMAT = "pte"
 PRECISIONS = ("fp32", "int8")
@@ -85,15 +85,8 @@ def write_bundled(planned, programs: list[Program], path: Path, *, seed: int = 1
     )
 
     x = torch.randn((2, *programs[0].example.shape[1:]), generator=torch.Generator().manual_seed(seed))
-    suites, cur = [], x
-    with torch.no_grad():
-        for p in programs:
-            feed = x if p.name == "reference" else cur
-            outs = list(p.module(feed))
-            suites.append(MethodTestSuite(method_name=p.name,
-                                          test_cases=[MethodTestCase(inputs=[feed], expected_outputs=outs)]))
-            if p.name != "reference" and len(outs) == 3:
-                cur = outs[0]
+    suites = [MethodTestSuite(method_name=p.name, test_cases=[MethodTestCase(inputs=[feed], expected_outputs=list(outs.values()))])
+              for p, (feed, outs) in zip(programs, chain_outputs(programs, x))]
     path.write_bytes(serialize_from_bundled_program_to_flatbuffer(BundledProgram(planned, suites)))
 
 

@@ -86,3 +86,17 @@ def split_programs(net: EarlyExitNet, score_fn: ScoreFn, input_shape: tuple[int,
         with torch.no_grad():
             x = seg(x)[0]
     return programs, reference
+
+
+def chain_outputs(programs: list[Program], x: torch.Tensor) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """(input, outputs by name) of every program's eager module as the chain runs them: each segment takes the
+    previous one's features, the reference (if listed) takes `x` itself."""
+    out, cur = [], x
+    with torch.no_grad():
+        for p in programs:
+            feed = x if p.name == "reference" else cur
+            outs = dict(zip((o.name for o in p.outputs), p.module(feed)))
+            out.append((feed, outs))
+            if p.name != "reference" and "features" in outs:
+                cur = outs["features"]
+    return out
