@@ -1,6 +1,7 @@
 """The Android glue on the host JVM: targets/android's EarlyExitClassifier (Kotlin) and edgeexit_jni.cpp, built for
 Linux against the C API library of the C++ runner's build, give the Python ExecuTorch backend's predictions and exits
-on the same bundle and inputs, and report a tampered bundle as EdgeExitException.
+on the same bundle and inputs, report a tampered bundle as EdgeExitException, and verify() the bundle's test vectors
+on the device (a tampered vector fails).
 
 The Kotlin (Debian's kotlinc 1.3, -jvm-target 1.8) and the JNI library are compiled once per session.
 """
@@ -16,7 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cpp_runner import ROOT, build_cpp, python_reference, require_tool, run_checked
+from test_cpp_runner import (
+    ROOT,
+    build_cpp,
+    check_verification,
+    python_reference,
+    require_tool,
+    run_checked,
+    tampered_vectors,
+    with_vectors,
+)
 
 ANDROID = ROOT / "targets" / "android"
 JAVA_HOME = Path("/usr/lib/jvm/java-17-openjdk-amd64")  # kotlinc 1.3 crashes on newer JDKs (PLATFORM.md)
@@ -67,13 +77,17 @@ def jvm_app(tmp_path_factory, request) -> tuple[Path, Path]:
         return compile_jni(build.result(), out), jar.result()
 
 
-def run_jvm(app: tuple[Path, Path], bundle: Path, x: np.ndarray, tmp: Path) -> subprocess.CompletedProcess:
+def java(app: tuple[Path, Path], *args: str) -> subprocess.CompletedProcess:
     lib_dir, jar = app
+    return subprocess.run([str(JAVA_HOME / "bin" / "java"), f"-Djava.library.path={lib_dir}", "-cp",
+                           f"{jar}:{KOTLIN_STDLIB}", "MainKt", *args], check=False, capture_output=True, text=True,
+                          timeout=120)
+
+
+def run_jvm(app: tuple[Path, Path], bundle: Path, x: np.ndarray, tmp: Path) -> subprocess.CompletedProcess:
     inp = tmp / "x.f32"
     x.astype("<f4").tofile(inp)
-    return subprocess.run([str(JAVA_HOME / "bin" / "java"), f"-Djava.library.path={lib_dir}", "-cp",
-                           f"{jar}:{KOTLIN_STDLIB}", "MainKt", str(bundle), str(inp), str(len(x))],
-                          check=False, capture_output=True, text=True, timeout=120)
+    return java(app, str(bundle), str(inp), str(len(x)))
 
 
 def test_jvm_classifier_matches_python_backend(jvm_app, spread_bundle, inputs, tmp_path):
@@ -100,3 +114,16 @@ def test_jvm_reports_a_tampered_bundle(jvm_app, android_bundle, inputs, tmp_path
     res = run_jvm(jvm_app, bundle, inputs, tmp_path)
     assert res.returncode == 1 and res.stdout == ""
     assert "EdgeExitException" in res.stderr and "pte/program.pte" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("vectors", ["genuine", "tampered"])
+def test_jvm_verify(vectors, jvm_app, android_bundle, tmp_path):
+    """EarlyExitClassifier.verify() on the bundle's own test vectors passes; on a re-sealed copy whose seg0 vector
+    was edited it reports seg0 failed (a result, not an exception) and the other methods passed."""
+    bundle = android_bundle
+    if vectors == "tampered":
+        bundle = with_vectors(android_bundle, tampered_vectors(android_bundle / "pte" / "program.bpte"),
+                              tmp_path / "bundle")
+    res = java(jvm_app, str(bundle), "--verify")
+    assert res.returncode == (0 if vectors == "genuine" else 1), res.stderr
+    check_verification(json.loads(res.stdout), android_bundle, failing=None if vectors == "genuine" else "seg0")

@@ -1,6 +1,8 @@
 """The C++ runner (targets/executorch: C API + edgeexit_runner, linked against the executorch wheel) against the
 Python ExecuTorch backend on the same android bundle and inputs: same predictions and exits, logits within 1e-4;
-and it refuses tampered and schema-violating bundles with a message that says what is wrong.
+it refuses tampered and schema-violating bundles with a message that says what is wrong; `--verify` runs the
+bundle's BundledProgram test vectors through the program it runs (and a tampered vector fails); `--profile` writes
+the on-device profile JSON (edgeexit-device-profile/1).
 
 The build (CMake, Release, only the runner and its library) and the tiny android bundle are made once per session
 under pytest's base temp directory; tests/test_android_jvm.py reuses both through the helpers below.
@@ -8,6 +10,7 @@ under pytest's base temp directory; tests/test_android_jvm.py reuses both throug
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import math
@@ -22,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeexit.bundle import sha256
 from edgeexit.bundle.manifest import digest
 from edgeexit.data.synthetic import synthetic
 from edgeexit.runtime import EarlyExitRuntime
@@ -108,6 +112,54 @@ def resign(bundle: Path, edit) -> Path:
     return bundle
 
 
+def tampered_vectors(bpte: Path, method: str = "seg0", output: int = 1) -> bytes:
+    """The BundledProgram at `bpte` with the first element of one expected output of `method` (default seg0's logits)
+    set to 100, re-serialised with ExecuTorch's own converters (as tests/test_executorch.py tampers)."""
+    from executorch.devtools.bundled_program.serialize import (
+        convert_from_flatbuffer,
+        convert_to_flatbuffer,
+    )
+
+    vectors = json.loads(convert_from_flatbuffer(bpte.read_bytes()))
+    suite = next(s for s in vectors["method_test_suites"] if s["method_name"] == method)
+    suite["test_cases"][0]["expected_outputs"][output]["val"]["data"][:4] = list(np.float32(100.0).tobytes())
+    return convert_to_flatbuffer(json.dumps(vectors))
+
+
+def with_vectors(bundle: Path, data: bytes, dest: Path) -> Path:
+    """A copy of `bundle` at `dest` whose pte/program.bpte is `data`, re-sealed (its sha256 in `files`, the
+    checksum) as a forger would: the bundle's own checks pass, only the vectors are wrong."""
+    out = Path(shutil.copytree(bundle, dest))
+    (out / "pte" / "program.bpte").write_bytes(data)
+    return resign(out, lambda m: m["files"].__setitem__("pte/program.bpte", sha256(out / "pte" / "program.bpte")))
+
+
+def method_names(bundle: Path) -> list[str]:
+    """The .pte methods every bundle verifies: the exits' segments, then the reference."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    return [e["segment"]["pte"]["method"] for e in manifest["exits"]] + [manifest["reference"]["segment"]["pte"]["method"]]
+
+
+def check_verification(got: dict, bundle: Path, *, failing: str | None) -> None:
+    """`got` (the runner's or the JVM's --verify JSON) holds every method, with the bundle's tolerance, and only
+    `failing` (if any) failed, on its tampered logits."""
+    from edgeexit.export.lower_pte import TOLERANCE
+
+    precision = json.loads((bundle / "manifest.json").read_text())["precision"]
+    assert got["tolerance"] == pytest.approx(TOLERANCE[precision], rel=1e-9)
+    assert got["passed"] is (failing is None)
+    methods = {m["method"]: m for m in got["methods"]}
+    assert list(methods)[:len(method_names(bundle))] == method_names(bundle), list(methods)
+    for name, m in methods.items():
+        assert m["cases"] >= 1
+        if name == failing:
+            assert not m["passed"] and m["max_abs_error"] > 90 and m["max_error"] > got["tolerance"]
+            assert "output 1 element 0" in m["detail"] and "expected 100" in m["detail"], m["detail"]
+        else:
+            assert m["passed"] and m["detail"] == "", m
+            assert 0 <= m["max_abs_error"] and m["max_error"] <= got["tolerance"]
+
+
 def spread_thresholds(bundle: Path, x: np.ndarray, dest: Path) -> Path:
     """A copy of `bundle` whose thresholds send a share of `x` to every exit: at exit k, midway between two
     neighbouring scores of the samples still running, so that about 1/(exits left) of them leave there and no
@@ -181,6 +233,26 @@ def test_runner_matches_python_backend(thresholds, cpp_build, android_bundle, sp
     assert all("XnnpackBackend" in d.split(",") for d in got["delegates"]), got["delegates"]  # delegated, and ran
 
 
+def test_forced_exit_matches_python_backend(cpp_build, spread_bundle, inputs, tmp_path):
+    """--force-exit K (ee_run_forced, what the profile's exitK times): every sample answers at K, even where the
+    spread thresholds would let it leave earlier, with the Python backend's forced(K) logits."""
+    rt = EarlyExitRuntime.open(spread_bundle, backend="executorch")
+    try:
+        for k in range(rt.num_exits):
+            want = rt.forced(k).run(inputs)
+            res = run_runner(cpp_build, spread_bundle, inputs, tmp_path, "--force-exit", str(k), "--logits",
+                             str(tmp_path / "logits.f32"))
+            assert res.returncode == 0, res.stderr
+            got = json.loads(res.stdout)
+            assert got["exit_index"] == [k] * len(inputs) and got["predictions"] == want.predictions.tolist()
+            logits = np.fromfile(tmp_path / "logits.f32", dtype="<f4").reshape(want.logits.shape)
+            np.testing.assert_allclose(logits, want.logits, rtol=0, atol=1e-4)
+        res = run_runner(cpp_build, spread_bundle, inputs, tmp_path, "--force-exit", str(rt.num_exits))
+        assert res.returncode == 1 and f"no exit {rt.num_exits}" in res.stderr, res.stderr
+    finally:
+        rt.close()
+
+
 def test_tampered_segment_file_is_refused(cpp_build, android_bundle, inputs, tmp_path):
     bundle = Path(shutil.copytree(android_bundle, tmp_path / "bundle"))
     pte = bundle / "pte" / "program.pte"
@@ -219,3 +291,87 @@ def test_nan_input_is_refused(cpp_build, android_bundle, inputs, tmp_path):
     x[3, 0, 0, 0] = math.nan
     res = run_runner(cpp_build, android_bundle, x, tmp_path)
     assert res.returncode != 0 and "NaN or inf" in res.stderr, res.stderr
+
+
+def run_bare(build: Path, bundle: Path, *args: str) -> subprocess.CompletedProcess:
+    runner = require_tool(build / "edgeexit_runner", "the edgeexit_runner build")
+    return subprocess.run([runner, str(bundle), *args], check=False, capture_output=True, text=True, timeout=300)
+
+
+def test_verify_passes_on_a_fresh_bundle(cpp_build, android_bundle):
+    res = run_bare(cpp_build, android_bundle, "--verify")
+    assert res.returncode == 0, res.stderr
+    check_verification(json.loads(res.stdout), android_bundle, failing=None)
+
+
+@pytest.mark.parametrize("where", ["resealed-bundle", "bpte-by-path"])
+def test_a_tampered_vector_fails_verification(where, cpp_build, android_bundle, tmp_path):
+    """One expected logit of seg0 changed: in a re-sealed copy of the bundle (as a forger would: sha256s and checksum
+    match, so the bundle opens) or in a .bpte given by path; the program is the genuine one either way."""
+    data = tampered_vectors(android_bundle / "pte" / "program.bpte")
+    if where == "resealed-bundle":
+        res = run_bare(cpp_build, with_vectors(android_bundle, data, tmp_path / "bundle"), "--verify")
+    else:
+        (tmp_path / "bad.bpte").write_bytes(data)
+        res = run_bare(cpp_build, android_bundle, "--verify", "--bpte", str(tmp_path / "bad.bpte"))
+    assert res.returncode == 1, res.stderr
+    assert "test vectors fail on this device" in res.stderr and "seg0: case 0 output 1" in res.stderr, res.stderr
+    check_verification(json.loads(res.stdout), android_bundle, failing="seg0")
+
+
+def test_verify_refuses_a_file_that_is_not_a_bundled_program(cpp_build, android_bundle, tmp_path):
+    (tmp_path / "x.bpte").write_bytes((android_bundle / "pte" / "program.pte").read_bytes())
+    res = run_bare(cpp_build, android_bundle, "--verify", "--bpte", str(tmp_path / "x.bpte"))
+    assert res.returncode == 1 and res.stdout == "" and "not a BundledProgram" in res.stderr, res.stderr
+
+
+def profile_keys(manifest: dict) -> set[str]:
+    """The entries a profile of this bundle times: full, full_repeat, exitK, segmentK, and headK / staticK where the
+    manifest's exit names a head or a static model."""
+    n = len(manifest["exits"])
+    keys = {"full", "full_repeat", *(f"exit{k}" for k in range(n)), *(f"segment{k}" for k in range(n))}
+    for k, e in enumerate(manifest["exits"]):
+        keys |= {f"{field}{k}" for field in ("head", "static") if e.get(field)}
+    return keys
+
+
+def test_profile_writes_the_device_profile(cpp_build, android_bundle, tmp_path):
+    manifest = json.loads((android_bundle / "manifest.json").read_text())
+    top = manifest["batch"]["max"]
+    out = tmp_path / "profile.json"
+    res = run_bare(cpp_build, android_bundle, "--profile", "--batches", f"1,{top}", "--rounds", "4", "--calls", "3",
+                   "--warmup", "2", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == ""
+    got = json.loads(out.read_text())
+    assert list(got) == ["format", "runner", "backend", "bundle_checksum", "device", "versions", "warmup", "rounds",
+                         "calls", "batches", "peak_rss_mb"]
+    assert (got["format"], got["runner"], got["backend"]) == ("edgeexit-device-profile/1", "cpp", "executorch")
+    assert got["bundle_checksum"] == manifest["checksum"]
+    from edgeexit.device_runner import device_info, profile_device
+
+    assert got["device"] == device_info()  # hostname, system, machine, cpus, cpu: as the Python runner sees them
+    assert got["versions"] == {"executorch": importlib.metadata.version("executorch"),
+                               "runner": manifest["edgeexit_version"]}
+    assert (got["warmup"], got["rounds"], got["calls"]) == (2, 4, 3)
+    assert list(got["batches"]) == ["1", str(top)]
+    for table in got["batches"].values():
+        assert set(table) == profile_keys(manifest)
+        for name, figures in table.items():
+            assert len(figures) == 4 and all(isinstance(ms, float) and 0 < ms < 10_000 for ms in figures), name
+    assert isinstance(got["peak_rss_mb"], float) and got["peak_rss_mb"] > 1
+    # the Python device runner's document of the same bundle: the same keys, entries and device description
+    py = profile_device(android_bundle, backend="executorch", batches=[1], rounds=1, calls=1, warmup=0)
+    assert set(got) == set(py) - {"runner_location"}, set(py) ^ set(got)
+    assert set(got["batches"]["1"]) == set(py["batches"]["1"])
+    assert got["device"] == py["device"]
+
+
+def test_profile_defaults_and_a_batch_outside_the_range(cpp_build, android_bundle):
+    top = json.loads((android_bundle / "manifest.json").read_text())["batch"]["max"]
+    res = run_bare(cpp_build, android_bundle, "--profile", "--rounds", "1", "--calls", "1", "--warmup", "0")
+    assert res.returncode == 0, res.stderr
+    assert list(json.loads(res.stdout)["batches"]) == ["1", str(top)]  # 1 and batch.max by default
+    res = run_bare(cpp_build, android_bundle, "--profile", "--batches", f"1,{top + 1}", "--rounds", "1")
+    assert res.returncode == 1 and res.stdout == "", res.stderr
+    assert f"batch {top + 1} is outside the bundle's batch range" in res.stderr, res.stderr

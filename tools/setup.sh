@@ -6,8 +6,8 @@
 #   EXTRAS=dev,pretrained tools/setup.sh    choose the extras (the default below is what the tests need)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="${EXTRAS:-dev,pretrained,executorch}"
-APT_PACKAGES="dataset-fashion-mnist g++ kotlin default-jdk-headless nlohmann-json3-dev libvalijson-dev"
+EXTRAS="${EXTRAS:-dev,pretrained,executorch,trt-check}"
+APT_PACKAGES="dataset-fashion-mnist g++ kotlin default-jdk-headless nlohmann-json3-dev libvalijson-dev libflatbuffers-dev flatbuffers-compiler openssh-server openssh-client"
 
 missing=""
 for pkg in $APT_PACKAGES; do

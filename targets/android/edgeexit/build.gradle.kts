@@ -4,6 +4,9 @@
 //   edgeexit.executorchDir   <ExecuTorch android install>/lib/cmake/ExecuTorch   (see targets/android/README.md)
 //   edgeexit.nlohmannJsonDir <prefix>/share/cmake/nlohmann_json
 //   edgeexit.valijsonDir     <prefix>/lib/cmake/valijson
+//   edgeexit.bundledProgramSchemaDir  <executorch source>/devtools/bundled_program/schema (the test vectors' schema)
+//   edgeexit.flatc                    a host flatc of the same release as
+//   edgeexit.flatbuffersInclude       <executorch source>/third-party/flatbuffers/include
 // Not built on the machines that develop edgeexit (no Android SDK there); tests/test_android_jvm.py runs the same
 // Kotlin and JNI code on the host JVM.
 plugins {
@@ -27,6 +30,9 @@ android {
                     "-Dexecutorch_DIR=${required("edgeexit.executorchDir")}",
                     "-Dnlohmann_json_DIR=${required("edgeexit.nlohmannJsonDir")}",
                     "-Dvalijson_DIR=${required("edgeexit.valijsonDir")}",
+                    "-DEDGEEXIT_BUNDLED_PROGRAM_SCHEMA_DIR=${required("edgeexit.bundledProgramSchemaDir")}",
+                    "-DEDGEEXIT_FLATC=${required("edgeexit.flatc")}",
+                    "-DEDGEEXIT_FLATBUFFERS_INCLUDE=${required("edgeexit.flatbuffersInclude")}",
                     "-DANDROID_STL=c++_shared"
                 )
                 cppFlags += listOf("-fexceptions", "-frtti")  // nlohmann/json and valijson throw

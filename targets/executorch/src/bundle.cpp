@@ -18,6 +18,7 @@ using nlohmann::json;
 
 constexpr const char* kManifest = "manifest.json";
 constexpr const char* kSchema = "manifest.schema.json";
+constexpr const char* kBundled = "pte/program.bpte";  // edgeexit.export.lower_pte.BUNDLED
 constexpr int kSchemaVersion = 2;
 
 // The absolute path with links resolved; "" when it does not exist.
@@ -108,6 +109,28 @@ TensorSpec read_tensor(const json& j) {
   return t;
 }
 
+// segment.pte = {file, method} and the I/O of a manifest entry (an exit, the reference, a head or static model).
+MethodSpec read_method(const json& j, const std::string& where) {
+  auto pte = j.at("segment").find("pte");
+  if (pte == j.at("segment").end() || !(*pte).value("method", json()).is_string()) {
+    throw BundleError(where + " has no .pte method", j.at("segment").dump(), "segment.pte = {file, method}",
+                      "export for target android or ios");
+  }
+  MethodSpec m;
+  m.file = pte->at("file").get<std::string>();
+  m.method = pte->at("method").get<std::string>();
+  for (const json& t : j.at("inputs")) m.inputs.push_back(read_tensor(t));
+  for (const json& t : j.at("outputs")) m.outputs.push_back(read_tensor(t));
+  return m;
+}
+
+// An optional method of an exit (`head`, `static`): absent or null in older bundles.
+std::optional<MethodSpec> read_optional_method(const json& e, const char* key, const std::string& where) {
+  auto it = e.find(key);
+  if (it == e.end() || it->is_null()) return std::nullopt;
+  return read_method(*it, where + " " + key);
+}
+
 std::string shape_str(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
@@ -163,6 +186,29 @@ void check_consistency(const Bundle& b, const json& m) {
       want_in = e.outputs[features].shape;  // what the next segment must take
     }
   }
+  std::vector<int64_t> x = {-1};
+  x.insert(x.end(), sample.begin(), sample.end());
+  const std::vector<int64_t> logits_shape = {-1, b.num_classes};
+  auto check_method = [&](const MethodSpec& m, const std::string& where, bool takes_x) {
+    if (m.inputs.size() != 1 || m.inputs[0].dtype != "float32" || m.inputs[0].shape.empty() ||
+        m.inputs[0].shape[0] != -1 || (takes_x && m.inputs[0].shape != x)) {
+      throw BundleError(where + " has another input than the runner feeds it",
+                        m.inputs.empty() ? "no inputs" : shape_str(m.inputs[0].shape) + " " + m.inputs[0].dtype,
+                        "one float32 input " + (takes_x ? shape_str(x) : std::string("[-1, ...]")), kReexportHint);
+    }
+    int logits = m.output_index("logits");
+    if (logits < 0 || m.outputs[logits].shape != logits_shape) {
+      throw BundleError(where + " has no logits output of one value per class",
+                        logits < 0 ? "no logits" : shape_str(m.outputs[logits].shape),
+                        "logits " + shape_str(logits_shape), kReexportHint);
+    }
+  };
+  check_method(b.reference, "the reference (" + b.reference.method + ")", true);
+  for (const ExitSpec& e : b.exits) {
+    const std::string where = "exit " + std::to_string(e.index);
+    if (e.head) check_method(*e.head, where + " head (" + e.head->method + ")", false);
+    if (e.static_model) check_method(*e.static_model, where + " static (" + e.static_model->method + ")", true);
+  }
 }
 
 }  // namespace
@@ -173,7 +219,7 @@ int64_t TensorSpec::sample_numel() const {
   return n;
 }
 
-int ExitSpec::output_index(const std::string& name) const {
+int MethodSpec::output_index(const std::string& name) const {
   for (size_t i = 0; i < outputs.size(); ++i) {
     if (outputs[i].name == name) return int(i);
   }
@@ -208,32 +254,39 @@ Bundle load_bundle(const std::string& dir) {
   const json& input = manifest.at("input");
   for (int i = 0; i < 3; ++i) b.input_shape[i] = input.at("shape").at(i).get<int64_t>();
   b.num_classes = int64_t(manifest.at("class_names").size());
+  b.min_batch = manifest.at("batch").at("min").get<int64_t>();
   b.max_batch = manifest.at("batch").at("max").get<int64_t>();
+  b.precision = manifest.at("precision").get<std::string>();
+  b.checksum = manifest.at("checksum").get<std::string>();
+  b.edgeexit_version = manifest.at("edgeexit_version").get<std::string>();
   for (const json& e : manifest.at("exits")) {
     ExitSpec x;
     x.index = e.at("index").get<int>();
-    auto pte = e.at("segment").find("pte");
-    if (pte == e.at("segment").end() || !(*pte).value("method", json()).is_string()) {
-      throw BundleError("exit " + std::to_string(x.index) + " has no .pte method", e.at("segment").dump(),
-                        "segment.pte = {file, method}", "export for target android or ios");
-    }
-    x.file = pte->at("file").get<std::string>();
-    x.method = pte->at("method").get<std::string>();
-    for (const json& t : e.at("inputs")) x.inputs.push_back(read_tensor(t));
-    for (const json& t : e.at("outputs")) x.outputs.push_back(read_tensor(t));
+    const std::string where = "exit " + std::to_string(x.index);
+    static_cast<MethodSpec&>(x) = read_method(e, where);
     if (!e.at("threshold").is_null()) x.threshold = e.at("threshold").get<double>();
+    x.head = read_optional_method(e, "head", where);
+    x.static_model = read_optional_method(e, "static", where);
     b.exits.push_back(x);
   }
+  b.reference = read_method(manifest.at("reference"), "the reference");
   check_consistency(b, manifest);
 
   const json& files = manifest.at("files");
   for (auto it = files.begin(); it != files.end(); ++it) check_relative(it.key(), root);
+  std::vector<const MethodSpec*> methods = {&b.reference};
   for (const ExitSpec& e : b.exits) {
-    if (!files.contains(e.file)) {
-      throw BundleError("manifest refers to a file it does not list (with its sha256) in `files`", e.file,
-                        "every segment file in files", kReexportHint);
+    methods.push_back(&e);
+    if (e.head) methods.push_back(&*e.head);
+    if (e.static_model) methods.push_back(&*e.static_model);
+  }
+  for (const MethodSpec* m : methods) {
+    if (!files.contains(m->file)) {
+      throw BundleError("manifest refers to a file it does not list (with its sha256) in `files`", m->file,
+                        "every program file in files", kReexportHint);
     }
   }
+  if (files.contains(kBundled)) b.bundled = kBundled;
   for (auto it = files.begin(); it != files.end(); ++it) {
     if (it.key() != kSchema) check_sha256(root, it.key(), it.value().get<std::string>());  // the schema was above
   }

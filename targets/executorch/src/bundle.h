@@ -18,23 +18,36 @@ struct TensorSpec {
   int64_t sample_numel() const;  // elements of one sample (the batch dimension dropped)
 };
 
-struct ExitSpec {
-  int index = 0;
+// One method of a .pte program and its I/O as the manifest states them.
+struct MethodSpec {
   std::string file;    // the .pte, relative to the bundle root
-  std::string method;  // the method of that program that computes this segment
+  std::string method;  // the method of that program
   std::vector<TensorSpec> inputs;
-  std::vector<TensorSpec> outputs;  // intermediate exits: features, logits, score; the final exit: logits, score
-  std::optional<double> threshold;  // exit when score >= threshold; none: never exits here (always at the last)
+  std::vector<TensorSpec> outputs;
 
   int output_index(const std::string& name) const;  // -1 when absent
+};
+
+struct ExitSpec : MethodSpec {  // the segment that ends at this exit
+  int index = 0;
+  // outputs: intermediate exits features, logits, score; the final exit logits, score
+  std::optional<double> threshold;  // exit when score >= threshold; none: never exits here (always at the last)
+  std::optional<MethodSpec> head;          // the exit's head alone: the segment's features -> (logits, score)
+  std::optional<MethodSpec> static_model;  // the network truncated at this exit, run alone: x -> logits
 };
 
 struct Bundle {
   std::string root;  // the real directory (links resolved)
   std::array<int64_t, 3> input_shape{};  // C, H, W
   int64_t num_classes = 0;
+  int64_t min_batch = 0;
   int64_t max_batch = 0;
   std::vector<ExitSpec> exits;
+  MethodSpec reference;  // the unsplit model (x -> logits)
+  std::string precision;         // fp32 / int8 (what the test vectors' tolerance depends on)
+  std::string checksum;          // the manifest's seal
+  std::string edgeexit_version;  // of the edgeexit that wrote the bundle
+  std::string bundled;           // the BundledProgram with the test vectors (relative); "" when the bundle has none
 };
 
 // Verifies the bundle at `dir` in the Python loader's order (the checksum aside): the manifest against

@@ -8,11 +8,15 @@
 
 #include "edgeexit.h"
 #include "error.h"
+#include "profile.h"
 #include "runtime.h"
+#include "verify.h"
 
 struct ee_runtime {
   std::unique_ptr<edgeexit::Runtime> runtime;
   std::vector<float> logits;  // scratch for ee_run calls that pass logits = NULL
+  std::unique_ptr<edgeexit::Verification> verification;  // of the last ee_verify
+  std::string profile;                                   // of the last ee_profile
 };
 
 namespace {
@@ -40,21 +44,9 @@ int guarded(Body&& body) {
   }
 }
 
-}  // namespace
-
-extern "C" {
-
-ee_runtime* ee_open(const char* bundle_dir) {
-  ee_runtime* handle = nullptr;
-  guarded([&] {
-    if (bundle_dir == nullptr) throw edgeexit::ArgumentError("ee_open: bundle_dir is NULL", "NULL", "a directory");
-    auto rt = std::make_unique<edgeexit::Runtime>(edgeexit::load_bundle(bundle_dir));
-    handle = new ee_runtime{std::move(rt), {}};
-  });
-  return handle;
-}
-
-int ee_run(ee_runtime* rt, const float* x, int64_t n, int64_t* predictions, int32_t* exits, float* logits) {
+// ee_run and ee_run_forced (answer_at = k; -1: the real exit loop).
+int run(ee_runtime* rt, const float* x, int64_t n, int64_t* predictions, int32_t* exits, float* logits,
+        int answer_at) {
   return guarded([&] {
     if (rt == nullptr || x == nullptr || predictions == nullptr || exits == nullptr) {
       throw edgeexit::ArgumentError("ee_run: a required pointer is NULL", "rt, x, predictions or exits NULL",
@@ -68,8 +60,35 @@ int ee_run(ee_runtime* rt, const float* x, int64_t n, int64_t* predictions, int3
       rt->logits.resize(size_t(n * rt->runtime->bundle().num_classes));
       out = rt->logits.data();
     }
-    rt->runtime->run(x, n, predictions, exits, out);
+    rt->runtime->run(x, n, predictions, exits, out, answer_at);
   });
+}
+
+}  // namespace
+
+extern "C" {
+
+ee_runtime* ee_open(const char* bundle_dir) {
+  ee_runtime* handle = nullptr;
+  guarded([&] {
+    if (bundle_dir == nullptr) throw edgeexit::ArgumentError("ee_open: bundle_dir is NULL", "NULL", "a directory");
+    auto rt = std::make_unique<edgeexit::Runtime>(edgeexit::load_bundle(bundle_dir));
+    handle = new ee_runtime{std::move(rt), {}, nullptr, {}};
+  });
+  return handle;
+}
+
+int ee_run(ee_runtime* rt, const float* x, int64_t n, int64_t* predictions, int32_t* exits, float* logits) {
+  return run(rt, x, n, predictions, exits, logits, -1);
+}
+
+int ee_run_forced(ee_runtime* rt, int k, const float* x, int64_t n, int64_t* predictions, int32_t* exits,
+                  float* logits) {
+  if (rt != nullptr && (k < 0 || k >= ee_num_exits(rt))) {
+    return fail(EE_ERR_ARGUMENT, "ee_run_forced: no exit " + std::to_string(k) + " | expected: 0 <= k < " +
+                                 std::to_string(ee_num_exits(rt)));
+  }
+  return run(rt, x, n, predictions, exits, logits, k);
 }
 
 int64_t ee_num_classes(const ee_runtime* rt) { return rt ? rt->runtime->bundle().num_classes : -1; }
@@ -95,6 +114,60 @@ double ee_segment_ms(const ee_runtime* rt, int k) {
 const char* ee_segment_delegates(const ee_runtime* rt, int k) {
   if (rt == nullptr || k < 0 || k >= ee_num_exits(rt)) return nullptr;
   return rt->runtime->delegates(k).c_str();
+}
+
+int ee_verify(ee_runtime* rt, const char* bpte_path) {
+  int status = guarded([&] {
+    if (rt == nullptr) throw edgeexit::ArgumentError("ee_verify: rt is NULL", "NULL", "an open runtime");
+    rt->verification.reset();
+    rt->verification = std::make_unique<edgeexit::Verification>(
+        edgeexit::verify_bundled(*rt->runtime, bpte_path ? bpte_path : ""));
+  });
+  if (status != EE_OK || rt->verification->passed()) return status;
+  std::string failed;
+  for (const auto& m : rt->verification->methods) {
+    if (!m.passed) failed += (failed.empty() ? "" : "; ") + m.method + ": " + m.detail;
+  }
+  return fail(EE_ERR_VERIFY, "the bundle's test vectors fail on this device | got: " + failed +
+                             " | expected: every output within the tolerance of a " +
+                             rt->runtime->bundle().precision + " bundle | hint: do not use this bundle on this " +
+                             "device; re-export it, or report the device and backend");
+}
+
+int ee_verify_count(const ee_runtime* rt) {
+  if (rt == nullptr) return -1;
+  return rt->verification ? int(rt->verification->methods.size()) : 0;
+}
+
+int ee_verify_result(const ee_runtime* rt, int i, ee_method_check* out) {
+  if (rt == nullptr || out == nullptr || i < 0 || i >= ee_verify_count(rt)) return EE_ERR_ARGUMENT;
+  const edgeexit::MethodCheck& m = rt->verification->methods[size_t(i)];
+  *out = ee_method_check{m.method.c_str(), m.cases, m.passed ? 1 : 0, m.max_abs_error, m.max_error,
+                         m.detail.c_str()};
+  return EE_OK;
+}
+
+double ee_verify_tolerance(const ee_runtime* rt) {
+  return rt && rt->verification ? rt->verification->tolerance : -1.0;
+}
+
+const char* ee_profile(ee_runtime* rt, const int64_t* batches, int num_batches, int rounds, int calls, int warmup,
+                       uint64_t seed) {
+  int status = guarded([&] {
+    if (rt == nullptr) throw edgeexit::ArgumentError("ee_profile: rt is NULL", "NULL", "an open runtime");
+    if (num_batches < 0 || (num_batches > 0 && batches == nullptr)) {
+      throw edgeexit::ArgumentError("ee_profile: bad batch list", std::to_string(num_batches) + " batches",
+                                    "num_batches >= 0 and batches non-NULL when > 0");
+    }
+    edgeexit::ProfileOptions options;
+    if (num_batches > 0) options.batches.assign(batches, batches + num_batches);
+    options.rounds = rounds;
+    options.calls = calls;
+    options.warmup = warmup;
+    options.seed = seed;
+    rt->profile = edgeexit::profile_json(*rt->runtime, options);
+  });
+  return status == EE_OK ? rt->profile.c_str() : nullptr;
 }
 
 const char* ee_last_error(void) { return g_last_error.c_str(); }

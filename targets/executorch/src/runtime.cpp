@@ -28,108 +28,186 @@ std::string sizes_str(const TensorInfo& t) {
   return s + "]";
 }
 
-// The program's tensor must be the manifest's: float32, same dims but the batch, batch bound >= batch.max, and not
-// memory-planned (the exit loop binds its own buffers; a planned tensor would be copied or refuse our buffer).
-void check_tensor(const TensorInfo& got, const TensorSpec& want, int64_t max_batch, const std::string& where) {
-  bool same = got.scalar_type() == ScalarType::Float && got.sizes().size() == want.shape.size();
-  for (size_t d = 1; same && d < want.shape.size(); ++d) same = got.sizes()[d] == want.shape[d];
-  if (!same) {
-    throw BundleError(where + " differs from the manifest", sizes_str(got), "float32 with dims [batch, ...] of " +
-                      want.name, "the manifest and program.pte disagree; rebuild the bundle");
-  }
-  if (got.sizes()[0] < max_batch) {
-    throw BundleError(where + " is bounded below the manifest's batch.max", sizes_str(got),
-                      "batch bound >= " + std::to_string(max_batch), kReexportHint);
-  }
-  if (got.is_memory_planned()) {
-    throw BundleError(where + " is memory-planned", "alloc_graph_input/output=True",
-                      "unplanned method I/O (the runner binds its own buffers)",
-                      "re-export with this edgeexit: `edgeexit export --run-dir RUN --target android`");
-  }
+std::string spec_str(const TensorSpec& t) {
+  std::string s = "[";
+  for (size_t i = 0; i < t.shape.size(); ++i) s += (i ? ", " : "") + std::to_string(t.shape[i]);
+  return s + "]";
 }
 
 }  // namespace
 
-Runtime::Runtime(Bundle bundle) : bundle_(std::move(bundle)) {
-  for (const ExitSpec& e : bundle_.exits) open_segment(e);
-  segment_ms_.assign(segments_.size(), 0.0);
-  live_.reserve(size_t(bundle_.max_batch));
-}
-
-void Runtime::open_segment(const ExitSpec& e) {
-  auto& module = programs_[e.file];
-  const std::string path = bundle_.root + "/" + e.file;
-  if (!module) {
-    module = std::make_unique<Module>(path, Module::LoadMode::Mmap);
-    auto err = module->load();
-    if (err != executorch::runtime::Error::Ok) {
-      throw RuntimeError("ExecuTorch cannot load " + e.file, et_error(err), "a .pte program of ExecuTorch 1.5",
-                         "was the bundle exported with the ExecuTorch version this runner links?");
-    }
-  }
-  Segment s;
-  s.module = module.get();
-  s.method = e.method;
-  const std::string where = e.file + " method " + e.method;
-  auto meta = module->method_meta(e.method);
+BoundMethod::BoundMethod(Module& module, const std::string& file, const std::string& method)
+    : module_(&module), file_(file), method_(method), where_(file + " method " + method) {
+  auto meta = module.method_meta(method);
   if (!meta.ok()) {
-    throw BundleError(e.file + " has no method " + e.method, et_error(meta.error()), "method " + e.method,
-                      kReexportHint);
+    throw BundleError(file + " has no method " + method, et_error(meta.error()), "method " + method, kReexportHint);
   }
   for (size_t i = 0; i < meta->num_backends(); ++i) {
     const char* name = meta->get_backend_name(i).get();
-    if (("," + s.delegates + ",").find("," + std::string(name) + ",") == std::string::npos) {
-      s.delegates += (s.delegates.empty() ? "" : ",") + std::string(name);  // one entry per backend
+    if (("," + delegates_ + ",").find("," + std::string(name) + ",") == std::string::npos) {
+      delegates_ += (delegates_.empty() ? "" : ",") + std::string(name);  // one entry per backend
     }
     if (executorch::runtime::get_backend_class(name) == nullptr) {
       std::string registered;
       for (size_t b = 0; b < executorch::runtime::get_num_registered_backends(); ++b) {
         registered += (b ? ", " : "") + std::string(executorch::runtime::get_backend_name(b).get());
       }
-      throw RuntimeError(where + " is delegated to " + name + ", which is not registered",
+      throw RuntimeError(where_ + " is delegated to " + name + ", which is not registered",
                          "registered: [" + registered + "]", name,
                          "link the backend library without --as-needed (executorch::backend_xnnpack does)");
     }
   }
-  if (meta->num_inputs() != e.inputs.size() || meta->num_outputs() != e.outputs.size()) {
-    throw BundleError(where + " has another number of inputs/outputs than the manifest",
-                      std::to_string(meta->num_inputs()) + " in, " + std::to_string(meta->num_outputs()) + " out",
-                      std::to_string(e.inputs.size()) + " in, " + std::to_string(e.outputs.size()) + " out",
-                      kReexportHint);
+  if (meta->num_inputs() != 1) {
+    throw BundleError(where_ + " does not take one input", std::to_string(meta->num_inputs()) + " inputs",
+                      "one float32 tensor", kReexportHint);
   }
-  const int64_t max_batch = bundle_.max_batch;
+  // Method I/O must not be memory-planned: the runner binds its own buffers (a planned output refuses them).
+  auto unplanned = [&](const TensorInfo& t, const std::string& what) {
+    if (t.scalar_type() != ScalarType::Float || t.sizes().empty()) {
+      throw BundleError(where_ + " " + what + " is not a float32 batch", sizes_str(t), "float32 [batch, ...]",
+                        kReexportHint);
+    }
+    if (t.is_memory_planned()) {
+      throw BundleError(where_ + " " + what + " is memory-planned", "alloc_graph_input/output=True",
+                        "unplanned method I/O (the runner binds its own buffers)",
+                        "re-export with this edgeexit: `edgeexit export --run-dir RUN --target android`");
+    }
+  };
   TensorInfo in = meta->input_tensor_meta(0).get();
-  check_tensor(in, e.inputs[0], max_batch, where + " input " + e.inputs[0].name);
-  for (size_t d = 1; d < e.inputs[0].shape.size(); ++d) s.sample_sizes.push_back(int32_t(e.inputs[0].shape[d]));
+  unplanned(in, "input");
+  batch_bound_ = in.sizes()[0];
+  input_sample_.assign(in.sizes().begin() + 1, in.sizes().end());
 
-  auto err = module->load_method(e.method);
+  auto err = module.load_method(method);
   if (err != executorch::runtime::Error::Ok) {
-    throw RuntimeError("ExecuTorch cannot load method " + e.method + " of " + e.file, et_error(err),
+    throw RuntimeError("ExecuTorch cannot load method " + method + " of " + file, et_error(err),
                        "a loadable method", "an operator or delegate may be missing from this build");
   }
-  for (size_t i = 0; i < e.outputs.size(); ++i) {
+  for (size_t i = 0; i < meta->num_outputs(); ++i) {
     TensorInfo out = meta->output_tensor_meta(i).get();
-    check_tensor(out, e.outputs[i], max_batch, where + " output " + e.outputs[i].name);
+    unplanned(out, "output " + std::to_string(i));
     // Rows up to the program's batch bound: ExecuTorch checks a bound buffer against the tensor's largest size.
     std::vector<int32_t> sizes(out.sizes().begin(), out.sizes().end());
-    s.output_numel.push_back(e.outputs[i].sample_numel());
-    s.outputs.emplace_back(size_t(sizes[0]) * size_t(s.output_numel.back()));
-    auto buffer = executorch::extension::from_blob(s.outputs.back().data(), sizes);
-    err = module->set_output(e.method, EValue(*buffer), i);
+    output_sample_.emplace_back(sizes.begin() + 1, sizes.end());
+    int64_t numel = 1;
+    for (int32_t d : output_sample_.back()) numel *= d;
+    output_numel_.push_back(numel);
+    outputs_.emplace_back(size_t(sizes[0]) * size_t(numel));
+    auto buffer = executorch::extension::from_blob(outputs_.back().data(), sizes);
+    err = module.set_output(method, EValue(*buffer), i);
     if (err != executorch::runtime::Error::Ok) {
-      throw RuntimeError("cannot bind the output buffer of " + where + " output " + e.outputs[i].name,
+      throw RuntimeError("cannot bind the output buffer of " + where_ + " output " + std::to_string(i),
                          et_error(err), "an unplanned output", kReexportHint);
     }
   }
-  s.features = e.output_index("features");
-  s.logits = e.output_index("logits");
-  s.score = e.output_index("score");
-  s.has_threshold = e.threshold.has_value();
-  s.threshold = s.has_threshold ? float(*e.threshold) : 0.0f;
-  segments_.push_back(std::move(s));
 }
 
-void Runtime::run(const float* x, int64_t n, int64_t* predictions, int32_t* exits, float* logits) {
+int64_t BoundMethod::input_numel() const {
+  int64_t n = 1;
+  for (int32_t d : input_sample_) n *= d;
+  return n;
+}
+
+void BoundMethod::check_against(const MethodSpec& spec, int64_t max_batch) const {
+  if (spec.inputs.size() != 1 || spec.outputs.size() != outputs_.size()) {
+    throw BundleError(where_ + " has another number of inputs/outputs than the manifest",
+                      "1 in, " + std::to_string(outputs_.size()) + " out",
+                      std::to_string(spec.inputs.size()) + " in, " + std::to_string(spec.outputs.size()) + " out",
+                      kReexportHint);
+  }
+  auto same = [&](const std::vector<int32_t>& sample, const TensorSpec& want, const std::string& what) {
+    bool ok = sample.size() + 1 == want.shape.size();
+    for (size_t d = 1; ok && d < want.shape.size(); ++d) ok = sample[d - 1] == want.shape[d];
+    if (!ok) {
+      std::string got = "[batch";
+      for (int32_t d : sample) got += ", " + std::to_string(d);
+      throw BundleError(where_ + " " + what + " " + want.name + " differs from the manifest", got + "]",
+                        spec_str(want), "the manifest and " + file_ + " disagree; rebuild the bundle");
+    }
+  };
+  same(input_sample_, spec.inputs[0], "input");
+  for (size_t i = 0; i < outputs_.size(); ++i) same(output_sample_[i], spec.outputs[i], "output");
+  if (batch_bound_ < max_batch) {
+    throw BundleError(where_ + " is bounded below the manifest's batch.max", std::to_string(batch_bound_),
+                      "batch bound >= " + std::to_string(max_batch), kReexportHint);
+  }
+}
+
+void BoundMethod::execute(float* x, int64_t rows) {
+  std::vector<int32_t> sizes = {int32_t(rows)};
+  sizes.insert(sizes.end(), input_sample_.begin(), input_sample_.end());
+  auto input = executorch::extension::from_blob(x, sizes);
+  auto err = module_->set_input(method_, EValue(*input), 0);
+  if (err != executorch::runtime::Error::Ok) {
+    throw RuntimeError("cannot set the input of method " + method_, et_error(err),
+                       "a float32 batch of " + std::to_string(rows));
+  }
+  auto outs = module_->execute(method_);
+  if (!outs.ok()) {
+    throw RuntimeError("ExecuTorch failed to execute method " + method_, et_error(outs.error()),
+                       "a successful run on a batch of " + std::to_string(rows));
+  }
+  for (size_t i = 0; i < outputs_.size(); ++i) {  // the outputs must be in our buffers, `rows` rows
+    const auto& t = (*outs)[i].toTensor();
+    if (t.const_data_ptr() != outputs_[i].data() || t.size(0) != rows) {
+      throw RuntimeError("method " + method_ + " did not write output " + std::to_string(i) +
+                         " into the bound buffer", "batch " + std::to_string(t.size(0)),
+                         "batch " + std::to_string(rows) + " in the runner's buffer", kReexportHint);
+    }
+  }
+}
+
+Runtime::Runtime(Bundle bundle) : bundle_(std::move(bundle)) {
+  for (const ExitSpec& e : bundle_.exits) {
+    Segment s;
+    s.method = &method(e);
+    s.features = e.output_index("features");
+    s.logits = e.output_index("logits");
+    s.score = e.output_index("score");
+    s.has_threshold = e.threshold.has_value();
+    s.threshold = s.has_threshold ? float(*e.threshold) : 0.0f;
+    segments_.push_back(s);
+  }
+  segment_ms_.assign(segments_.size(), 0.0);
+  live_.reserve(size_t(bundle_.max_batch));
+}
+
+BoundMethod& Runtime::method(const std::string& file, const std::string& name) {
+  const std::string key = file + "\n" + name;
+  auto found = methods_.find(key);
+  if (found != methods_.end()) return *found->second;
+  auto& module = programs_[file];
+  if (!module) {
+    const std::string path = bundle_.root + "/" + file;
+    auto loaded = std::make_unique<Module>(path, Module::LoadMode::Mmap);
+    auto err = loaded->load();
+    if (err != executorch::runtime::Error::Ok) {
+      throw RuntimeError("ExecuTorch cannot load " + file, et_error(err), "a .pte program of ExecuTorch 1.5",
+                         "was the bundle exported with the ExecuTorch version this runner links?");
+    }
+    module = std::move(loaded);
+  }
+  auto bound = std::make_unique<BoundMethod>(*module, file, name);
+  return *methods_.emplace(key, std::move(bound)).first->second;
+}
+
+BoundMethod& Runtime::method(const MethodSpec& spec) {
+  const bool fresh = methods_.count(spec.file + "\n" + spec.method) == 0;
+  try {
+    BoundMethod& m = method(spec.file, spec.method);
+    if (fresh) m.check_against(spec, bundle_.max_batch);
+    return m;
+  } catch (...) {
+    if (fresh) methods_.erase(spec.file + "\n" + spec.method);  // a failed check must not stay loaded as valid
+    throw;
+  }
+}
+
+void Runtime::run(const float* x, int64_t n, int64_t* predictions, int32_t* exits, float* logits, int answer_at) {
+  if (answer_at >= int(segments_.size())) {
+    throw ArgumentError("no exit " + std::to_string(answer_at), std::to_string(answer_at),
+                        "0 <= k < " + std::to_string(segments_.size()));
+  }
   const int64_t sample = bundle_.input_shape[0] * bundle_.input_shape[1] * bundle_.input_shape[2];
   double sum = 0;
   for (int64_t i = 0; i < n * sample; ++i) sum += x[i];  // one pass; NaN or inf anywhere makes it non-finite
@@ -141,9 +219,11 @@ void Runtime::run(const float* x, int64_t n, int64_t* predictions, int32_t* exit
   }
   std::fill(segment_ms_.begin(), segment_ms_.end(), 0.0);
   const int64_t classes = bundle_.num_classes;
+  const bool forced = answer_at >= 0;
+  const size_t stop = forced ? size_t(answer_at) : segments_.size() - 1;
   for (int64_t s = 0; s < n; s += bundle_.max_batch) {
     int64_t m = std::min(bundle_.max_batch, n - s);
-    run_chunk(x + s * sample, m, logits + s * classes, exits + s);
+    run_chunk(x + s * sample, m, logits + s * classes, exits + s, stop, forced);
   }
   for (int64_t i = 0; i < n; ++i) {  // argmax, first maximum on ties (as numpy's argmax)
     const float* row = logits + i * classes;
@@ -153,58 +233,39 @@ void Runtime::run(const float* x, int64_t n, int64_t* predictions, int32_t* exit
   }
 }
 
-void Runtime::run_chunk(const float* x, int64_t n, float* logits_out, int32_t* exits_out) {
+void Runtime::run_chunk(const float* x, int64_t n, float* logits_out, int32_t* exits_out, size_t answer_at,
+                        bool forced) {
   const int64_t classes = bundle_.num_classes;
   live_.resize(size_t(n));
   for (int64_t i = 0; i < n; ++i) live_[i] = i;
   float* cur = const_cast<float*>(x);  // ExecuTorch takes a mutable pointer; inputs are only read
   int64_t m = n;
-  const size_t last = segments_.size() - 1;
-  for (size_t k = 0; k < segments_.size(); ++k) {
+  // Forced to answer at `answer_at`: the exit tests before it still run, but nobody leaves there.
+  for (size_t k = 0; k <= answer_at; ++k) {
     Segment& seg = segments_[k];
-    std::vector<int32_t> sizes = {int32_t(m)};
-    sizes.insert(sizes.end(), seg.sample_sizes.begin(), seg.sample_sizes.end());
-    auto input = executorch::extension::from_blob(cur, sizes);
-    auto err = seg.module->set_input(seg.method, EValue(*input), 0);
-    if (err != executorch::runtime::Error::Ok) {
-      throw RuntimeError("cannot set the input of method " + seg.method, et_error(err),
-                         "a float32 batch of " + std::to_string(m));
-    }
     auto t0 = std::chrono::steady_clock::now();
-    auto outs = seg.module->execute(seg.method);
+    seg.method->execute(cur, m);
     segment_ms_[k] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    if (!outs.ok()) {
-      throw RuntimeError("ExecuTorch failed to execute method " + seg.method, et_error(outs.error()),
-                         "a successful run on a batch of " + std::to_string(m));
-    }
-    for (size_t i = 0; i < seg.outputs.size(); ++i) {  // the outputs must be in our buffers, m rows
-      const auto& t = (*outs)[i].toTensor();
-      if (t.const_data_ptr() != seg.outputs[i].data() || t.size(0) != m) {
-        throw RuntimeError("method " + seg.method + " did not write output " + std::to_string(i) +
-                           " into the bound buffer", "batch " + std::to_string(t.size(0)),
-                           "batch " + std::to_string(m) + " in the runner's buffer", kReexportHint);
-      }
-    }
-    const float* lg = seg.outputs[seg.logits].data();
-    if (k == last) {
+    const float* lg = seg.method->output(size_t(seg.logits));
+    if (k == answer_at) {
       for (int64_t i = 0; i < m; ++i) {
         std::memcpy(logits_out + live_[i] * classes, lg + i * classes, sizeof(float) * classes);
         exits_out[live_[i]] = int32_t(k);
       }
       return;
     }
-    float* features = seg.outputs[seg.features].data();
+    float* features = seg.method->output(size_t(seg.features));
     if (!seg.has_threshold) {  // never exits here: not even scored
       cur = features;
       continue;
     }
     // Exiting rows answer now; the others move up in place (row i to row kept <= i), so the features buffer
     // becomes the next segment's input with no gather buffer.
-    const float* score = seg.outputs[seg.score].data();
-    const int64_t row = seg.output_numel[seg.features];
+    const float* score = seg.method->output(size_t(seg.score));
+    const int64_t row = seg.method->output_numel(size_t(seg.features));
     int64_t kept = 0;
     for (int64_t i = 0; i < m; ++i) {
-      if (score[i] >= seg.threshold) {
+      if ((score[i] >= seg.threshold) & !forced) {
         std::memcpy(logits_out + live_[i] * classes, lg + i * classes, sizeof(float) * classes);
         exits_out[live_[i]] = int32_t(k);
         continue;

@@ -15,6 +15,26 @@ public struct EdgeExitError: Error, CustomStringConvertible {
     }
 }
 
+/// One method's result of `EarlyExitClassifier.verify()`: its test cases (from the bundle's pte/program.bpte) run on
+/// this device, the largest errors against the expected outputs, and whether all were within the tolerance.
+/// `maxError` is max |got - want| / (1 + |want|), what the tolerance bounds; `detail` says why it failed ("" if not).
+public struct MethodCheck {
+    public let method: String
+    public let cases: Int
+    public let passed: Bool
+    public let maxAbsError: Double
+    public let maxError: Double
+    public let detail: String
+}
+
+/// The self-check of a bundle on this device: every method's `MethodCheck` and the tolerance they were held to.
+public struct Verification {
+    public let tolerance: Double
+    public let methods: [MethodCheck]
+    /// True when every method the bundle needs has test vectors and all of them pass.
+    public var passed: Bool { !methods.isEmpty && methods.allSatisfy { $0.passed } }
+}
+
 public final class EarlyExitClassifier {
     /// Per sample: the predicted class, the exit that answered, and that exit's logits (n x numClasses).
     public struct Result {
@@ -69,6 +89,26 @@ public final class EarlyExitClassifier {
         }
         guard Int(status) == EE_OK else { throw EdgeExitError.last(status) }
         return Result(predictions: predictions, exits: exits, logits: logits)
+    }
+
+    /// Runs the bundle's test vectors (pte/program.bpte, made at export) through the program this classifier runs and
+    /// compares every output with the tolerance of the bundle's precision (1e-4 fp32, 0.1 int8): do it once before
+    /// trusting the device's answers, and check `passed`. A failing vector is a result, not an error; the call
+    /// throws `EdgeExitError` only when the vectors cannot be read.
+    public func verify() throws -> Verification {
+        lock.lock()
+        defer { lock.unlock() }
+        let status = ee_verify(handle, nil)
+        guard Int(status) == EE_OK || Int(status) == EE_ERR_VERIFY else { throw EdgeExitError.last(status) }
+        var methods: [MethodCheck] = []
+        for i in 0..<Int(ee_verify_count(handle)) {
+            var m = ee_method_check()
+            guard Int(ee_verify_result(handle, Int32(i), &m)) == EE_OK else { continue }
+            methods.append(MethodCheck(method: String(cString: m.method), cases: Int(m.cases), passed: m.passed != 0,
+                                       maxAbsError: m.max_abs_error, maxError: m.max_error,
+                                       detail: String(cString: m.detail)))
+        }
+        return Verification(tolerance: ee_verify_tolerance(handle), methods: methods)
     }
 
     /// Milliseconds each segment took in the last `classify` call.

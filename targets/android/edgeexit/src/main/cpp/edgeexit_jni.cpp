@@ -101,6 +101,44 @@ JNIEXPORT jdouble JNICALL Java_dev_edgeexit_EdgeExitNative_segmentMs(JNIEnv* env
   return rt ? ee_segment_ms(rt, k) : -1.0;
 }
 
+// ee_verify's per-method results as dev.edgeexit.MethodCheck[]; a failing vector is a result (EE_ERR_VERIFY), any
+// other failure an EdgeExitException.
+JNIEXPORT jobjectArray JNICALL Java_dev_edgeexit_EdgeExitNative_verify(JNIEnv* env, jclass, jlong handle) {
+  ee_runtime* rt = runtime_of(env, handle);
+  if (rt == nullptr) return nullptr;
+  const int status = ee_verify(rt, nullptr);
+  if (status != EE_OK && status != EE_ERR_VERIFY) {
+    throw_edgeexit(env);
+    return nullptr;
+  }
+  jclass cls = env->FindClass("dev/edgeexit/MethodCheck");
+  if (cls == nullptr) return nullptr;  // NoClassDefFoundError pending
+  jmethodID init = env->GetMethodID(cls, "<init>", "(Ljava/lang/String;IZDDLjava/lang/String;)V");
+  if (init == nullptr) return nullptr;  // NoSuchMethodError pending
+  const int count = ee_verify_count(rt);
+  jobjectArray out = env->NewObjectArray(count, cls, nullptr);
+  for (int i = 0; out != nullptr && i < count; ++i) {
+    ee_method_check m;
+    ee_verify_result(rt, i, &m);
+    jstring method = env->NewStringUTF(m.method);
+    jstring detail = env->NewStringUTF(m.detail);
+    if (method == nullptr || detail == nullptr) return nullptr;  // OutOfMemoryError pending
+    jobject check = env->NewObject(cls, init, method, jint(m.cases), jboolean(m.passed != 0), m.max_abs_error,
+                                   m.max_error, detail);
+    if (check == nullptr) return nullptr;
+    env->SetObjectArrayElement(out, i, check);
+    env->DeleteLocalRef(check);
+    env->DeleteLocalRef(detail);
+    env->DeleteLocalRef(method);
+  }
+  return out;
+}
+
+JNIEXPORT jdouble JNICALL Java_dev_edgeexit_EdgeExitNative_verifyTolerance(JNIEnv* env, jclass, jlong handle) {
+  ee_runtime* rt = runtime_of(env, handle);
+  return rt ? ee_verify_tolerance(rt) : -1.0;
+}
+
 JNIEXPORT void JNICALL Java_dev_edgeexit_EdgeExitNative_close(JNIEnv*, jclass, jlong handle) {
   ee_close(reinterpret_cast<ee_runtime*>(handle));
 }

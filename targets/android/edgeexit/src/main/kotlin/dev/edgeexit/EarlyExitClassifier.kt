@@ -6,6 +6,20 @@ import java.io.Closeable
 class EdgeExitException(message: String) : RuntimeException(message)
 
 /**
+ * One method's result of [EarlyExitClassifier.verify]: its test cases (from the bundle's pte/program.bpte) run on
+ * this device, the largest errors against the expected outputs, and whether all were within the tolerance.
+ * [maxError] is max |got - want| / (1 + |want|), what the tolerance bounds; [detail] says why it failed ("" if not).
+ */
+class MethodCheck(val method: String, val cases: Int, val passed: Boolean, val maxAbsError: Double,
+                  val maxError: Double, val detail: String)
+
+/** The self-check of a bundle on this device: every method's [MethodCheck] and the tolerance they were held to. */
+class Verification(val tolerance: Double, val methods: List<MethodCheck>) {
+    /** True when every method the bundle needs has test vectors and all of them pass. */
+    val passed: Boolean get() = methods.isNotEmpty() && methods.all { it.passed }
+}
+
+/**
  * An early-exit classifier: the bundle's segments (one ExecuTorch .pte, XNNPACK) run one after another, and a
  * sample stops at the first exit whose score reaches that exit's threshold. Backed by the edgeexit C API
  * (libedgeexit) through libedgeexit_jni.
@@ -13,7 +27,10 @@ class EdgeExitException(message: String) : RuntimeException(message)
  * Opening verifies the bundle (manifest against its JSON Schema, every file's sha256) and throws
  * [EdgeExitException] when it does not hold. Calls are serialised; use one classifier per thread for parallel work.
  *
- *     EarlyExitClassifier(bundleDir).use { c -> val r = c.classify(pixels, n) }
+ *     EarlyExitClassifier(bundleDir).use { c ->
+ *         check(c.verify().passed) { "this device does not reproduce the bundle's test vectors" }
+ *         val r = c.classify(pixels, n)
+ *     }
  *
  * @param bundleDir a directory on the device's file system (copy the bundle out of the APK's assets first).
  */
@@ -42,6 +59,19 @@ class EarlyExitClassifier(bundleDir: String) : Closeable {
         val result = Result(LongArray(n), IntArray(n), FloatArray(n * numClasses))
         EdgeExitNative.run(handle, pixels, n, result.predictions, result.exits, result.logits)
         return result
+    }
+
+    /**
+     * Runs the bundle's test vectors (pte/program.bpte, made at export) through the program this classifier runs and
+     * compares every output with the tolerance of the bundle's precision (1e-4 fp32, 0.1 int8): do it once before
+     * trusting the device's answers, and check [Verification.passed]. A failing vector is a result, not an
+     * exception; [EdgeExitException] means the vectors could not be read at all.
+     */
+    @Synchronized
+    fun verify(): Verification {
+        check(handle != 0L) { "EarlyExitClassifier is closed" }
+        val methods = EdgeExitNative.verify(handle)
+        return Verification(EdgeExitNative.verifyTolerance(handle), methods.toList())
     }
 
     /** Milliseconds each segment took in the last [classify] call. */
@@ -73,5 +103,7 @@ internal object EdgeExitNative {
     @JvmStatic external fun numClasses(handle: Long): Int
     @JvmStatic external fun numExits(handle: Long): Int
     @JvmStatic external fun segmentMs(handle: Long, k: Int): Double
+    @JvmStatic external fun verify(handle: Long): Array<MethodCheck>
+    @JvmStatic external fun verifyTolerance(handle: Long): Double
     @JvmStatic external fun close(handle: Long)
 }
