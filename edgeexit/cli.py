@@ -60,18 +60,38 @@ LAM = typer.Option(None, "--lam", help="cost weight λ (default: 1 for eenet, 2 
 GATER_FEATURES = typer.Option("confidence,entropy", help="budget: the gater's inputs, from confidence,margin,entropy")
 GATER_PERIOD = typer.Option(10, help="budget: network steps per gater step (papers/003: 10 on CIFAR, 100 on ImageNet)")
 DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N; under torchrun each rank takes cuda:LOCAL_RANK")
-WEIGHTS = typer.Option(None, help="'imagenet' (efficientnet_lite0's shipped weights) or a torchvision state_dict "
-                                  "file to fine-tune from")
+WEIGHTS = typer.Option(None, help="'imagenet' (efficientnet_lite0's shipped weights), or your trained model's weights: "
+                                  "a state_dict file (torch.save(model.state_dict())), a TorchScript or a torch.export "
+                                  "archive (a whole pickled model is refused: loading it could run code)")
+MODEL = typer.Option(None, help="your own model instead of --backbone: package.module:function (returns an "
+                                "nn.Module) or torchvision:<name>; name its split points with --exits layer1,layer2")
+MODEL_KWARGS = typer.Option(None, help="keyword arguments of --model as JSON, e.g. '{\"num_classes\": 10}'")
+FREEZE_BACKBONE = typer.Option(False, help="train the exit heads only: the backbone's weights and BatchNorm statistics "
+                                           "stay as in --weights, so the final exit answers as your model does")
+UNFREEZE_AFTER = typer.Option(None, help="with --freeze-backbone: after N epochs of heads only, train everything jointly")
 
 
-def _model_config(backbone, exits, head, image_size, weights, method, gater_features):
+def _model_config(backbone, exits, head, image_size, weights, method, gater_features, model=None, model_kwargs=None):
     """The model options; the head defaults to the method's (EENet's Pool block for eenet), the gater is added for
     the budget method only."""
+    import json
+
     from edgeexit.models import ModelConfig
 
-    return ModelConfig(backbone=backbone, exits=_exits(exits), head=head or ("pool" if method == "eenet" else "aep"),
+    kwargs = None
+    if model_kwargs:
+        try:
+            kwargs = json.loads(model_kwargs)
+        except json.JSONDecodeError as err:
+            raise ConfigError("--model-kwargs is not valid JSON", got=model_kwargs, expected='e.g. {"num_classes": 10}',
+                              hint="quote it for the shell: --model-kwargs '{\"num_classes\": 10}'") from err
+        if not isinstance(kwargs, dict):
+            raise ConfigError("--model-kwargs must be a JSON object", got=model_kwargs, expected='{"name": value, ...}')
+        if model is None:
+            raise ConfigError("--model-kwargs needs --model", got=model_kwargs, expected="--model package.module:function")
+    return ModelConfig(backbone=model or backbone, exits=_exits(exits), head=head or ("pool" if method == "eenet" else "aep"),
                        image_size=image_size, weights=str(weights) if weights else None,
-                       gater_features=gater_features if method == "budget" else None)
+                       gater_features=gater_features if method == "budget" else None, model=model, model_kwargs=kwargs)
 
 
 @app.command()
@@ -102,6 +122,10 @@ def train(
     limit_train: Optional[int] = typer.Option(None), limit_val: Optional[int] = typer.Option(None),
     limit_test: Optional[int] = typer.Option(None),
     weights: Optional[str] = WEIGHTS,
+    model: Optional[str] = MODEL,
+    model_kwargs: Optional[str] = MODEL_KWARGS,
+    freeze_backbone: bool = FREEZE_BACKBONE,
+    unfreeze_after: Optional[int] = UNFREEZE_AFTER,
     resume: bool = typer.Option(False, help="continue from run-dir/checkpoint.pt"),
 ):
     """Train the exit network (AEP loss by default) and write RUN_DIR/checkpoint.pt.
@@ -114,10 +138,10 @@ def train(
 
     try:
         data = DataConfig(dataset, image_size, seed, None, limit_train, limit_val, limit_test)
-        model = _model_config(backbone, exits, head, image_size, weights, method, gater_features)
+        model = _model_config(backbone, exits, head, image_size, weights, method, gater_features, model, model_kwargs)
         cfg = _train_options(method, weight_mode, epochs, batch_size, lr, patience, seed, max_steps, lam=lam,
                              gater_period=gater_period, device=device, amp=amp, freeze_bn=freeze_bn, sync_bn=sync_bn,
-                             schedule=schedule)
+                             schedule=schedule, freeze_backbone=freeze_backbone, unfreeze_after=unfreeze_after)
         run = RunDir(run_dir)
         # under torchrun every rank runs this command; rank 0 writes the run directory, so rank 0 holds it
         with run.lock("train") if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
@@ -132,10 +156,14 @@ def train(
 
 
 def _exits(exits: str):
-    """A placement name, or comma-separated block indices."""
+    """A placement name, comma-separated block indices, or comma-separated block names / module paths."""
     text = exits.strip()
-    if not text or not text[0].isdigit():
-        return text or "stages"
+    if not text:
+        return "stages"
+    if text in ("stages", "full", "blocks") or text.startswith("eenet:"):
+        return text
+    if not text[0].isdigit():
+        return [name.strip() for name in text.split(",") if name.strip()]
     try:
         return [int(i) for i in text.split(",")]
     except ValueError:
@@ -204,6 +232,8 @@ def calibrate(
     recipe: str = typer.Option("default", help="calibration-set recipe in calibration/recipes (default, quick) or a path"),
     threshold: float = typer.Option(0.5, help="T of the fixed policy (EENet confidence)"),
     limit: Optional[int] = typer.Option(None, help="calibrate on the first N samples of the recipe's split"),
+    temperature: bool = typer.Option(True, help="temperature scaling per exit, fitted on the calibration set (NLL) "
+                                                "before the thresholds (search / fractions with a logit score)"),
 ):
     """Choose exit thresholds for a budget; writes RUN/calibration.json and the accuracy/cost curves (JSON, PNG)."""
     from edgeexit.pipeline import calibrate_stage, read_profile
@@ -216,7 +246,7 @@ def calibrate(
             checkpoint = _trained(run)
             profile = read_profile(run, checkpoint) if b.kind == "ms" else None
             cal = calibrate_stage(run, checkpoint, budget=b, policy=policy, score=score, recipe=recipe, limit=limit,
-                                  threshold=threshold, profile=profile)
+                                  threshold=threshold, profile=profile, temperature=temperature)
     except EdgeExitError as err:
         _fail(err)
     t = Table(title=f"calibration ({cal.policy}, {cal.score_kind}, {cal.n_samples} samples)")
@@ -225,10 +255,24 @@ def calibrate(
     for k, (th, fr, acc, c) in enumerate(zip(cal.thresholds, cal.exit_fractions, cal.exit_accuracy, cal.costs)):
         t.add_row(str(k), f"{th:.4f}", f"{fr:.3f}", f"{acc:.4f}", f"{c:,.3f}" if cal.cost_unit == "ms" else f"{c:,.0f}")
     console.print(t)
+    if cal.calibration_error:
+        console.print(temperature_table(cal))
     for w in cal.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}")
     console.print(f"expected accuracy {cal.accuracy:.4f} at {_cost_summary(cal)} "
                   f"-> {run_dir / 'calibration.json'}, {run_dir / 'curves.png'}")
+
+
+def temperature_table(cal) -> Table:
+    """Each exit's temperature and its expected calibration error / NLL before and after scaling."""
+    e = cal.calibration_error
+    t = Table(title=f"temperature scaling (fitted by NLL on the {cal.n_samples} calibration samples)")
+    for col in ("exit", "temperature", "ECE before", "ECE after", "NLL before", "NLL after"):
+        t.add_column(col, justify="right")
+    for k, temp in enumerate(cal.temperatures or []):
+        t.add_row(str(k), f"{temp:.3f}", f"{e['ece_before'][k]:.4f}", f"{e['ece_after'][k]:.4f}",
+                  f"{e['nll_before'][k]:.4f}", f"{e['nll_after'][k]:.4f}")
+    return t
 
 
 def _cost_summary(cal) -> str:
@@ -242,33 +286,63 @@ def _cost_summary(cal) -> str:
 def profile(
     run_dir: Path = RUN_DIR,
     backend: Optional[str] = BACKEND,
-    batch_size: int = typer.Option(1),
-    rounds: int = typer.Option(60),
+    device: str = typer.Option("local", help="local | ssh://[user@]host[:port][?python=PATH&identity=KEY"
+                                             "&known_hosts=FILE] | adb://SERIAL"),
+    batches: Optional[str] = typer.Option(None, help="batch sizes, e.g. 1,8 (default: 1 and the bundle's largest)"),
+    rounds: int = typer.Option(30, help="alternating rounds; each figure is a median over rounds"),
+    calls: int = typer.Option(3, help="back-to-back calls per entry and round (their median)"),
+    runner: Optional[str] = typer.Option(None, help="python | cpp (local: python; adb: cpp)"),
+    runner_binary: Optional[Path] = typer.Option(None, help="the C++ runner (edgeexit_runner) for cpp / adb"),
     etdump: bool = typer.Option(False, help="ExecuTorch bundles: also per-segment and per-operator times from ETDump"),
 ):
-    """Per-exit latency of RUN/bundle on a backend (default: the bundle's own) next to the unsplit model on the same
-    backend; writes RUN/profile.json and adds it to the bundle."""
+    """Per-exit latency of RUN/bundle on a device and backend (default: this machine, the bundle's own backend),
+    the unsplit model timed beside it, the run's own noise; writes RUN/profile.json and attaches it to the bundle."""
     from edgeexit import jsonio
-    from edgeexit.bundle import add_files, load_bundle
+    from edgeexit.bundle import REPORTS, add_files, load_bundle
+    from edgeexit.devices import parse_device
     from edgeexit.profile import profile_bundle
     from edgeexit.rundir import RunDir
 
     try:
         run = RunDir(run_dir)
+        dev = parse_device(device, runner)
         with run.lock("profile"):
             bundle = load_bundle(run.bundle)
-            prof = profile_bundle(bundle, backend=backend, batch_size=batch_size, rounds=rounds)
+            console.print(f"profiling {bundle.root.name} on {escape(dev.describe())} ({rounds} rounds)...")
+            prof = profile_bundle(bundle, backend=backend, device=dev, batches=_batch_list(batches), rounds=rounds,
+                                  calls=calls, runner_binary=runner_binary)
             if etdump:
                 from edgeexit.etdump import etdump_timings
 
-                prof["etdump"] = etdump_timings(bundle, batch=batch_size)
+                prof["etdump"] = etdump_timings(bundle, batch=prof["batch_size"])
             jsonio.write_json(run.profile, prof)
-            add_files(bundle, {"profile.json": jsonio.dumps(prof)}, run.bundle)
+            add_files(bundle, {f"{REPORTS}profile.json": jsonio.dumps(prof)}, run.bundle)
     except EdgeExitError as err:
         _fail(err)
-    console.print(profile_table(prof))
+    for b in prof["batches"]:
+        console.print(profile_table(prof, b))
+    _noise_note(prof)
     if "etdump" in prof:
         console.print(etdump_table(prof["etdump"]))
+
+
+def _batch_list(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise ConfigError("--batches takes integers", got=text, expected="e.g. 1,8") from None
+
+
+def _noise_note(prof: dict) -> None:
+    worst = max(n["noise"] for n in prof["noise"].values())
+    if prof["trusted"]:
+        console.print(f"noise of this profile (the unsplit model timed twice): {100 * worst:.1f} % "
+                      f"(bound {100 * next(iter(prof['noise'].values()))['bound']:.0f} %)")
+    else:
+        console.print(f"[yellow]this profile is noisy: the unsplit model timed twice differs by {100 * worst:.1f} %; "
+                      "differences smaller than that mean nothing. Profile again on an idle device.[/]")
 
 
 def etdump_table(timings: dict) -> Table:
@@ -282,14 +356,26 @@ def etdump_table(timings: dict) -> Table:
     return t
 
 
-def profile_table(prof: dict) -> Table:
-    t = Table(title=f"per-exit latency, {prof['backend']}, batch {prof['batch_size']} (p50 of {prof['rounds']} rounds)")
-    for col in ("exit", "after", "p50 ms", "p90 ms", "time / full", "MACs / full"):
+def profile_table(prof: dict, batch: str | None = None) -> Table:
+    batch = batch or str(prof["batch_size"])
+    tb = prof["batches"][batch]
+    t = Table(title=f"per-exit latency, {prof['backend']} on {escape(prof['device'])}, batch {batch}: p50 ms over "
+                    f"{prof['rounds']} rounds, spread (p90-p10)/p50")
+    for col in ("exit", "after", "answer here", "spread", "/ full", "MACs / full", "segment", "head", "truncated"):
         t.add_column(col, justify="right")
-    for e in prof["exits"]:
-        t.add_row(str(e["index"]), e["name"], f"{e['p50_ms']:.3f}", f"{e['p90_ms']:.3f}", f"{e['time_fraction']:.3f}",
-                  f"{e['macs_fraction']:.3f}")
-    t.add_row("full", "unsplit model", f"{prof['full']['p50_ms']:.3f}", f"{prof['full']['p90_ms']:.3f}", "1.000", "1.000")
+
+    def ms(s):
+        return "-" if s is None else f"{s['p50_ms']:.3f}"
+
+    for e in tb["exits"]:
+        c = e["cumulative"]
+        t.add_row(str(e["index"]), e["name"], ms(c), f"{100 * c['spread']:.0f} %", f"{e['time_fraction']:.3f}",
+                  f"{e['macs_fraction']:.3f}", ms(e["segment"]), ms(e["head"]), ms(e["static"]))
+    f = tb["full"]
+    t.add_row("full", "unsplit", ms(f), f"{100 * f['spread']:.0f} %", "1.000", "1.000", "", "", "")
+    ff = tb["forced_final"]
+    t.caption = (f"forced final exit {ff['ratio']:.3f}x the unsplit model (heads {100 * ff['heads_fraction']:.1f} %); "
+                 f"noise {100 * tb['noise']['noise']:.1f} %")
     return t
 
 
@@ -354,6 +440,12 @@ def build(
     gater_period: int = GATER_PERIOD,
     device: str = DEVICE,
     weights: Optional[str] = WEIGHTS,
+    model: Optional[str] = MODEL,
+    model_kwargs: Optional[str] = MODEL_KWARGS,
+    freeze_backbone: bool = FREEZE_BACKBONE,
+    unfreeze_after: Optional[int] = UNFREEZE_AFTER,
+    temperature: bool = typer.Option(True, help="temperature scaling per exit, fitted on the calibration set (NLL) "
+                                                "before the thresholds (logit scores)"),
     epochs: int = typer.Option(3, help="short by default so the whole job fits ~10 min on 2 cores"),
     lr: float = typer.Option(1e-3),
     schedule: str = typer.Option("cosine", help="learning rate: cosine (annealed to 0, good for short runs) | constant"),
@@ -369,10 +461,10 @@ def build(
     eval_batch_size: int = typer.Option(64),
     precision: Optional[str] = typer.Option(None, help="one of the target's precisions (default: its first)"),
     prune: bool = typer.Option(True, help="AEP pruning to the best exit subset (aep method only)"),
+    profile_device: str = typer.Option("local", help="where to profile: local | ssh://user@host | adb://SERIAL"),
 ):
     """train -> prune -> calibrate -> export -> profile -> measure: a bundle with its report, in one go."""
     from edgeexit import jsonio
-    from edgeexit.bundle import add_files
     from edgeexit.calibrate import Budget
     from edgeexit.pipeline import (
         DataConfig,
@@ -383,7 +475,7 @@ def build(
         train_stage,
     )
     from edgeexit.profile import profile_bundle
-    from edgeexit.report import markdown_report, summary_table
+    from edgeexit.report import report_table, summary_table, write_report
     from edgeexit.rundir import RunDir
     from edgeexit.train.distributed import launched_by_torchrun
 
@@ -395,9 +487,10 @@ def build(
                               "run `edgeexit calibrate` and `edgeexit export` once")
         # Every option is checked before the first epoch: a typo must not cost a training run.
         data = DataConfig(dataset, image_size, seed, None, limit_train, limit_val, limit_test)
-        model = _model_config(backbone, exits, head, image_size, weights, method, gater_features)
+        model = _model_config(backbone, exits, head, image_size, weights, method, gater_features, model, model_kwargs)
         cfg = _train_options(method, weight_mode, epochs, batch_size, lr, 12, seed, max_steps, lam=lam,
-                             gater_period=gater_period, device=device, schedule=schedule)
+                             gater_period=gater_period, device=device, schedule=schedule,
+                             freeze_backbone=freeze_backbone, unfreeze_after=unfreeze_after)
         b, policy, score, precision = _check_build_options(target, precision, budget, policy, score, method,
                                                            eval_batch_size)
         run = RunDir(run_dir)
@@ -410,6 +503,12 @@ def build(
                 pr = prune_stage(run, budget=b if policy == "search" else None, score=score)
                 console.print(prune_table(pr, 5))
                 console.print(prune_summary(pr))
+                if freeze_backbone and pr.kept_exits[-1] != len(pr.full["exits"]) - 1:
+                    # the pruned network would end before the user's classifier, whose answers --freeze-backbone keeps
+                    run.pruned.unlink(missing_ok=True)
+                    run.pruned_json.unlink(missing_ok=True)
+                    console.print("[yellow]not pruned: that subset drops your model's own classifier, the final exit "
+                                  "--freeze-backbone keeps[/]")
             else:
                 run.pruned.unlink(missing_ok=True)
                 console.print("skipped (--no-prune, a method other than aep, or a millisecond budget)")
@@ -419,33 +518,46 @@ def build(
             prof = None
             if b.kind == "ms":  # a latency budget needs the measured table: export once, profile, then calibrate
                 calibrate_stage(run, trained, budget=Budget("macs_fraction", 1.0), policy=policy, score=score,
-                                curves=False)
+                                curves=False, temperature=temperature)
                 first = export_stage(run, trained, target=target, precision=precision)
                 backend = _measure_backend(first)
                 prof = profile_bundle(first, backend=backend)
                 jsonio.write_json(run.profile, prof)
-            cal = calibrate_stage(run, trained, budget=b, policy=policy, score=score, profile=prof)
+            cal = calibrate_stage(run, trained, budget=b, policy=policy, score=score, profile=prof,
+                                  temperature=temperature)
             console.print(f"thresholds {[round(t, 4) for t in cal.thresholds]}: expected accuracy {cal.accuracy:.4f} "
                           f"at {_cost_summary(cal)}")
+            if cal.calibration_error:
+                console.print(temperature_table(cal))
             console.rule("[bold]4/6 export")
             bundle = export_stage(run, trained, target=target, precision=precision)
             backend = backend or _measure_backend(bundle)
-            console.rule(f"[bold]5/6 profile ({backend})")
-            prof = profile_bundle(bundle, backend=backend)
+            console.rule(f"[bold]5/6 profile ({backend}, {profile_device})")
+            prof = profile_bundle(bundle, backend=backend, device=profile_device)
             jsonio.write_json(run.profile, prof)
             console.print(profile_table(prof))
-            console.rule(f"[bold]6/6 measure ({backend})")
+            _noise_note(prof)
+            console.rule(f"[bold]6/6 measure and report ({backend})")
             ev = evaluate_bundle(bundle.root, backend=backend, batch_size=eval_batch_size)
-            extra = {"report.md": markdown_report(ev, cal.to_dict(), prof), "eval.json": jsonio.dumps(ev),
-                     "profile.json": jsonio.dumps(prof)}
-            for path in (run.curves_png, run.curves_json):
-                if path.is_file():
-                    extra[path.name] = path.read_bytes()
-            bundle = add_files(bundle, extra, run.bundle)
+            jsonio.write_json(run.eval_json, ev)
+            rep, bundle = write_report(run, ev=ev, prof=prof)
     except EdgeExitError as err:
         _fail(err)
     console.print(summary_table(ev, title=f"{backbone} on {dataset}, target {target}"))
-    console.print(f"bundle: {run.bundle} -> {bundle.root.name}  (report.md, eval.json inside)  total {time.time() - t0:.0f} s")
+    console.print(report_table(rep))
+    console.print(rep["static_baseline"]["verdict"])
+    if profile_device == "local" and _profiles_on_device(target):
+        console.print(f"[bold]on the {target} itself:[/] edgeexit profile --run-dir {run_dir} --device "
+                      f"{'adb://SERIAL --runner-binary edgeexit_runner' if target in ('android', 'ios') else 'ssh://user@host'}"
+                      f" && edgeexit report {run_dir}  (this build measured {backend} on this machine)")
+    console.print(f"bundle: {run.bundle} -> {bundle.root.name}  (report/ inside; {run.report_md})  "
+                  f"total {time.time() - t0:.0f} s")
+
+
+def _profiles_on_device(target: str) -> bool:
+    from edgeexit.targets import load_target
+
+    return load_target(target).profile == "device"
 
 
 def _check_build_options(target, precision, budget, policy, score, method, eval_batch_size):
@@ -486,6 +598,24 @@ def _measure_backend(bundle) -> str:
         console.print(f"[yellow]target {bundle.manifest.target} cannot run here ({escape(err.what)}); "
                       "measuring on onnxruntime (CPU emulation)[/]")
         return "onnxruntime"
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(Path("runs/default"), help="a run directory")):
+    """The savings report of RUN/bundle again from its evaluation, profile and calibration: RUN/report.md,
+    report.json and PNGs, attached to the bundle (report/)."""
+    from edgeexit.report import report_table, write_report
+    from edgeexit.rundir import RunDir
+
+    try:
+        run = RunDir(run_dir)
+        with run.lock("report"):
+            rep, bundle = write_report(run)
+    except EdgeExitError as err:
+        _fail(err)
+    console.print(report_table(rep))
+    console.print(rep["static_baseline"]["verdict"])
+    console.print(f"{run.report_md}, {run.report_json} and PNGs; attached to {bundle.root.name}/report/")
 
 
 @app.command()

@@ -52,3 +52,7 @@ class RuntimeMissingError(EdgeExitError):
 
 class ExportError(EdgeExitError):
     """Export produced a graph that does not match torch."""
+
+
+class DeviceError(EdgeExitError):
+    """A device cannot be reached, or the runner on it failed."""

@@ -119,16 +119,21 @@ def policy_score(policy: str, score: str | None, default: str = "max_softmax") -
 
 def calibrate_stage(run: RunDir, checkpoint: Path, *, budget: Budget | None, policy: str = "search",
                     score: str | None = None, recipe: str = "default", limit: int | None = None,
-                    threshold: float = 0.5, profile: dict | None = None, curves: bool = True) -> Calibration:
+                    threshold: float = 0.5, profile: dict | None = None, curves: bool = True,
+                    temperature: bool = True) -> Calibration:
     """Thresholds for `budget` on the recipe's calibration set (validation split by default), written to
     RUN/calibration.json with the anytime and budgeted-batch curves beside it (curves.json, curves.png).
 
     A millisecond budget reads the per-exit latency table of `profile` (what `edgeexit profile` measured on a
     bundle of this checkpoint); its fractions are of the unsplit model's measured time.
+    `temperature`: fit one temperature per exit on the calibration set (NLL) before the thresholds, for the
+    policies that score by logits (search, fractions with max_softmax, margin, neg_entropy).
     """
     from edgeexit.calibrate import (
+        LOGIT_KINDS,
         anytime_curve,
         budget_curve,
+        fit_temperatures,
         load_recipe,
         plot_curves,
         policies,
@@ -151,6 +156,8 @@ def calibrate_stage(run: RunDir, checkpoint: Path, *, budget: Budget | None, pol
     options: dict = {"confidences": confidences}
     if policy in ("search", "fractions"):
         options["kind"] = score
+    if temperature and policy in ("search", "fractions") and score in LOGIT_KINDS:
+        options["temperatures"], calibration_error = fit_temperatures(outs.logits, outs.labels)
     if policy == "fixed":
         options["threshold"] = threshold
     if profile is not None:
@@ -158,10 +165,17 @@ def calibrate_stage(run: RunDir, checkpoint: Path, *, budget: Budget | None, pol
         if budget is not None and budget.kind == "ms":
             reference = float(profile["full"]["p50_ms"])
     cal = policies.calibrate(outs.logits, outs.labels, costs, budget, policy=policy, reference_cost=reference, **options)
+    if profile is not None and budget is not None and budget.kind == "ms" and not profile.get("trusted", True):
+        worst = max(n["noise"] for n in profile["noise"].values())
+        cal.warnings.append(f"the latency table comes from a noisy profile (the unsplit model timed twice differed by "
+                            f"{100 * worst:.1f} %): these millisecond thresholds are only as good as that; profile "
+                            "again on an idle device (edgeexit profile) and calibrate again")
     made_from = {"checkpoint": checkpoint.name, "checkpoint_sha256": run.sha256(checkpoint)}
     if profile is not None:
         made_from["profile_sha256"] = run.sha256(run.profile) if run.profile.is_file() else None
     cal.provenance = made_from
+    if "temperatures" in options:
+        cal.calibration_error = calibration_error
     jsonio.write_json(run.calibration, cal.to_dict())
     if curves:
         anytime = anytime_curve(outs.logits, outs.labels, cal.costs, cost_unit=cal.cost_unit, reference_cost=reference)
@@ -238,7 +252,11 @@ def exportable(target: str, precision: str | None = None):
     """(target, precision, formats): the target's formats this edgeexit writes at that precision, the target's own
     (first) format always among them; a clear error otherwise (build calls this before it trains). A secondary
     format whose lowering cannot honour the precision (ONNX beside an int8 .pte) is left out: the manifest's
-    `formats` says what the bundle holds."""
+    `formats` says what the bundle holds.
+
+    A device-specific format (`BUILT_ON_DEVICE`: TensorRT engines) is not written here: the bundle carries its
+    source, the ONNX segments (fp32; the engines get the precision when they are built), and the lowering's build
+    kit, which makes them on the device as a new version of the bundle."""
     import importlib
 
     from edgeexit.export import LOWERINGS
@@ -249,18 +267,24 @@ def exportable(target: str, precision: str | None = None):
     if precision not in tgt.precision:
         raise ConfigError(f"target {tgt.name} does not offer precision {precision}", got=precision,
                           expected=" | ".join(tgt.precision), hint="pick one of the target's precisions")
-    formats = []
+    formats, on_device = [], False
     for i, fmt in enumerate(tgt.formats):
         if fmt not in LOWERINGS:
             raise ExportError(f"target {tgt.name} needs {fmt} files, which this edgeexit cannot write yet",
                               got=list(tgt.formats), expected=" | ".join(LOWERINGS),
                               hint="--target cpu exports ONNX for onnxruntime (the CPU emulation of every target)")
-        offered = importlib.import_module(LOWERINGS[fmt]).PRECISIONS
+        lowering = importlib.import_module(LOWERINGS[fmt])
+        offered = lowering.PRECISIONS
         if precision in offered:
-            formats.append(fmt)
+            if getattr(lowering, "BUILT_ON_DEVICE", False):
+                on_device = True
+            else:
+                formats.append(fmt)
         elif i == 0:
             raise ExportError(f"the {fmt} lowering cannot produce {precision}", got=precision, expected=" | ".join(offered),
                               hint=f"export --precision {offered[0]}, or a target whose runtime builds {precision} itself")
+    if on_device:
+        formats.insert(0, "onnx")  # what the device builds from
     return tgt, precision, list(dict.fromkeys([*formats, *ALWAYS]))
 
 
@@ -289,12 +313,13 @@ def read_calibration(run: RunDir, checkpoint: Path) -> Calibration:
 
 
 def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, target: str = "cpu",
-                 precision: str | None = None) -> Bundle:
+                 precision: str | None = None, probes: bool = True) -> Bundle:
     """Split into torch.export programs, lower them to every format of the target (each checked against torch),
-    and write the verified bundle at `out` (default RUN/bundle)."""
+    and write the verified bundle at `out` (default RUN/bundle). `probes`: also each intermediate exit's head alone
+    and the network truncated there, for the profiler (never run by the exit loop)."""
     import importlib
 
-    from edgeexit.export import LOWERINGS, split_programs
+    from edgeexit.export import LOWERINGS, probe_programs, split_programs
 
     tgt, precision, formats = exportable(target, precision)
     ckpt = load_checkpoint(checkpoint)
@@ -308,14 +333,21 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
     # the reference is the original backbone even when the bundle is a pruned sub-network
     original = model_from_checkpoint(ckpt, unpruned=True)[0]
     full_macs = count_costs(original, spec.channels, spec.height).full_macs
-    programs, reference = split_programs(net, score_fn, spec.shape, max_batch=tgt.batch[1], unsplit=original.unsplit())
+    programs, reference = split_programs(net, score_fn, spec.shape, max_batch=tgt.batch[1], unsplit=original.unsplit(),
+                                         temperatures=cal.temperatures)
+    extra = probe_programs(net, score_fn, spec.shape, max_batch=tgt.batch[1], temperatures=cal.temperatures) \
+        if probes else []
     val = None
     if precision == "int8":
         from edgeexit.export.quantize import quantize_programs
 
         val = data.load(spec.channels).val
         draw = np.random.default_rng(0).choice(len(val), min(len(val), QUANT_SAMPLES), replace=False)
-        *programs, reference = quantize_programs([*programs, reference], val.images[np.sort(draw)])
+        # TensorRT builds int8 from symmetric Q/DQ (zero point 0); XNNPACK takes its own affine activations
+        scheme = "tensorrt" if tgt.delegate == "tensorrt" else "xnnpack"
+        quantized = quantize_programs([*programs, reference, *extra], val.images[np.sort(draw)], scheme=scheme)
+        programs, reference, extra = quantized[:len(programs)], quantized[len(programs)], quantized[len(programs) + 1:]
+    by_name = {p.name: p for p in extra}
 
     last = net.num_exits - 1
 
@@ -324,9 +356,18 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
 
     def populate(tmp: Path) -> dict:
         nonlocal cal
-        refs = {fmt: importlib.import_module(LOWERINGS[fmt]).lower_programs([*programs, reference], tmp,
+        refs = {fmt: importlib.import_module(LOWERINGS[fmt]).lower_programs([*programs, reference, *extra], tmp,
                                                                            precision=precision)
                 for fmt in formats}
+        for fmt in dict.fromkeys(tgt.formats):  # device-specific formats: their build kit instead of their files
+            lowering = importlib.import_module(LOWERINGS[fmt])
+            if fmt not in formats and getattr(lowering, "BUILT_ON_DEVICE", False):
+                lowering.write_device_kit(tmp)
+
+        def probe(name: str) -> dict | None:
+            p = by_name.get(name)
+            return None if p is None else {"segment": {f: refs[f][name] for f in formats}, **io(p)}
+
         if precision == "int8":  # quantisation moves the scores: thresholds again, on the int8 program's own
             cal = recalibrate(cal, tmp, refs[formats[0]], formats[0], programs, val, tgt.batch[1], run.sha256(run.calibration))
         jsonio.write_json(tmp / "calibration.json", cal.to_dict())
@@ -338,6 +379,8 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
                 "cumulative_macs": costs.cumulative_macs[k],
                 "params": costs.segment_params[k], "head_params": costs.head_params[k],
                 "threshold": manifest_threshold(cal.thresholds[k], k == last), "score": cal.score_kind,
+                "temperature": cal.temperatures[k] if cal.temperatures else 1.0,
+                "head": probe(f"head{k}"), "static": probe(f"static{k}"),
             } for k, p in enumerate(programs)],
             "reference": {"segment": {f: refs[f][reference.name] for f in formats}, **io(reference),
                           "macs": full_macs},
@@ -345,7 +388,7 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
 
     fields = {
         "edgeexit_version": edgeexit.__version__,
-        "format": tgt.formats[0], "formats": formats, "precision": precision, "delegate": tgt.delegate,
+        "format": formats[0], "formats": formats, "precision": precision, "delegate": tgt.delegate,
         "batch": {"min": tgt.batch[0], "max": tgt.batch[1]}, "target": tgt.name,
         "input": {"shape": list(spec.shape), "dtype": "float32", "layout": "NCHW", "mean": list(spec.mean),
                   "std": list(spec.std)},
@@ -370,7 +413,7 @@ def recalibrate(cal: Calibration, root: Path, refs: dict, fmt: str, programs, va
     from edgeexit.calibrate import policies
     from edgeexit.runtime import make_backend
 
-    be = make_backend({"pte": "executorch", "pt2": "torch"}[fmt])
+    be = make_backend({"pte": "executorch", "pt2": "torch", "onnx": "onnxruntime"}[fmt])
     segments = [be.open_segment(root / refs[p.name].file, refs[p.name], p.inputs, p.outputs, max_batch) for p in programs]
     num_classes = programs[-1].outputs[0].shape[1]
     rt = EarlyExitRuntime(be, segments, [None] * len(segments), [0] * len(segments), val.images.shape[1:], num_classes,
@@ -381,6 +424,7 @@ def recalibrate(cal: Calibration, root: Path, refs: dict, fmt: str, programs, va
     options: dict = {"confidences": scores}
     if cal.policy in ("search", "fractions"):
         options["kind"] = cal.score_kind
+        options["temperatures"] = cal.temperatures
         if cal.policy == "fractions" and "scheme" in cal.policy_params:
             options["scheme"] = cal.policy_params["scheme"]
     if cal.policy == "fixed":
@@ -449,6 +493,11 @@ def evaluate_bundle(bundle_dir: Path, *, backend: str | None = None, split: str 
         ee_exits.append(r.exit_index)
         full_preds.append(full.run(x[i:i + batch_size]).argmax(1))
     ee_preds, ee_exits, full_preds = map(np.concatenate, (ee_preds, ee_exits, full_preds))
+    # each exit alone on every sample (the static truncations' accuracy, for the report's baseline)
+    exit_correct = np.zeros(len(bundle.exits), np.int64)
+    for i in range(0, len(x), batch_size):
+        for k, o in enumerate(runtime.exit_outputs(x[i:i + batch_size])):
+            exit_correct[k] += int((o["logits"].argmax(1) == y[i:i + batch_size]).sum())
     cum = np.array([e.cumulative_macs for e in bundle.exits], dtype=np.float64)
     runs = {"early_exit": runtime.run, "full": full.run}
     timing = side_by_side(runs, x, batch_size, repeats=repeats, max_batches=time_batches)
@@ -459,11 +508,14 @@ def evaluate_bundle(bundle_dir: Path, *, backend: str | None = None, split: str 
     n_exits = len(bundle.exits)
     full_macs = bundle.manifest.full_macs
     return {
-        "bundle": str(bundle.root), "backend": runtime.backend.name, "split": split, "samples": int(len(y)),
+        "bundle": str(bundle.root), "bundle_checksum": bundle.manifest.checksum,
+        "bundle_content_sha256": bundle.manifest.content_sha256, "backend": runtime.backend.name,
+        "split": split, "samples": int(len(y)),
         "batch_size": batch_size,
         "full_accuracy": float((full_preds == y).mean()),
         "early_exit_accuracy": float((ee_preds == y).mean()),
         "exit_histogram": RunResult.histogram(ee_exits, n_exits),
+        "exit_accuracy": (exit_correct / max(1, len(y))).tolist(),
         "exit_names": [e.name for e in bundle.exits],
         "mean_macs": float(cum[ee_exits].mean()),
         "full_macs": int(full_macs),

@@ -42,6 +42,9 @@ class RunDir:
     curves_json = property(lambda self: self.root / "curves.json")
     curves_png = property(lambda self: self.root / "curves.png")
     profile = property(lambda self: self.root / "profile.json")
+    eval_json = property(lambda self: self.root / "eval.json")
+    report_md = property(lambda self: self.root / "report.md")
+    report_json = property(lambda self: self.root / "report.json")
     bundle = property(lambda self: self.root / "bundle")
 
     def sha256(self, path: Path) -> str:

@@ -5,6 +5,7 @@ from edgeexit.bundle.manifest import (
     BATCH,
     FORMATS,
     MANIFEST,
+    REPORTS,
     SCHEMA_FILE,
     SCHEMA_VERSION,
     BatchRange,
@@ -16,6 +17,7 @@ from edgeexit.bundle.manifest import (
     Reference,
     SegmentRef,
     TensorSpec,
+    content_digest,
     digest,
     json_schema,
 )
@@ -30,6 +32,7 @@ from edgeexit.bundle.store import (
 
 __all__ = [
     "BATCH", "FORMATS", "MANIFEST", "SCHEMA_FILE", "SCHEMA_VERSION", "BatchRange", "Bundle", "Ensemble", "Exit",
-    "InputInfo", "Manifest", "Provenance", "Reference", "SegmentRef", "TensorSpec", "add_files", "digest",
+    "InputInfo", "Manifest", "Provenance", "REPORTS", "Reference", "SegmentRef", "TensorSpec", "add_files",
+    "content_digest", "digest",
     "is_bundle", "json_schema", "load_bundle", "sha256", "write_bundle",
 ]

@@ -59,6 +59,15 @@ class SegmentRef(_Model):
     method: str | None = None
 
 
+class Probe(_Model):
+    """A program the profiler times alone and the exit loop never runs: an exit's head by itself, or the network
+    truncated at an exit (the static alternative the report compares against)."""
+
+    segment: dict[Format, SegmentRef] = Field(min_length=1)
+    inputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[TensorSpec] = Field(min_length=1)
+
+
 class Exit(_Model):
     """One exit: the segment that ends there (in every format the bundle holds), its I/O, cost and rule."""
 
@@ -74,6 +83,11 @@ class Exit(_Model):
     head_params: Count
     threshold: Finite | None  # exit when score >= threshold; null: never exits here (and at the final exit)
     score: ScoreKind
+    # temperature scaling: the segment's `score` output is computed on logits / temperature, inside the segment, so a
+    # runner never applies it again; the `logits` output is unscaled. 1.0 when not scaled (and in older bundles).
+    temperature: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    head: Probe | None = None  # features -> (logits, score), the head alone (intermediate exits)
+    static: Probe | None = None  # x -> logits: the network truncated here, run alone (intermediate exits)
 
 
 class Reference(_Model):
@@ -174,6 +188,10 @@ class Manifest(_Model):
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.input.shape)  # type: ignore[return-value]
 
+    @property
+    def content_sha256(self) -> str:
+        return content_digest(self.model_dump(mode="json"))
+
     def paths(self) -> list[str]:
         """Every file the manifest refers to (segments in every format, the reference model)."""
         refs = [r for e in self.exits for r in e.segment.values()] + list(self.reference.segment.values())
@@ -184,6 +202,18 @@ def digest(raw: dict[str, Any]) -> str:
     """sha256 of a manifest's canonical JSON (sorted keys, no whitespace) without its `checksum`."""
     body = {k: v for k, v in raw.items() if k != "checksum"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()).hexdigest()
+
+
+REPORTS = "report/"  # attachments (evaluation, profile, report): adding them makes a new version, not a new model
+
+
+def content_digest(raw: dict[str, Any]) -> str:
+    """sha256 of what the bundle runs: its manifest without the checksum and without the report/ attachments. Two
+    versions that differ only in their reports have the same content digest, so a profile or an evaluation of one
+    holds for the other."""
+    body = {k: v for k, v in raw.items() if k != "checksum"}
+    body["files"] = {k: v for k, v in body.get("files", {}).items() if not k.startswith(REPORTS)}
+    return digest(body)
 
 
 def json_schema() -> dict[str, Any]:

@@ -315,20 +315,23 @@ def write_bundle(dest: Path | str, fields: dict[str, Any], populate: Callable[[P
     return Bundle(version.resolve(), manifest)
 
 
+def link_files(src: Path, names, dst: Path) -> None:
+    """Each relative path of `names` from `src` into `dst`: hard-linked where the file system can, else copied."""
+    for rel in names:
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src / rel, dst / rel)
+        except OSError:
+            shutil.copy2(src / rel, dst / rel)
+
+
 def add_files(bundle: Bundle, files: dict[str, str | bytes], dest: Path | str) -> Bundle:
     """A new version of the bundle at `dest` with extra files (reports); segments are hard-linked, not copied."""
     verified = load_bundle(bundle.root)
     fields = verified.manifest.model_dump(mode="json", exclude={"schema_version", "files", "checksum"})
 
     def populate(tmp: Path) -> None:
-        for rel in verified.manifest.files:
-            if rel == SCHEMA_FILE or rel in files:
-                continue
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(verified.root / rel, tmp / rel)
-            except OSError:
-                shutil.copy2(verified.root / rel, tmp / rel)
+        link_files(verified.root, [r for r in verified.manifest.files if r != SCHEMA_FILE and r not in files], tmp)
         for rel, data in files.items():
             check_relative(rel, tmp)
             jsonio.write_atomic(tmp / rel, data)

@@ -21,11 +21,18 @@ from edgeexit.calibrate.policies import (
 from edgeexit.calibrate.recipe import Recipe, load_recipe
 from edgeexit.calibrate.scores import SCORE_KINDS, exit_scores
 from edgeexit.calibrate.simulate import Simulation, simulate
+from edgeexit.calibrate.temperature import (
+    LOGIT_KINDS,
+    expected_calibration_error,
+    fit_temperature,
+    fit_temperatures,
+)
 
 __all__ = [
-    "BUDGET_KINDS", "FRACTION_SCHEMES", "POLICIES", "SCORE_KINDS",
+    "BUDGET_KINDS", "FRACTION_SCHEMES", "LOGIT_KINDS", "POLICIES", "SCORE_KINDS",
     "Budget", "Calibration", "CalibrationWarning", "Recipe", "Simulation",
     "anytime_curve", "budget_curve", "calibrate", "calibrate_fixed", "calibrate_fractions", "calibrate_gater",
-    "calibrate_search", "exit_scores", "list_presets", "load_budget_preset", "load_recipe", "plot_curves",
+    "calibrate_search", "exit_scores", "expected_calibration_error", "fit_temperature", "fit_temperatures",
+    "list_presets", "load_budget_preset", "load_recipe", "plot_curves",
     "simulate", "target_fractions",
 ]

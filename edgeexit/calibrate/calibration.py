@@ -48,6 +48,9 @@ class Calibration:
     policy_params: dict = field(default_factory=dict)  # e.g. p, lambda, T
     warnings: list[str] = field(default_factory=list)
     provenance: dict = field(default_factory=dict)  # sha256 of the checkpoint (and profile) it was calibrated on
+    temperatures: list[float] | None = None  # [E] the score at exit k reads logits / T_k; None: not scaled
+    # per exit, before (T = 1) and after temperature scaling: nll_before, nll_after, ece_before, ece_after
+    calibration_error: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """A JSON-safe dict (json.dumps(..., allow_nan=False) accepts it)."""
@@ -76,7 +79,7 @@ class Calibration:
 def make_calibration(policy: str, kind: str, thresholds, scores: np.ndarray, preds: np.ndarray, labels: np.ndarray,
                      costs: np.ndarray, cost_unit: str, budget: Budget | None, budget_cost: float | None, *,
                      reference_cost: float, target_fractions=None, policy_params: dict | None = None,
-                     warnings: list[str] | None = None) -> Calibration:
+                     warnings: list[str] | None = None, temperatures=None) -> Calibration:
     """Replay `thresholds` (last forced to -inf) on the calibration set and record the outcome.
 
     `reference_cost` is the unsplit model's cost in `cost_unit`; `cost_fraction` = mean cost / it.
@@ -100,4 +103,5 @@ def make_calibration(policy: str, kind: str, thresholds, scores: np.ndarray, pre
         target_fractions=None if target_fractions is None else [float(q) for q in target_fractions],
         policy_params=dict(policy_params or {}),
         warnings=list(warnings or []),
+        temperatures=None if temperatures is None else [float(t) for t in temperatures],
     )

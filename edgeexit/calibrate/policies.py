@@ -14,7 +14,9 @@ Inputs everywhere: `logits [E, N, C]` (exit E-1 is the final classifier), `label
 (cumulative MACs of answering at exit k, heads included), `reference_cost` (the unsplit original
 model's cost in the budget's unit: its MACs, or its measured ms for a millisecond budget; every
 fraction of "the full model" divides by it), optional `confidences [E, N]`, and, for a millisecond
-budget, `latency_ms [E]` (cumulative ms per exit measured on `latency_target`).
+budget, `latency_ms [E]` (cumulative ms per exit measured on `latency_target`). The logit-score policies
+(fractions, search) take optional `temperatures [E]`: the score at exit k is then computed on logits / T_k
+(temperature scaling, `edgeexit.calibrate.temperature`), as the exported segments compute it.
 """
 
 from __future__ import annotations
@@ -33,15 +35,27 @@ from edgeexit.calibrate.calibration import (
 from edgeexit.calibrate.inputs import check_costs, check_outputs, check_reference
 from edgeexit.calibrate.scores import exit_scores
 from edgeexit.calibrate.simulate import exit_mask
+from edgeexit.calibrate.temperature import LOGIT_KINDS, scale
 from edgeexit.errors import BudgetError, ConfigError
 
 FRACTION_SCHEMES = ("msdnet", "constant_q")
 
 
-def _prepare(logits, labels, kind: str, confidences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return `(scores [E, N], preds [E, N], labels [N])` after checking the inputs."""
+def _prepare(logits, labels, kind: str, confidences, temperatures=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return `(scores [E, N], preds [E, N], labels [N])` after checking the inputs; the scores of logits / T_k when
+    `temperatures` are given."""
     logits, labels = check_outputs(logits, labels)
-    return exit_scores(logits, kind, confidences), logits.argmax(axis=-1), labels
+    scored = logits
+    if temperatures is not None:
+        temps = np.asarray(temperatures, dtype=np.float64)
+        if temps.shape != (logits.shape[0],) or not np.isfinite(temps).all() or (temps <= 0).any():
+            raise ConfigError("temperatures must be one finite T > 0 per exit", got=list(np.atleast_1d(temperatures)),
+                              expected=f"{logits.shape[0]} values")
+        if kind not in LOGIT_KINDS:
+            raise ConfigError(f"temperature scaling applies to scores computed from logits, not {kind!r}",
+                              got=kind, expected=" | ".join(LOGIT_KINDS))
+        scored = scale(logits, temps)
+    return exit_scores(scored, kind, confidences), logits.argmax(axis=-1), labels
 
 
 def _resolve(budget: Budget | None, costs, latency_ms, latency_target, n_exits: int,
@@ -153,7 +167,7 @@ def _fraction_thresholds(scores: np.ndarray, q: np.ndarray) -> tuple[np.ndarray,
 
 def calibrate_fractions(logits, labels, costs, budget: Budget, *, reference_cost: float, kind: str = "max_softmax",
                         confidences=None, latency_ms=None, latency_target: str | None = None,
-                        scheme: str = "msdnet") -> Calibration:
+                        scheme: str = "msdnet", temperatures=None) -> Calibration:
     """Thresholds that let a geometric share q_k of ALL calibration samples leave at exit k (papers/003).
 
     q comes from `target_fractions(costs, budget)`. The thresholds are then set exit by exit among
@@ -166,7 +180,7 @@ def calibrate_fractions(logits, labels, costs, budget: Budget, *, reference_cost
     Warns (CalibrationWarning, also listed in `warnings`) when N < E, when a q_k > 0 rounds to no
     sample, and when ties move an exit's count by more than one sample.
     """
-    scores, preds, labels = _prepare(logits, labels, kind, confidences)
+    scores, preds, labels = _prepare(logits, labels, kind, confidences, temperatures)
     n_exits, n = scores.shape
     cost_vec, unit, limit = _resolve(budget, costs, latency_ms, latency_target, n_exits, required=True,
                                      reference_cost=reference_cost)
@@ -177,7 +191,7 @@ def calibrate_fractions(logits, labels, costs, budget: Budget, *, reference_cost
     return make_calibration("fractions", kind, thresholds, scores, preds, labels, cost_vec, unit, budget, limit,
                             reference_cost=reference_cost, target_fractions=q, warnings=notes,
                             policy_params={"scheme": scheme, ("p" if scheme == "msdnet" else "q"): param,
-                                           "design_cost": float(q @ cost_vec)})
+                                           "design_cost": float(q @ cost_vec)}, temperatures=temperatures)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -302,7 +316,7 @@ class _CoordinateSearch:
 
 def calibrate_search(logits, labels, costs, budget: Budget, *, reference_cost: float, kind: str = "max_softmax",
                      confidences=None, latency_ms=None, latency_target: str | None = None, max_sweeps: int = 20,
-                     lagrange_steps: int = 24) -> Calibration:
+                     lagrange_steps: int = 24, temperatures=None) -> Calibration:
     """Per-exit thresholds that maximise calibration accuracy subject to mean cost <= budget.
 
     Deterministic local search; every move is an exact coordinate step over every distinct
@@ -321,7 +335,7 @@ def calibrate_search(logits, labels, costs, budget: Budget, *, reference_cost: f
     savings that cost no accuracy. Thresholds are calibration score values (the lowest score that
     leaves) or +inf.
     """
-    scores, preds, labels = _prepare(logits, labels, kind, confidences)
+    scores, preds, labels = _prepare(logits, labels, kind, confidences, temperatures)
     n_exits, n = scores.shape
     cost_vec, unit, limit = _resolve(budget, costs, latency_ms, latency_target, n_exits, required=True,
                                      reference_cost=reference_cost)
@@ -364,7 +378,7 @@ def calibrate_search(logits, labels, costs, budget: Budget, *, reference_cost: f
                 best_key, thresholds = (hits, -total), polished
         params.update(constrained=True, lagrange_multiplier_final=math.exp(hi))
     return make_calibration("search", kind, thresholds, scores, preds, labels, cost_vec, unit, budget, limit,
-                            reference_cost=reference_cost, policy_params=params)
+                            reference_cost=reference_cost, policy_params=params, temperatures=temperatures)
 
 
 POLICIES = {

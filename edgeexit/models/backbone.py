@@ -17,6 +17,8 @@ class Backbone:
     `stages` / `full` list the block indices after which the per-stage (AEP) and the "full" placements
     put their exits (the last index is always the last block). `make_head(channels, num_classes)`
     replicates the backbone's classifier for an exit (AEP); `final_head` is the original classifier.
+    `head_for_shape(feature_shape, num_classes)`, when set, builds the AEP head from the whole shape of one
+    sample's features instead (a user's model, whose exits may see feature maps or transformer tokens).
     """
 
     name: str
@@ -26,6 +28,7 @@ class Backbone:
     make_head: Callable[[int, int], nn.Module]
     final_head: nn.Module
     full: list[int] | None = None
+    head_for_shape: Callable[[tuple[int, ...], int], nn.Module] | None = None
 
     def __post_init__(self) -> None:
         last = len(self.blocks) - 1

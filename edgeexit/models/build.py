@@ -32,12 +32,18 @@ HEAD_KINDS = ("aep", "plain", "pool", "bnpool")
 
 
 def list_backbones() -> list[str]:
-    """Every backbone name with an adapter. Other sizes work by name: efficientnet_b1..b7, cifar_resnet<6n+2>."""
+    """Every backbone name with an adapter. Other sizes work by name: efficientnet_b1..b7, cifar_resnet<6n+2>, and
+    the vision transformers vit_b_16, vit_b_32, vit_l_16, vit_l_32, vit_h_14 (`edgeexit.models.vit`)."""
     return list(_BUILDERS)
 
 
-def backbone(name: str, *, num_classes: int, in_channels: int, weights=None) -> Backbone:
-    """The adapter for `name`, built with a fresh (or given) set of weights."""
+def backbone(name: str, *, num_classes: int, in_channels: int, weights=None, image_size: int = 224) -> Backbone:
+    """The adapter for `name`, built with a fresh (or given) set of weights. `image_size` matters to the vision
+    transformers only (their position embeddings are sized for it)."""
+    from edgeexit.models import vit
+
+    if vit.is_vit(name):
+        return vit.vit(name, num_classes=num_classes, in_channels=in_channels, image_size=image_size, weights=weights)
     if name in _BUILDERS and not name.startswith("cifar_resnet"):
         return _BUILDERS[name](num_classes=num_classes, in_channels=in_channels, weights=weights)
     if m := re.fullmatch(r"efficientnet_b([0-7])", name):
@@ -45,23 +51,29 @@ def backbone(name: str, *, num_classes: int, in_channels: int, weights=None) -> 
     if m := re.fullmatch(r"cifar_resnet(\d+)", name):
         return small_families.cifar_resnet(depth=int(m.group(1)), num_classes=num_classes, in_channels=in_channels, weights=weights)
     raise ConfigError("unknown backbone", got=name, expected=", ".join(list_backbones()),
-                      hint="other sizes by name: efficientnet_b1..b7, cifar_resnet<6n+2>; or wrap your own with from_sequential")
+                      hint="other sizes by name: efficientnet_b1..b7, cifar_resnet<6n+2>, vit_b_16...; or your own "
+                           "model: --model mypkg.models:build_net --exits layer1,layer2")
 
 
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild the same network (stored in checkpoints and the bundle manifest)."""
 
-    backbone: str = "resnet18"
+    backbone: str = "resnet18"  # an adapter's name; for a `model`, a name for reports (the model spec)
     num_classes: int = 10
     in_channels: int = 1
     image_size: int = 32
-    # "stages" | "full" | "blocks" | "eenet:<distribution>:<n early exits>" | block indices after which exits go
-    exits: str | list[int] = "stages"
+    # "stages" | "full" | "blocks" | "eenet:<distribution>:<n early exits>" | block indices after which exits go |
+    # block names (module paths for a `model`: the split points)
+    exits: str | list[int] | list[str] = "stages"
     head: str = "aep"  # "aep": the classifier replicated (AEP); "plain" | "pool" | "bnpool": EENet exit blocks
-    weights: str | None = None  # a torchvision state_dict file to fine-tune from; "imagenet" for efficientnet_lite0
+    weights: str | None = None  # a weights file (state_dict, TorchScript, torch.export); "imagenet" for efficientnet_lite0
     gater_features: tuple[str, ...] | None = None  # budget-aware gater (papers/003) on these exit features, or none
     gater_hidden: int = 500  # the gater MLP's hidden width (papers/003, Supplementary B)
+    # A user's own model: "package.module:function" or "torchvision:<name>", called with `model_kwargs`; its exits
+    # are module paths (`exits`), or the ViT preset's placements for a VisionTransformer (edgeexit.models.user)
+    model: str | None = None
+    model_kwargs: dict | None = None
 
     def __post_init__(self) -> None:
         # Lists from JSON and "a,b" from the command line become one tuple, so configs compare as values.
@@ -96,6 +108,8 @@ def exit_blocks(bb: Backbone, exits: str | list[int], *, in_channels: int | None
         return list(range(last + 1))
     if isinstance(exits, str) and exits.startswith("eenet:"):
         return _eenet_exits(bb, exits, in_channels, image_size)
+    if isinstance(exits, list) and exits and all(isinstance(e, str) for e in exits):
+        return sorted({_block_by_name(bb, e) for e in exits} | {last})
     if isinstance(exits, str):
         raise ConfigError("unknown exit placement", got=exits,
                           expected="stages, full, blocks, eenet:<distribution>:<n>, or a list of block indices",
@@ -105,6 +119,19 @@ def exit_blocks(bb: Backbone, exits: str | list[int], *, in_channels: int | None
         raise ConfigError("exit after a block that does not exist", got=list(exits), expected=f"block indices 0..{last}",
                           hint=f"{bb.name} blocks: {', '.join(bb.block_names)}")
     return idx
+
+
+def _block_by_name(bb: Backbone, name: str) -> int:
+    """The block called `name`, or the last block inside the module path `name` (resnet18's "layer1" is its block
+    "layer1.1")."""
+    if name in bb.block_names:
+        return bb.block_names.index(name)
+    inside = [i for i, n in enumerate(bb.block_names) if n.startswith(name + ".")]
+    if inside:
+        return inside[-1]
+    raise ConfigError("no block of this name to put an exit after", got=name,
+                      expected=f"one of {', '.join(bb.block_names[:-1])}" if len(bb.block_names) < 40 else
+                      f"one of {len(bb.block_names)} block names", hint="`edgeexit backbones` lists them")
 
 
 def _eenet_exits(bb: Backbone, exits: str, in_channels: int | None, image_size: int | None) -> list[int]:
@@ -139,9 +166,12 @@ def block_macs(bb: Backbone, in_channels: int, image_size: int) -> list[int]:
     return cumulative[:-2] + [cumulative[-1]]
 
 
-def _make_head(kind: str, shape: tuple[int, int, int], num_classes: int, bb: Backbone) -> nn.Module:
+def _make_head(kind: str, shape: tuple[int, ...], num_classes: int, bb: Backbone) -> nn.Module:
     if kind == "aep":
-        return bb.make_head(shape[0], num_classes)
+        return bb.head_for_shape(shape, num_classes) if bb.head_for_shape else bb.make_head(shape[0], num_classes)
+    if kind in ("plain", "pool", "bnpool") and len(shape) != 3:
+        raise ConfigError("EENet exit blocks need feature maps", got=f"features of shape {shape} at an exit",
+                          expected="(C, H, W)", hint="--head aep puts a class-token head on transformer exits")
     if kind in ("plain", "pool", "bnpool"):
         from edgeexit.models import eenet_heads
 
@@ -151,8 +181,11 @@ def _make_head(kind: str, shape: tuple[int, int, int], num_classes: int, bb: Bac
 
 def build_model(cfg: ModelConfig) -> EarlyExitNet:
     """The early-exit network for `cfg`: segments between exits, one head per intermediate exit, the final classifier."""
-    bb = backbone(cfg.backbone, num_classes=cfg.num_classes, in_channels=cfg.in_channels, weights=cfg.weights)
-    points = exit_blocks(bb, cfg.exits, in_channels=cfg.in_channels, image_size=cfg.image_size)
+    bb = _backbone(cfg)
+    if cfg.model is not None and isinstance(cfg.exits, list):  # the model was cut at exactly these module paths
+        points = list(range(len(bb.blocks)))
+    else:
+        points = exit_blocks(bb, cfg.exits, in_channels=cfg.in_channels, image_size=cfg.image_size)
     segments, names, start = [], [], 0
     for p in points:
         segments.append(nn.Sequential(*bb.blocks[start:p + 1]))
@@ -166,6 +199,27 @@ def build_model(cfg: ModelConfig) -> EarlyExitNet:
 
         gater = Gater(cfg.gater_features, cfg.gater_hidden)
     return EarlyExitNet(segments, heads, exit_names=names, gater=gater)
+
+
+def _backbone(cfg: ModelConfig) -> Backbone:
+    if cfg.model is None:
+        return backbone(cfg.backbone, num_classes=cfg.num_classes, in_channels=cfg.in_channels, weights=cfg.weights,
+                        image_size=cfg.image_size)
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    from edgeexit.models import user, vit
+
+    model = user.build_user_model(cfg.model, cfg.model_kwargs, in_channels=cfg.in_channels, weights=cfg.weights)
+    user.check_logits(model, cfg.in_channels, cfg.image_size, cfg.num_classes, cfg.model)
+    # module paths; indices name the children of an nn.Sequential ("0", "3"), which are module paths too
+    paths = [str(e) for e in cfg.exits] if isinstance(cfg.exits, list) else None
+    if paths is None and isinstance(model, VisionTransformer):
+        return vit.vit_backbone(model, name=cfg.model)
+    if paths is None:
+        raise ConfigError("name the split points of your model by module path", got=f"--exits {cfg.exits}",
+                          expected="comma-separated module paths, e.g. --exits layer1,layer2,layer3",
+                          hint="print(model) lists its modules; vision transformers also take stages / full")
+    return user.user_backbone(model, paths, name=cfg.model)
 
 
 def _exit_shapes(segments: list[nn.Module], in_channels: int, image_size: int) -> list[tuple[int, int, int]]:

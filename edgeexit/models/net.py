@@ -71,9 +71,11 @@ class EarlyExitNet(nn.Module):
         """The original single-exit model: all segments, then the final classifier."""
         return UnsplitModel(self)
 
-    def exit_segment(self, k: int, score_fn: "ScoreFn") -> "ExitSegment":
-        """Segment k with its head and exit score: the unit exported to ONNX / TensorRT / ExecuTorch."""
-        return ExitSegment(self.segments[k], self.heads[k], score_fn, final=k == self.num_exits - 1)
+    def exit_segment(self, k: int, score_fn: "ScoreFn", *, temperature: float = 1.0) -> "ExitSegment":
+        """Segment k with its head and exit score (on the logits divided by `temperature`, see ExitSegment): the
+        unit exported to ONNX / TensorRT / ExecuTorch."""
+        return ExitSegment(self.segments[k], self.heads[k], score_fn, final=k == self.num_exits - 1,
+                           temperature=temperature)
 
 
 ScoreFn = Callable[[Tensor, Tensor | None], Tensor]
@@ -83,22 +85,27 @@ class ExitSegment(nn.Module):
     """features -> (features, logits, score) at an intermediate exit, features -> (logits, score) at the last.
 
     The score (higher = more confident) is computed inside the graph so that the runtime only compares
-    it with the exit's threshold.
+    it with the exit's threshold. `temperature` T (temperature scaling, fitted at calibration) is baked into the
+    graph: the score reads logits / T while the `logits` output stays unscaled, so no runtime applies T itself.
     """
 
-    def __init__(self, body: nn.Module, head: nn.Module, score_fn: ScoreFn, *, final: bool):
+    def __init__(self, body: nn.Module, head: nn.Module, score_fn: ScoreFn, *, final: bool, temperature: float = 1.0):
         super().__init__()
+        if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and 0 < temperature < float("inf")):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
         self.body, self.head, self.final = body, head, final
         self.score_fn = score_fn
+        self.temperature = float(temperature)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        features = self.body(x)
+    def forward(self, x: Tensor, head_only: bool = False) -> tuple[Tensor, ...]:
+        features = x if head_only else self.body(x)
         logits, conf = _split_head_output(self.head(features))
         if conf is None and self.final:
             # As in forward_exits: the final classifier has no confidence branch and always answers (h = 1).
             conf = torch.ones_like(logits[:, 0])
-        score = self.score_fn(logits, conf)
-        if self.final:
+        # T = 1 leaves the graph as it was (no division node)
+        score = self.score_fn(logits if self.temperature == 1.0 else logits / self.temperature, conf)
+        if self.final or head_only:
             return logits, score
         return features, logits, score
 

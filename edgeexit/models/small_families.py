@@ -55,6 +55,9 @@ def cifar_resnet(*, depth: int = 20, num_classes: int = 10, in_channels: int = 3
 
 def tiny_cnn(*, num_classes: int = 10, in_channels: int = 3, width: int = 8, weights=None) -> Backbone:
     """Three conv-bn-relu-pool blocks; small enough that tests export and run it in milliseconds."""
+    if weights is not None:
+        raise ConfigError("tiny_cnn has no weights files", got=weights, expected="weights=None",
+                          hint="for your own trained model: --model mypkg.models:build_net --weights FILE")
     blocks, cin = [], in_channels
     for i in range(3):
         cout = width * 2**i

@@ -9,11 +9,9 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import torch
 import torchvision
 from torch import nn
 
-from edgeexit.errors import CheckpointError
 from edgeexit.models.backbone import (
     Backbone,
     adapt_in_channels,
@@ -23,21 +21,16 @@ from edgeexit.models.backbone import (
 
 
 def _load_torchvision(name: str, num_classes: int, weights: str | Path | None) -> nn.Module:
-    """The torchvision model, with weights from a state_dict file; a 1000-class head is replaced after loading."""
+    """The torchvision model, with weights from a file (`edgeexit.models.weights.read_weights`: a state_dict,
+    TorchScript or torch.export archive, never a pickle). Layers whose saved shape differs from the stock model (a
+    model the user trained on 1-channel images or 10 classes) take the file's shape; a 1000-class head is replaced
+    after loading."""
+    from edgeexit.models.weights import load_weights
+
     builder = getattr(torchvision.models, name)
     if weights is None:
         return builder(weights=None, num_classes=num_classes)
-    model = builder(weights=None)
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-    except Exception as err:  # torch.load raises OSError, RuntimeError, UnpicklingError... on a bad file
-        raise CheckpointError(
-            f"could not load torchvision weights for {name}", got=f"{weights}: {err}",
-            expected=f"a state_dict file of torchvision.models.{name}",
-            hint="save one with torch.save(model.state_dict(), path) on a machine that has the weights",
-        ) from err
-    return model
+    return load_weights(builder(weights=None), weights, what=f"torchvision.models.{name}")
 
 
 def _replace_last_linear(head: nn.Sequential, num_classes: int) -> nn.Sequential:

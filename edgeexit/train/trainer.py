@@ -8,6 +8,15 @@ data-parallel training under torchrun (`edgeexit.train.distributed`).
                                                                             (papers/003, Eq. 10-12; gater.inner_loss/outer_loss)
 
 Costs are cost rates: cumulative MACs of answering at exit k (edgeexit.models.costs) / MACs of the unsplit model.
+
+`freeze_backbone` trains the early-exit heads only (and the gater): the segments and the final classifier keep
+their parameters and, in eval mode, their BatchNorm statistics and dropout off, so the final exit keeps answering
+exactly as the user's trained model did. Every method works on a frozen backbone: AEP trains each head on its own
+term of Σα_i·CE_i (linear probes; the final term is a constant); EENet trains the heads' classifier and confidence
+branches, and the cost term of L_v2 still reaches the confidences h_i through the soft recursion, so they learn
+when the fixed final answer is worth its cost; the budget method trains the heads on (A+1)(CE+λ·Cost), which
+reaches them through their CE and through A (the gater reads their logits), and the gater as usual.
+`unfreeze_after` N makes it two-stage: heads only for N epochs, then everything jointly (the final exit moves).
 """
 
 from __future__ import annotations
@@ -71,6 +80,8 @@ class TrainConfig:
     amp: bool = True  # mixed precision (float16 autocast + GradScaler) when training on CUDA; ignored on CPU
     freeze_bn: bool = False  # BatchNorm in eval mode: fixed statistics (fine-tuning with small per-device batches)
     sync_bn: bool = False  # SyncBatchNorm across the ranks (CUDA only)
+    freeze_backbone: bool = False  # train the exit heads only; segments and the final classifier fixed (BN in eval)
+    unfreeze_after: int | None = None  # with freeze_backbone: train everything jointly from this epoch on
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -91,6 +102,11 @@ class TrainConfig:
         if self.lam is not None and not (isinstance(self.lam, (int, float)) and 0 <= self.lam < math.inf):
             raise ConfigError("the cost weight λ must be finite and >= 0", got=self.lam,
                               expected="λ >= 0 (EENets use 1, the budget-aware gater 2)")
+        if self.unfreeze_after is not None and (not self.freeze_backbone or isinstance(self.unfreeze_after, bool)
+                                                or not isinstance(self.unfreeze_after, int) or self.unfreeze_after < 1):
+            raise ConfigError("--unfreeze-after needs --freeze-backbone and a number of epochs >= 1",
+                              got=f"freeze_backbone={self.freeze_backbone}, unfreeze_after={self.unfreeze_after}",
+                              expected="--freeze-backbone --unfreeze-after N (N >= 1 epochs of heads only)")
         if self.device not in distributed.DEVICES and not self.device.startswith("cuda:"):
             raise ConfigError("unknown training device", got=self.device,
                               expected=" | ".join(distributed.DEVICES) + " | cuda:N")
@@ -137,12 +153,46 @@ def network_loss(logits: list[Tensor], confidences: list[Tensor] | None, y: Tens
 
 
 def _check_method(net: EarlyExitNet, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
+    untrained = model_cfg.weights is None and (model_cfg.model is None or model_cfg.model.startswith("torchvision:"))
+    if cfg.freeze_backbone and untrained:
+        raise ConfigError("--freeze-backbone keeps the backbone as it is, so it needs trained weights",
+                          got=f"{model_cfg.model or model_cfg.backbone} without --weights",
+                          expected="--weights FILE (a state_dict, TorchScript or torch.export file of your model)",
+                          hint="or --model mypkg.models:build_net returning your trained model; drop --freeze-backbone "
+                               "to train the whole network")
     if cfg.method == "eenet" and model_cfg.head == "aep":
         raise ConfigError("EENet training needs exit blocks with a confidence branch", got=f"head={model_cfg.head}",
                           expected="head plain | pool | bnpool", hint="--head pool (the EENet paper's choice)")
     if cfg.method == "budget" and net.gater is None:
         raise ConfigError("budget-aware training needs a gater on the network", got="ModelConfig.gater_features=None",
                           expected="gater features, e.g. confidence,entropy", hint="--gater-features confidence,entropy")
+
+
+def check_frozen_weights(net: EarlyExitNet, model_cfg: ModelConfig) -> None:
+    """Refuse to freeze a layer that the weights file does not hold as is: a classifier replaced for the data's
+    number of classes, or a stem adapted to its channels, would stay random (or altered) for good."""
+    if model_cfg.weights is None:  # a user's builder returned its own trained model
+        return
+    from edgeexit.models.weights import read_weights
+
+    if model_cfg.weights == "imagenet":
+        from edgeexit.models.efficientnet_lite import imagenet_state_dict
+
+        saved = imagenet_state_dict()
+    else:
+        saved = read_weights(model_cfg.weights)
+    by_shape: dict[tuple, list[Tensor]] = {}
+    for t in saved.values():
+        by_shape.setdefault(tuple(t.shape), []).append(t)
+    missing = [f"{i}.{name}" for i, m in enumerate(frozen_modules(net)) for name, t in m.state_dict().items()
+               if not any(t.dtype == s.dtype and torch.equal(t, s) for s in by_shape.get(tuple(t.shape), []))]
+    if missing:
+        raise ConfigError("--freeze-backbone would freeze layers that are not in your weights file",
+                          got=f"{len(missing)} tensors, e.g. {', '.join(missing[:3])}",
+                          expected=f"every weight of the backbone and classifier in {model_cfg.weights}",
+                          hint="the classifier was replaced for the data's classes, or the stem adapted to its channels: "
+                               "freeze a model trained on this data, or drop --freeze-backbone (--weights alone "
+                               "fine-tunes everything)")
 
 
 def _forward(model: nn.Module, x: Tensor, amp: bool) -> tuple[list[Tensor], list[Tensor] | None]:
@@ -152,12 +202,30 @@ def _forward(model: nn.Module, x: Tensor, amp: bool) -> tuple[list[Tensor], list
     return [o.float() for o in logits], None if confs is None else [c.float() for c in confs]
 
 
-def _set_train_mode(net: EarlyExitNet, freeze_bn: bool) -> None:
+def frozen_modules(net: EarlyExitNet) -> list[nn.Module]:
+    """What --freeze-backbone keeps fixed: every segment and the final classifier (the user's model)."""
+    return [*net.segments, net.heads[-1]]
+
+
+def backbone_frozen(cfg: TrainConfig, epoch: int) -> bool:
+    return cfg.freeze_backbone and (cfg.unfreeze_after is None or epoch < cfg.unfreeze_after)
+
+
+def _freeze(net: EarlyExitNet, frozen: bool) -> None:
+    for m in frozen_modules(net):
+        for p in m.parameters():
+            p.requires_grad_(not frozen)
+
+
+def _set_train_mode(net: EarlyExitNet, freeze_bn: bool, frozen: bool = False) -> None:
     net.train()
     if freeze_bn:
         for m in net.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
+    if frozen:  # the user's model runs as at inference: fixed BatchNorm statistics, no dropout
+        for m in frozen_modules(net):
+            m.eval()
 
 
 def _batch_totals(loss: Tensor, logits: list[Tensor], y: Tensor, *, exit_loss: bool) -> Tensor:
@@ -264,12 +332,16 @@ def train(net: EarlyExitNet, model_cfg: ModelConfig, train_set: Dataset, val_set
                       stop_after_epochs)
     finally:
         net.to("cpu").eval()
+        for p in net.parameters():  # a frozen backbone is frozen for training only
+            p.requires_grad_(True)
         distributed.teardown(ctx)
 
 
 def _train(net, model_cfg, train_set, val_set, spec, data_info, cfg, out, resume, progress, ctx: DistContext,
            stop_after_epochs: int | None) -> TrainResult:
     _check_method(net, model_cfg, cfg)
+    if cfg.freeze_backbone and not resume:
+        check_frozen_weights(net, model_cfg)
     if cfg.batch_size < ctx.world_size:
         raise ConfigError("the global batch is smaller than the number of processes", got=cfg.batch_size,
                           expected=f">= {ctx.world_size}", hint="raise --batch-size (it is split over the ranks)")
@@ -296,6 +368,10 @@ def _train(net, model_cfg, train_set, val_set, spec, data_info, cfg, out, resume
 
     net.to(ctx.device)
     amp = cfg.amp and ctx.device.type == "cuda"
+    # Adam skips parameters without a gradient, so the frozen ones can sit in the optimizer from the start and join
+    # in when --unfreeze-after lets them (their Adam state starts then).
+    frozen = backbone_frozen(cfg, start_epoch)
+    _freeze(net, frozen)
     opts = _optimizers(net, cfg, amp)
     gater_updates = math.ceil(cfg.epochs * steps / cfg.gater_period)
     if ckpt is not None:
@@ -315,7 +391,11 @@ def _train(net, model_cfg, train_set, val_set, spec, data_info, cfg, out, resume
             # Dropout / stochastic depth draw from a stream fixed by (seed, epoch, rank): resume-exact, and the
             # ranks draw independent masks for their shards.
             torch.manual_seed(cfg.seed + 1_000_003 * epoch + ctx.rank)
-            _set_train_mode(net, cfg.freeze_bn)
+            if frozen and not backbone_frozen(cfg, epoch):  # two-stage training: now everything, jointly
+                frozen = False
+                _freeze(net, False)
+                model = distributed.wrap(_Network(net), ctx, sync_bn=cfg.sync_bn)  # DDP must see the new parameters
+            _set_train_mode(net, cfg.freeze_bn, frozen)
             task = bar.add_task("train", total=steps, epoch=f"{epoch + 1}/{cfg.epochs}", loss=float("nan"), exits="")
             totals = torch.zeros(2 + 2 * net.num_exits, dtype=torch.float64, device=ctx.device)
             epoch_t0 = time.time()
