@@ -375,3 +375,18 @@ def test_profile_defaults_and_a_batch_outside_the_range(cpp_build, android_bundl
     res = run_bare(cpp_build, android_bundle, "--profile", "--batches", f"1,{top + 1}", "--rounds", "1")
     assert res.returncode == 1 and res.stdout == "", res.stderr
     assert f"batch {top + 1} is outside the bundle's batch range" in res.stderr, res.stderr
+
+
+def test_host_profiles_through_the_cpp_runner_like_the_python_one(cpp_build, android_bundle):
+    """`edgeexit profile --runner cpp` (what an adb device runs) gives the same table as the Python runner."""
+    from edgeexit.profile import profile_bundle
+
+    binary = cpp_build / "edgeexit_runner"
+    cpp = profile_bundle(android_bundle, runner="cpp", runner_binary=binary, rounds=3, calls=1, warmup=1, batches=[1, 3])
+    py = profile_bundle(android_bundle, rounds=3, calls=1, warmup=1, batches=[1, 3])
+    assert cpp["runner"] == "cpp" and py["runner"] == "python"
+    for b in ("1", "3"):
+        c, p = cpp["batches"][b], py["batches"][b]
+        assert [sorted(k for k in ("segment", "head", "static") if e[k]) for e in c["exits"]] == \
+               [sorted(k for k in ("segment", "head", "static") if e[k]) for e in p["exits"]]
+        assert c["noise"]["null_ratio"] is not None and all(e["cumulative"]["p50_ms"] > 0 for e in c["exits"])

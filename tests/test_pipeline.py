@@ -26,11 +26,12 @@ def test_build_prints_the_table_and_writes_a_verified_bundle(built):
     assert "early exit" in output and "mean MACs" in output and "measured time on onnxruntime" in output
     b = load_bundle(run / "bundle")
     assert set(b.manifest.files) >= {"onnx/seg0.onnx", "onnx/reference.onnx", "pt2/seg0.pt2", "pt2/reference.pt2",
-                                     "calibration.json", "report.md", "eval.json", "manifest.schema.json", "vectors.npz"}
+                                     "calibration.json", "report/report.md", "report/eval.json", "report/report.json",
+                                     "report/profile.json", "manifest.schema.json", "vectors.npz"}
     assert b.manifest.format == "onnx" and b.manifest.formats == ["onnx", "pt2"] and b.manifest.batch.max == 64
-    report = (run / "bundle" / "report.md").read_text()
+    report = (run / "bundle" / "report" / "report.md").read_text()
     assert "| accuracy |" in report
-    saved = json.loads((run / "bundle" / "eval.json").read_text())
+    saved = json.loads((run / "bundle" / "report" / "eval.json").read_text())
     again = evaluate_bundle(run / "bundle", repeats=1, time_batches=1)
     # accuracy, exit histogram and MACs are reproduced exactly by a fresh load of the bundle
     for key in ("full_accuracy", "early_exit_accuracy", "exit_histogram", "macs_fraction"):
@@ -147,11 +148,11 @@ def test_build_prunes_profiles_and_reports(built):
     pr = json.loads((run / "pruned.json").read_text())
     assert [e.index for e in b.exits] == list(range(len(pr["kept_exits"])))
     assert len(b.manifest.ensemble.weights) == len(pr["kept_exits"])
-    prof = json.loads((run / "bundle" / "profile.json").read_text())
+    prof = json.loads((run / "bundle" / "report" / "profile.json").read_text())
     assert len(prof["exits"]) == len(b.exits) and all(e["p50_ms"] > 0 for e in prof["exits"])
     assert prof["provenance"]["checkpoint_sha256"] == b.manifest.provenance.checkpoint_sha256
-    assert (run / "bundle" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "Per-exit latency" in (run / "bundle" / "report.md").read_text()
+    assert (run / "bundle" / "report" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Per-exit latency" in (run / "bundle" / "report" / "report.md").read_text()
 
 
 def test_ensemble_mode_reproduces_the_pruned_aep_prediction(built):

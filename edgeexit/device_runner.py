@@ -1,0 +1,200 @@
+"""The profiler's device side: times a bundle where it runs and writes the raw measurements as JSON.
+
+    python -m edgeexit.device_runner BUNDLE [--backend B] [--batches 1,8] [--rounds R] [--calls C] [--warmup W]
+                                     [--threads T] [--out FILE]
+
+It needs numpy, pydantic and the backend's own runtime, nothing else of edgeexit's dependencies (an ONNX bundle
+never imports torch), so it runs on a Jetson or a Raspberry Pi from a copy of the `edgeexit` package that the
+host pushes next to the bundle. The C++ runner's `--profile` writes the same document on a phone.
+
+What is timed, per batch size, each round (entries in turn, the order rotated every round so drift hits all alike;
+each figure the median of `calls` back-to-back calls, in ms):
+- `full` and `full_repeat`: the unsplit model, twice. The two are the same work, so their ratio is the
+  measurement's own noise (the host reads it as such);
+- `exit{k}`: the exit loop forced to answer at exit k (segments 0..k, earlier heads included);
+- `segment{k}`: segment k alone on its real input; `head{k}`: an intermediate exit's head alone;
+- `static{k}`: the network truncated at exit k, run alone (the static alternative).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgeexit.bundle import Bundle, load_bundle
+from edgeexit.errors import ConfigError, EdgeExitError
+from edgeexit.runtime import EarlyExitRuntime
+from edgeexit.runtime.backend import segment_file
+
+FORMAT = "edgeexit-device-profile/1"
+RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "executorch": "executorch", "torch": "torch",
+                    "tensorrt": "tensorrt", "tensorrt_rtx": "tensorrt-rtx"}
+
+
+def device_info() -> dict:
+    cpu = platform.processor()
+    try:  # x86: "model name"; Arm boards: "Hardware" / "Model" (a Raspberry Pi, a Jetson)
+        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
+        info = {k.strip().lower(): v.strip() for k, v in info.items()}
+        cpu = info.get("model name") or info.get("hardware") or info.get("model") or cpu
+    except OSError:
+        pass
+    return {"hostname": platform.node(), "system": platform.system(), "machine": platform.machine(),
+            "cpus": os.cpu_count() or 1, "cpu": cpu or "unknown"}
+
+
+def runtime_versions() -> dict:
+    """Versions of the runtimes this process loaded (and of Python and numpy)."""
+    from importlib import metadata
+
+    import edgeexit
+
+    out = {"python": platform.python_version(), "numpy": np.__version__, "edgeexit": edgeexit.__version__}
+    for module, dist in RUNTIME_PACKAGES.items():
+        if module in sys.modules:
+            try:
+                out[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                out[dist] = "unknown"
+    return out
+
+
+def peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # not on this OS
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+
+def _entries(bundle: Bundle, runtime: EarlyExitRuntime, x: np.ndarray) -> dict[str, Callable[[], object]]:
+    """name -> a call that runs that piece once on batch x (inputs prepared, uploaded once)."""
+    be = runtime.backend
+    full = runtime.reference()
+    entries: dict[str, Callable[[], object]] = {"full": lambda: full.run(x), "full_repeat": lambda: full.run(x)}
+    for k in range(runtime.num_exits):
+        forced = runtime.forced(k)
+        entries[f"exit{k}"] = lambda forced=forced: forced.run(x)
+    # each segment's real input: the previous one's features on these images
+    feeds, cur = [], x
+    for k, seg in enumerate(runtime.segments):
+        feeds.append(be.upload(np.ascontiguousarray(cur)))
+        outs = seg.run({seg.inputs[0].name: feeds[-1]})
+        if k < runtime.num_exits - 1:
+            cur = np.array(be.download(outs["features"]))
+    for k, seg in enumerate(runtime.segments):
+        entries[f"segment{k}"] = lambda seg=seg, feed=feeds[k]: (seg.run({seg.inputs[0].name: feed}), be.synchronize())
+    max_batch = bundle.manifest.batch.max
+    for kind in ("head", "static"):
+        for e in bundle.exits:
+            probe = getattr(e, kind)
+            if probe is None:
+                continue
+            path, ref = segment_file(bundle, probe.segment, be.format, f"exit {e.index}'s {kind}")
+            seg = be.open_segment(path, ref, probe.inputs, probe.outputs, max_batch)
+            feed = feeds[e.index + 1] if kind == "head" else feeds[0]  # a head takes segment k's features
+            entries[f"{kind}{e.index}"] = lambda seg=seg, feed=feed: (seg.run({seg.inputs[0].name: feed}),
+                                                                       be.synchronize())
+    return entries
+
+
+def time_entries(entries: dict[str, Callable[[], object]], *, rounds: int, calls: int, warmup: int) -> dict[str, list[float]]:
+    """Per entry, one figure per round: the median of `calls` back-to-back calls, in ms."""
+    names = list(entries)
+    for name in names:
+        for _ in range(warmup):
+            entries[name]()
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn, times = entries[name], []
+            for _ in range(calls):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            out[name].append(1e3 * statistics.median(times))
+    return out
+
+
+def profile_device(bundle_dir: Path, *, backend: str | None = None, batches: list[int] | None = None,
+                   rounds: int = 30, calls: int = 5, warmup: int = 5, threads: int | None = None,
+                   seed: int = 0) -> dict:
+    """The raw device profile of a bundle (see the module's doc)."""
+    bundle = load_bundle(Path(bundle_dir))
+    m = bundle.manifest
+    batches = batches or sorted({1, m.batch.max})
+    for b in batches:
+        if not m.batch.min <= b <= m.batch.max:
+            raise ConfigError("batch size outside the bundle's range", got=b, expected=f"{m.batch.min}..{m.batch.max}",
+                              hint="the bundle was exported for its target's batch range")
+    for name, v in (("rounds", rounds), ("calls", calls)):
+        if v < 1:
+            raise ConfigError(f"--{name} must be >= 1", got=v)
+    runtime = EarlyExitRuntime.open(bundle, backend, threads=threads)
+    rng = np.random.default_rng(seed)
+    measured = {}
+    try:
+        for b in batches:
+            x = rng.standard_normal((b, *bundle.input_shape)).astype(np.float32)
+            measured[str(b)] = time_entries(_entries(bundle, runtime, x), rounds=rounds, calls=calls, warmup=warmup)
+    finally:
+        name = runtime.backend.name
+        runtime.close()
+    import edgeexit
+
+    return {"format": FORMAT, "runner": "python", "runner_location": str(Path(edgeexit.__file__).parent),
+            "backend": name, "bundle_checksum": m.checksum,
+            "device": device_info(), "versions": runtime_versions(), "warmup": warmup, "rounds": rounds,
+            "calls": calls, "batches": measured, "peak_rss_mb": peak_rss_mb()}
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        out = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise ConfigError("--batches takes integers", got=text, expected="e.g. 1,8") from None
+    if not out:
+        raise ConfigError("--batches is empty", got=text, expected="e.g. 1,8")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m edgeexit.device_runner", description=__doc__.split("\n")[0])
+    ap.add_argument("bundle", type=Path)
+    ap.add_argument("--backend")
+    ap.add_argument("--batches", default="")
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--calls", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args(argv)
+    try:
+        raw = profile_device(a.bundle, backend=a.backend, batches=_batches(a.batches) if a.batches else None,
+                             rounds=a.rounds, calls=a.calls, warmup=a.warmup, threads=a.threads)
+    except EdgeExitError as err:
+        print(f"edgeexit device runner: {err}", file=sys.stderr)
+        return 2
+    text = json.dumps(raw)
+    if a.out:
+        tmp = a.out.with_name(a.out.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, a.out)
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""Where a profile runs: this machine, a board over SSH (a Jetson, a Raspberry Pi) or a phone over adb.
+
+One code path for all of them (`run_profile`): stage the bundle and the runner on the device, run the runner there,
+fetch its JSON, remove what was staged. Only the transport differs:
+
+- `local`: the bundle where it is; the Python runner in a fresh process of this interpreter (so the build's own
+  threads, caches and memory do not colour the figures);
+- `ssh://[user@]host[:port][?python=PATH&identity=KEY&known_hosts=FILE]`: OpenSSH's `ssh` client; the bundle and a
+  copy of the `edgeexit` package (pure Python: the device needs Python >= 3.10 with numpy, pydantic and the backend's
+  runtime) go through `tar` into a fresh directory that is removed afterwards;
+- `adb://SERIAL`: `adb push` of the bundle and the C++ runner (`edgeexit_runner` built for the phone's ABI with the
+  Android NDK, see targets/executorch/README.md; pass it as `--runner-binary`), `adb shell` to run it.
+
+The runner writes the document described in `edgeexit.device_runner` (the C++ runner's `--profile` writes the same).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from edgeexit.errors import ConfigError, DeviceError
+
+RUN_TIMEOUT_S = 1800  # a profile of a big model on a slow board takes minutes, not hours
+CONNECT_TIMEOUT_S = 10
+
+
+@dataclass
+class RunnerOptions:
+    backend: str | None = None
+    batches: list[int] = field(default_factory=list)
+    rounds: int = 30
+    calls: int = 5
+    warmup: int = 5
+    threads: int | None = None
+
+    def argv(self) -> list[str]:
+        out = ["--rounds", str(self.rounds), "--calls", str(self.calls), "--warmup", str(self.warmup)]
+        if self.batches:
+            out += ["--batches", ",".join(map(str, self.batches))]
+        if self.backend:
+            out += ["--backend", self.backend]
+        if self.threads:
+            out += ["--threads", str(self.threads)]
+        return out
+
+
+def _run(argv: list[str], what: str, *, stdin: bytes | None = None, timeout: float = RUN_TIMEOUT_S) -> bytes:
+    try:
+        res = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout)
+    except FileNotFoundError:
+        raise DeviceError(f"{argv[0]} is not installed", got=argv[0], expected="the client on PATH",
+                          hint={"ssh": "apt-get install openssh-client", "adb": "install Android's platform-tools"}.get(
+                              argv[0], "install it")) from None
+    except subprocess.TimeoutExpired:
+        raise DeviceError(f"{what} took longer than {timeout:.0f} s", got=" ".join(argv[:3]),
+                          hint="check the device is idle, or profile fewer rounds") from None
+    if res.returncode != 0:
+        err = res.stderr.decode(errors="replace").strip()
+        raise DeviceError(f"{what} failed", got=err[-600:] or f"exit code {res.returncode}",
+                          expected="exit code 0", hint="run it by hand to see the whole output")
+    return res.stdout
+
+
+class Device:
+    """One place a bundle can be profiled."""
+
+    uri: str
+    runner: str  # "python" or "cpp": which runner this device runs
+
+    def describe(self) -> str:
+        return self.uri
+
+    def check(self) -> None:
+        """Raise DeviceError unless the device answers."""
+
+    def stage(self, bundle: Path, runner_binary: Path | None) -> str:
+        """Put the bundle (and the runner) on the device; returns the bundle's path there."""
+        raise NotImplementedError
+
+    def execute(self, argv: list[str]) -> bytes:
+        """Run `argv` on the device (the first word is the runner: "python" or "cpp"); its standard output."""
+        raise NotImplementedError
+
+    def fetch(self, path: str) -> bytes:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        """Remove whatever `stage` put on the device."""
+
+    def out_path(self) -> str:
+        """Where the runner writes its JSON on the device (inside what `stage` made)."""
+        raise NotImplementedError
+
+
+class LocalDevice(Device):
+    def __init__(self, runner: str = "python"):
+        self.uri, self.runner = "local", runner
+        self._binary: Path | None = None
+        self._scratch: str | None = None
+
+    def stage(self, bundle: Path, runner_binary: Path | None) -> str:
+        self._binary = runner_binary
+        self._scratch = tempfile.mkdtemp(prefix="edgeexit-profile.")
+        return str(bundle)
+
+    def out_path(self) -> str:
+        return f"{self._scratch}/raw-profile.json"
+
+    def cleanup(self) -> None:
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+        self._scratch = None
+
+    def execute(self, argv: list[str]) -> bytes:
+        return _run(self._command(argv), "the profile runner on this machine")
+
+    def _command(self, argv: list[str]) -> list[str]:
+        if argv[0] == "python":
+            return [sys.executable, "-m", "edgeexit.device_runner", *argv[1:]]
+        return [str(self._binary), argv[1], "--profile", *argv[2:]]  # the C++ runner: BUNDLE --profile [options]
+
+    def fetch(self, path: str) -> bytes:
+        return Path(path).read_bytes()
+
+
+def _package_tar(bundle: Path) -> bytes:
+    """bundle/ (its files, links resolved) and runner/edgeexit/ (this package's Python sources) as one tar."""
+    import edgeexit
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(str(bundle.resolve()), arcname="bundle", recursive=True)
+        pkg = Path(edgeexit.__file__).parent
+        for f in sorted(pkg.rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                tar.add(str(f), arcname=f"runner/edgeexit/{f.relative_to(pkg)}", recursive=False)
+    return buf.getvalue()
+
+
+class SshDevice(Device):
+    """A Linux board over OpenSSH: key authentication only (BatchMode), never a password prompt."""
+
+    def __init__(self, uri: str):
+        parts = urlsplit(uri)
+        if parts.scheme != "ssh" or not parts.hostname:
+            raise ConfigError("not an ssh device", got=uri, expected="ssh://[user@]host[:port]")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"python", "identity", "known_hosts"}
+        if unknown:
+            raise ConfigError("unknown ssh device option", got=sorted(unknown), expected="python, identity, known_hosts",
+                              hint="e.g. ssh://nvidia@jetson.local?python=/usr/bin/python3")
+        self.uri, self.runner = uri, "python"
+        self.host = f"{parts.username}@{parts.hostname}" if parts.username else parts.hostname
+        self.python = query.get("python", "python3")
+        self.options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}"]
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError("bad ssh port", got=uri, expected="ssh://host:PORT") from None
+        if port:
+            self.options += ["-p", str(port)]
+        if "identity" in query:
+            self.options += ["-i", query["identity"], "-o", "IdentitiesOnly=yes"]
+        if "known_hosts" in query:
+            self.options += ["-o", f"UserKnownHostsFile={query['known_hosts']}", "-o", "StrictHostKeyChecking=yes"]
+        self.workdir: str | None = None
+
+    def describe(self) -> str:
+        return f"ssh://{self.host}"
+
+    def _ssh(self, command: str, what: str, *, stdin: bytes | None = None, timeout: float = RUN_TIMEOUT_S) -> bytes:
+        return _run(["ssh", *self.options, self.host, command], what, stdin=stdin, timeout=timeout)
+
+    def check(self) -> None:
+        self._ssh(f"{shlex.quote(self.python)} -c 'import numpy, pydantic'", f"connecting to {self.describe()}",
+                  timeout=3 * CONNECT_TIMEOUT_S)
+
+    def stage(self, bundle: Path, runner_binary: Path | None) -> str:
+        self.workdir = self._ssh("mktemp -d /tmp/edgeexit-profile.XXXXXX", "making a work directory on the device",
+                                 timeout=3 * CONNECT_TIMEOUT_S).decode().strip()
+        self._ssh(f"tar -x -C {shlex.quote(self.workdir)}", "copying the bundle to the device", stdin=_package_tar(bundle))
+        return f"{self.workdir}/bundle"
+
+    def execute(self, argv: list[str]) -> bytes:
+        if argv[0] != "python":
+            raise ConfigError("ssh devices run the Python runner", got=argv[0], expected="python")
+        wd = shlex.quote(self.workdir or ".")
+        cmd = (f"cd {wd} && PYTHONPATH={wd}/runner {shlex.quote(self.python)} -m edgeexit.device_runner "
+               + " ".join(shlex.quote(a) for a in argv[1:]))
+        return self._ssh(cmd, f"the profile runner on {self.describe()}")
+
+    def out_path(self) -> str:
+        return f"{self.workdir}/raw-profile.json"
+
+    def fetch(self, path: str) -> bytes:
+        return self._ssh(f"cat {shlex.quote(path)}", "fetching the profile", timeout=60)
+
+    def cleanup(self) -> None:
+        if self.workdir and self.workdir.startswith("/tmp/edgeexit-profile."):
+            try:
+                self._ssh(f"rm -rf {shlex.quote(self.workdir)}", "removing the work directory", timeout=60)
+            except DeviceError:
+                pass  # the device went away: nothing of the user's is left on this side
+        self.workdir = None
+
+
+class AdbDevice(Device):
+    """An Android phone over adb, running the C++ runner (not run in this project's tests: no device here)."""
+
+    ROOT = "/data/local/tmp/edgeexit-profile"
+
+    def __init__(self, uri: str):
+        serial = uri.removeprefix("adb://")
+        self.uri, self.runner, self.serial = uri, "cpp", serial
+        self.workdir: str | None = None
+
+    def _adb(self, *args: str, what: str, timeout: float = RUN_TIMEOUT_S) -> bytes:
+        return _run(["adb", *(["-s", self.serial] if self.serial else []), *args], what, timeout=timeout)
+
+    def check(self) -> None:
+        state = self._adb("get-state", what="asking adb for the device", timeout=30).decode().strip()
+        if state != "device":
+            raise DeviceError("the phone is not ready", got=state, expected="device", hint="unlock it, allow USB debugging")
+
+    def stage(self, bundle: Path, runner_binary: Path | None) -> str:
+        if runner_binary is None:
+            raise ConfigError("a phone runs the C++ runner", got="no --runner-binary", expected="edgeexit_runner built "
+                              "for the phone", hint="build targets/executorch with the NDK (see its README)")
+        self.workdir = f"{self.ROOT}/{bundle.resolve().name}"
+        self._adb("shell", f"rm -rf {shlex.quote(self.workdir)} && mkdir -p {shlex.quote(self.workdir)}", what="preparing the phone")
+        self._adb("push", str(bundle.resolve()), f"{self.workdir}/bundle", what="pushing the bundle")
+        self._adb("push", str(runner_binary), f"{self.workdir}/edgeexit_runner", what="pushing the runner")
+        self._adb("shell", f"chmod 755 {self.workdir}/edgeexit_runner", what="making the runner executable")
+        return f"{self.workdir}/bundle"
+
+    def execute(self, argv: list[str]) -> bytes:
+        wd = self.workdir or self.ROOT
+        cmd = f"cd {wd} && LD_LIBRARY_PATH=. ./edgeexit_runner {shlex.quote(argv[1])} --profile " + " ".join(shlex.quote(a) for a in argv[2:])
+        return self._adb("shell", cmd, what="the C++ runner on the phone")
+
+    def out_path(self) -> str:
+        return f"{self.workdir}/raw-profile.json"
+
+    def fetch(self, path: str) -> bytes:
+        return self._adb("exec-out", f"cat {shlex.quote(path)}", what="fetching the profile", timeout=60)
+
+    def cleanup(self) -> None:
+        if self.workdir:
+            try:
+                self._adb("shell", f"rm -rf {shlex.quote(self.workdir)}", what="cleaning the phone", timeout=60)
+            except DeviceError:
+                pass
+        self.workdir = None
+
+
+def parse_device(uri: str | None, runner: str | None = None) -> Device:
+    uri = uri or "local"
+    if uri == "local":
+        if runner not in (None, "python", "cpp"):
+            raise ConfigError("unknown runner", got=runner, expected="python | cpp")
+        return LocalDevice(runner or "python")
+    if uri.startswith("ssh://"):
+        dev: Device = SshDevice(uri)
+    elif uri.startswith("adb://"):
+        dev = AdbDevice(uri)
+    else:
+        raise ConfigError("unknown device", got=uri, expected="local | ssh://[user@]host[:port] | adb://SERIAL")
+    if runner is not None and runner != dev.runner:
+        raise ConfigError(f"{dev.describe()} runs the {dev.runner} runner", got=runner, expected=dev.runner)
+    return dev
+
+
+def run_profile(device: Device, bundle: Path, options: RunnerOptions, *, runner_binary: Path | None = None) -> dict:
+    """The raw profile of `bundle` measured on `device` (stage, run, fetch, clean up)."""
+    if device.runner == "cpp":
+        if runner_binary is None:
+            raise ConfigError("the C++ runner needs its binary", got="no --runner-binary",
+                              expected="edgeexit_runner (targets/executorch)", hint="see targets/executorch/README.md")
+        if not Path(runner_binary).is_file():
+            raise ConfigError("the runner binary does not exist", got=str(runner_binary), expected="a file")
+    try:
+        device.check()
+        remote = device.stage(Path(bundle), runner_binary)
+        if device.runner == "cpp" and options.backend not in (None, "executorch"):
+            raise ConfigError("the C++ runner runs ExecuTorch only", got=options.backend, expected="executorch")
+        opts = options if device.runner == "python" else RunnerOptions(None, options.batches, options.rounds,
+                                                                       options.calls, options.warmup)
+        out = device.out_path()
+        device.execute([device.runner, remote, *opts.argv(), "--out", out])
+        text = device.fetch(out)
+    finally:
+        device.cleanup()
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DeviceError("the device's runner wrote no JSON", got=text[:200].decode(errors="replace"),
+                          expected="one JSON document", hint=str(err)) from None
+    if raw.get("format") != "edgeexit-device-profile/1":
+        raise DeviceError("the device's runner speaks another format", got=raw.get("format"),
+                          expected="edgeexit-device-profile/1", hint="the runner and this edgeexit differ in version")
+    return raw
+
+
