@@ -124,8 +124,8 @@ def test_a_second_writer_of_a_run_directory_is_refused(tmp_path):
     (["--score", "confidence"], "needs EENet exit blocks"),
     (["--target", "nowhere"], "unknown target"),
     (["--target", "cpu", "--precision", "int8"], "does not offer precision int8"),
-    (["--target", "cuda", "--precision", "fp16"], "cannot produce fp16"),
-    (["--target", "jetson"], "cannot write yet"),
+    (["--target", "cuda", "--precision", "int8"], "does not offer precision int8"),
+    (["--target", "ios", "--precision", "fp16"], "does not offer precision fp16"),
     (["--eval-batch-size", "0"], "eval-batch-size"),
 ])
 def test_build_checks_every_option_before_it_trains(tmp_path, args, expect):

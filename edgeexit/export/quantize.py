@@ -2,8 +2,11 @@
 chain runs when deployed: segment 0 observes the calibration images, segment k+1 observes the features that the
 *quantized* segment k emits for them; the reference observes the raw images.
 
-Weights are int8 per output channel and activations int8 per tensor (symmetric), which XNNPACK's int8 kernels take;
-per channel measured closer to float than per tensor once batch norm is folded into the convolutions. What stays
+Weights are int8 per output channel (symmetric) and activations int8 per tensor, which XNNPACK's int8 kernels take;
+per channel measured closer to float than per tensor once batch norm is folded into the convolutions. The scheme
+follows the runtime: `xnnpack` observes activations with a zero point (affine, XNNPACK's own config), `tensorrt`
+symmetrically (zero point 0), as TensorRT's explicit quantization requires of the Q/DQ nodes in the ONNX it builds
+int8 engines from. What stays
 float (`float_tail`): the last linear layer of each head (the logits) and everything computed from it (the exit
 score: softmax, max, top-k, products). These are a few thousand MACs; int8 logits are rounded to 1/255 of their range,
 which doubled the logit error and moves scores near the exit thresholds.
@@ -21,7 +24,6 @@ from torch.fx import Graph, GraphModule, Node
 from edgeexit.errors import ExportError, RuntimeMissingError, ShapeError
 from edgeexit.export.split import SEGMENT_OUTPUTS, Program
 
-REFERENCE = "reference"
 _HEAVY = {torch.ops.aten.conv2d.default, torch.ops.aten.conv1d.default, torch.ops.aten.convolution.default,
           torch.ops.aten.linear.default}
 
@@ -112,13 +114,36 @@ def _check(p: Program, data: torch.Tensor) -> None:
                          expected="finite float32 values", hint="check the normalisation of the images")
 
 
-def quantize_program(p: Program, data: torch.Tensor, *, batch: int = 64) -> Program:
+SCHEMES = ("xnnpack", "tensorrt")
+
+
+def quantization_config(scheme: str):
+    """PT2E config of a scheme: XNNPACK's symmetric per-channel config, with symmetric activations for TensorRT."""
+    if scheme not in SCHEMES:
+        raise ExportError("unknown quantization scheme", got=scheme, expected=" | ".join(SCHEMES))
+    _, config, _, _ = _pt2e()
+    cfg = config(is_per_channel=True)
+    if scheme == "tensorrt":
+        import dataclasses
+
+        from torchao.quantization.pt2e import HistogramObserver
+        from torchao.quantization.pt2e.quantizer import QuantizationSpec
+
+        act = cfg.input_activation
+        sym = QuantizationSpec(dtype=torch.int8, quant_min=-128, quant_max=127, qscheme=torch.per_tensor_symmetric,
+                               is_dynamic=False, observer_or_fake_quant_ctr=HistogramObserver.with_args(
+                                   **act.observer_or_fake_quant_ctr.p.keywords))
+        cfg = dataclasses.replace(cfg, input_activation=sym, output_activation=sym)
+    return cfg
+
+
+def quantize_program(p: Program, data: torch.Tensor, *, batch: int = 64, scheme: str = "xnnpack") -> Program:
     """`p` with int8 weights and activations, observed on `data`: a re-exported program over the same batch range,
     and the converted module (q/dq ops around float reference kernels) as its `module`."""
-    XNNPACKQuantizer, config, prepare_pt2e, convert_pt2e = _pt2e()
+    XNNPACKQuantizer, _, prepare_pt2e, convert_pt2e = _pt2e()
     _check(p, data)
     lo, hi = batch_range(p.program)
-    quantizer = XNNPACKQuantizer().set_global(config(is_per_channel=True)).set_filter_function(_outside_float_tail())
+    quantizer = XNNPACKQuantizer().set_global(quantization_config(scheme)).set_filter_function(_outside_float_tail())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -139,23 +164,23 @@ def quantize_program(p: Program, data: torch.Tensor, *, batch: int = 64) -> Prog
                               got=f"{type(err).__name__}: {str(err)[:300]}",
                               expected=f"a graph with a batch from {lo} to {hi}",
                               hint="report the backbone; the float programs lower") from err
-    return Program(p.name, program, converted, list(p.inputs), list(p.outputs), p.example)
+    return Program(p.name, program, converted, list(p.inputs), list(p.outputs), p.example, p.feed)
 
 
-def quantize_programs(programs: list[Program], calibration: torch.Tensor, *, batch: int = 64) -> list[Program]:
+def quantize_programs(programs: list[Program], calibration: torch.Tensor, *, batch: int = 64,
+                      scheme: str = "xnnpack") -> list[Program]:
     """Every program quantized to int8, in order. Segments are calibrated as a chain (segment k+1 on the features of
-    the quantized segment k, computed from `calibration`); a program named `reference` on `calibration` itself."""
+    the quantized segment k, computed from `calibration`); the reference and static probes on `calibration` itself,
+head{k} on quantized segment k's features."""
     if not programs:
         raise ExportError("nothing to quantize", got="no programs", expected="the programs of split_programs")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ExportError("calibration batch must be a positive integer", got=batch, expected=">= 1")
-    out, features = [], calibration
+    out, cur, features = [], calibration, {}
     for p in programs:
-        if p.name == REFERENCE:
-            out.append(quantize_program(p, calibration, batch=batch))
-            continue
-        q = quantize_program(p, features, batch=batch)
+        feed = calibration if p.feed == "x" else cur if p.feed == "chain" else features[p.feed]
+        q = quantize_program(p, feed, batch=batch, scheme=scheme)
         out.append(q)
-        if [o.name for o in q.outputs] == list(SEGMENT_OUTPUTS):  # its features feed the next segment
-            features = _run(q.module, features, batch)
+        if p.feed == "chain" and [o.name for o in q.outputs] == list(SEGMENT_OUTPUTS):  # its features feed the next
+            features[p.name] = cur = _run(q.module, cur, batch)
     return out

@@ -67,15 +67,21 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "torch": ("edgeexit.runtime.torch_pt2", "TorchBackend"),
     "torch-cuda": ("edgeexit.runtime.torch_pt2", "TorchCudaBackend"),
     "executorch": ("edgeexit.runtime.executorch_rt", "ExecuTorchBackend"),
+    "tensorrt": ("edgeexit.runtime.tensorrt_rt", "TensorRTBackend"),
 }
 # what runs a bundle by default: its format, and for ONNX its execution provider
 _DEFAULTS = {("onnx", "CPUExecutionProvider"): "onnxruntime", ("onnx", "CUDAExecutionProvider"): "onnxruntime-cuda",
-             ("pt2", "cpu"): "torch", ("pt2", "cuda"): "torch-cuda", ("pte", "xnnpack"): "executorch"}
+             ("pt2", "cpu"): "torch", ("pt2", "cuda"): "torch-cuda", ("pte", "xnnpack"): "executorch",
+             ("engine", "tensorrt"): "tensorrt"}
 
 
 def default_backend(bundle: Bundle) -> str:
     """The backend the bundle's target runs on (from its format and delegate)."""
     m = bundle.manifest
+    if m.delegate == "tensorrt" and m.format != "engine":  # engines are device-specific: built there, not at export
+        raise ConfigError(f"the TensorRT engines of this {m.target} bundle are not built yet", got=f"formats {m.formats}",
+                          expected="engine", hint="build them on the device: python3 BUNDLE/tensorrt/build_engines.py; "
+                          "meanwhile name a backend, e.g. --backend onnxruntime (CPU emulation)")
     name = _DEFAULTS.get((m.format, m.delegate))
     if name is None:
         raise ConfigError(f"no backend in this edgeexit runs {m.format} bundles with delegate {m.delegate}",
