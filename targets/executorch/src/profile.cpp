@@ -156,6 +156,12 @@ void make_entries(Runtime& rt, int64_t batch, std::mt19937_64& gen, Entries* out
     BoundMethod& net = rt.method(*b.exits[k].static_model);
     out->calls.emplace_back("static" + std::to_string(k), [&net, x, batch] { net.execute(x, batch); });
   }
+  // full_repeat half a round away from full: right after it, it would find the weights still in cache and come out
+  // faster (25 % at batch 1 on a 2-core x86 box), so the pair would measure the cache, not the noise.
+  auto rep = std::find_if(out->calls.begin(), out->calls.end(), [](const auto& c) { return c.first == "full_repeat"; });
+  auto moved = std::move(*rep);
+  out->calls.erase(rep);
+  out->calls.insert(out->calls.begin() + std::ptrdiff_t(out->calls.size() / 2), std::move(moved));
 }
 
 }  // namespace
