@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh machine: Debian packages (the Fashion-MNIST data; the JDK and Kotlin for the Android
-# glue's JVM test; the headers the ExecuTorch C++ runner builds with), a venv in .venv with the pinned packages and
+# glue's JVM test; the headers and flatc the ExecuTorch C++ runner builds with; OpenSSH's server for the profiler's SSH
+# test), a venv in .venv with the pinned packages (and the trt-check extra: TensorRT-RTX without a GPU) and
 # PyPI's cmake, and edgeexit installed in editable mode. Safe to run again; it skips what is done.
 #   tools/setup.sh                          everything the main job and the tests need
 #   EXTRAS=dev,pretrained tools/setup.sh    choose the extras (the default below is what the tests need)
