@@ -66,12 +66,13 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    from edgeexit.bundle import load_bundle
+    from edgeexit.bundle import REPORTS, load_bundle
     from edgeexit.runtime import default_backend
 
     b = load_bundle(args.bundle)
     backend = args.backend or default_backend(b)
-    ev = json.loads((args.bundle / "eval.json").read_text()) if (args.bundle / "eval.json").exists() else None
+    saved = args.bundle / REPORTS / "eval.json"  # what `edgeexit build` / `report` attached
+    ev = json.loads(saved.read_text()) if saved.exists() else None
     thresholds = [None if t is None else round(t, 4) for t in b.manifest.thresholds]
     print(f"bundle {args.bundle}: {b.manifest.model['backbone']}, exits {[e.name for e in b.exits]}, "
           f"thresholds {thresholds}; backend {backend}; {args.samples} test images per process, {args.rounds} rounds")
