@@ -61,14 +61,28 @@ GATER_FEATURES = typer.Option("confidence,entropy", help="budget: the gater's in
 GATER_PERIOD = typer.Option(10, help="budget: network steps per gater step (papers/003: 10 on CIFAR, 100 on ImageNet)")
 DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N; under torchrun each rank takes cuda:LOCAL_RANK")
 WEIGHTS = typer.Option(None, help="'imagenet' (efficientnet_lite0's shipped weights), or your trained model's weights: "
-                                  "a state_dict file (torch.save(model.state_dict())), a TorchScript or a torch.export "
-                                  "archive (a whole pickled model is refused: loading it could run code)")
+                                  "a state_dict file (torch.save(model.state_dict())) or a torch.export archive (a whole "
+                                  "pickled model or a TorchScript archive is refused: loading it could run code)")
 MODEL = typer.Option(None, help="your own model instead of --backbone: package.module:function (returns an "
                                 "nn.Module) or torchvision:<name>; name its split points with --exits layer1,layer2")
 MODEL_KWARGS = typer.Option(None, help="keyword arguments of --model as JSON, e.g. '{\"num_classes\": 10}'")
+AGAIN_MODEL = typer.Option(None, help="a checkpoint of your own model (package.module:function): pass the same --model "
+                                      "again; edgeexit never calls a function named in a file")
+AGAIN_MODEL_KWARGS = typer.Option(None, help="with --model: its keyword arguments as JSON (default: the checkpoint's; "
+                                             "if given, they must equal them)")
 FREEZE_BACKBONE = typer.Option(False, help="train the exit heads only: the backbone's weights and BatchNorm statistics "
                                            "stay as in --weights, so the final exit answers as your model does")
 UNFREEZE_AFTER = typer.Option(None, help="with --freeze-backbone: after N epochs of heads only, train everything jointly")
+
+
+def _passed_model(model, model_kwargs):
+    """The --model (--model-kwargs) passed again to a stage that rebuilds a checkpoint's model."""
+    from edgeexit.models.user import PassedModel
+
+    if model is None and model_kwargs is None:
+        return None
+    cfg = _model_config("", "stages", None, 32, None, "aep", "", model, model_kwargs)  # the same checks as train's
+    return PassedModel(model, cfg.model_kwargs)
 
 
 def _model_config(backbone, exits, head, image_size, weights, method, gater_features, model=None, model_kwargs=None):
@@ -187,6 +201,8 @@ def prune(
     show: int = typer.Option(10, help="how many subsets to list"),
     budget: Optional[str] = typer.Option(None, help="keep the subset with the best early-exit accuracy under this "
                                                     "MACs budget (0.5, 20e6macs) instead of AEP's best ensemble"),
+    model: Optional[str] = AGAIN_MODEL,
+    model_kwargs: Optional[str] = AGAIN_MODEL_KWARGS,
 ):
     """Prune to the best exit subset on validation (AEP's ensemble rule, or under a budget); writes RUN/pruned.pt(.json)."""
     from edgeexit.pipeline import prune_stage
@@ -195,7 +211,8 @@ def prune(
     try:
         run = RunDir(run_dir)
         with run.lock("prune"):
-            res = prune_stage(run, mode=mode, limit=limit, budget=_budget(budget) if budget else None)
+            res = prune_stage(run, mode=mode, limit=limit, budget=_budget(budget) if budget else None,
+                              model=_passed_model(model, model_kwargs))
     except EdgeExitError as err:
         _fail(err)
     console.print(prune_table(res, show))
@@ -234,6 +251,8 @@ def calibrate(
     limit: Optional[int] = typer.Option(None, help="calibrate on the first N samples of the recipe's split"),
     temperature: bool = typer.Option(True, help="temperature scaling per exit, fitted on the calibration set (NLL) "
                                                 "before the thresholds (search / fractions with a logit score)"),
+    model: Optional[str] = AGAIN_MODEL,
+    model_kwargs: Optional[str] = AGAIN_MODEL_KWARGS,
 ):
     """Choose exit thresholds for a budget; writes RUN/calibration.json and the accuracy/cost curves (JSON, PNG)."""
     from edgeexit.pipeline import calibrate_stage, read_profile
@@ -246,7 +265,8 @@ def calibrate(
             checkpoint = _trained(run)
             profile = read_profile(run, checkpoint) if b.kind == "ms" else None
             cal = calibrate_stage(run, checkpoint, budget=b, policy=policy, score=score, recipe=recipe, limit=limit,
-                                  threshold=threshold, profile=profile, temperature=temperature)
+                                  threshold=threshold, profile=profile, temperature=temperature,
+                                  model=_passed_model(model, model_kwargs))
     except EdgeExitError as err:
         _fail(err)
     t = Table(title=f"calibration ({cal.policy}, {cal.score_kind}, {cal.n_samples} samples)")
@@ -385,6 +405,8 @@ def export(
     target: str = typer.Option("cpu", help="see `edgeexit targets`"),
     precision: Optional[str] = typer.Option(None, help="one of the target's precisions (default: its first)"),
     out: Optional[Path] = typer.Option(None, help="bundle path (default RUN_DIR/bundle); must be absent, empty or a bundle"),
+    model: Optional[str] = AGAIN_MODEL,
+    model_kwargs: Optional[str] = AGAIN_MODEL_KWARGS,
 ):
     """Split into torch.export programs, lower them for the target (checked against torch), write the verified bundle."""
     from edgeexit.pipeline import export_stage
@@ -393,7 +415,8 @@ def export(
     try:
         run = RunDir(run_dir)
         with run.lock("export"):
-            bundle = export_stage(run, _trained(run), out, target=target, precision=precision)
+            bundle = export_stage(run, _trained(run), out, target=target, precision=precision,
+                                  model=_passed_model(model, model_kwargs))
     except EdgeExitError as err:
         _fail(err)
     m = bundle.manifest
@@ -493,6 +516,7 @@ def build(
                              freeze_backbone=freeze_backbone, unfreeze_after=unfreeze_after)
         b, policy, score, precision = _check_build_options(target, precision, budget, policy, score, method,
                                                            eval_batch_size)
+        passed = _passed_model(model.model, model_kwargs)  # the later stages rebuild the --model given here
         run = RunDir(run_dir)
         with run.lock("build"):
             console.rule(f"[bold]1/6 train ({method})")
@@ -500,7 +524,7 @@ def build(
             console.print("per-exit val accuracy " + " ".join(f"{a:.4f}" for a in result.val_exit_accuracy))
             console.rule("[bold]2/6 prune")
             if prune and method == "aep" and b.kind != "ms":
-                pr = prune_stage(run, budget=b if policy == "search" else None, score=score)
+                pr = prune_stage(run, budget=b if policy == "search" else None, score=score, model=passed)
                 console.print(prune_table(pr, 5))
                 console.print(prune_summary(pr))
                 if freeze_backbone and pr.kept_exits[-1] != len(pr.full["exits"]) - 1:
@@ -518,19 +542,19 @@ def build(
             prof = None
             if b.kind == "ms":  # a latency budget needs the measured table: export once, profile, then calibrate
                 calibrate_stage(run, trained, budget=Budget("macs_fraction", 1.0), policy=policy, score=score,
-                                curves=False, temperature=temperature)
-                first = export_stage(run, trained, target=target, precision=precision)
+                                curves=False, temperature=temperature, model=passed)
+                first = export_stage(run, trained, target=target, precision=precision, model=passed)
                 backend = _measure_backend(first)
                 prof = profile_bundle(first, backend=backend)
                 jsonio.write_json(run.profile, prof)
             cal = calibrate_stage(run, trained, budget=b, policy=policy, score=score, profile=prof,
-                                  temperature=temperature)
+                                  temperature=temperature, model=passed)
             console.print(f"thresholds {[round(t, 4) for t in cal.thresholds]}: expected accuracy {cal.accuracy:.4f} "
                           f"at {_cost_summary(cal)}")
             if cal.calibration_error:
                 console.print(temperature_table(cal))
             console.rule("[bold]4/6 export")
-            bundle = export_stage(run, trained, target=target, precision=precision)
+            bundle = export_stage(run, trained, target=target, precision=precision, model=passed)
             backend = backend or _measure_backend(bundle)
             console.rule(f"[bold]5/6 profile ({backend}, {profile_device})")
             prof = profile_bundle(bundle, backend=backend, device=profile_device)

@@ -30,6 +30,7 @@ from edgeexit.data.spec import InputSpec, Splits
 from edgeexit.errors import ConfigError, ExportError
 from edgeexit.measure import side_by_side
 from edgeexit.models import EarlyExitNet, ModelConfig, build_model
+from edgeexit.models.user import PassedModel
 from edgeexit.models.costs import count_costs
 from edgeexit.models.gater import GaterScore, gater_score
 from edgeexit.models.scores import score_fn_torch
@@ -79,20 +80,21 @@ def train_stage(run: RunDir, data: DataConfig, model: ModelConfig, cfg: TrainCon
                  resume=resume, progress=progress)
 
 
-def load_trained(checkpoint: Path) -> tuple[EarlyExitNet, ModelConfig, InputSpec, DataConfig]:
-    return _trained(load_checkpoint(checkpoint))
+def load_trained(checkpoint: Path, model: PassedModel | None = None) -> tuple[EarlyExitNet, ModelConfig, InputSpec, DataConfig]:
+    return _trained(load_checkpoint(checkpoint), model)
 
 
-def _trained(ckpt: dict) -> tuple[EarlyExitNet, ModelConfig, InputSpec, DataConfig]:
-    net, cfg = model_from_checkpoint(ckpt)
+def _trained(ckpt: dict, model: PassedModel | None = None) -> tuple[EarlyExitNet, ModelConfig, InputSpec, DataConfig]:
+    # `model`: the --model passed again on the command line, the only way a user's own builder is called
+    net, cfg = model_from_checkpoint(ckpt, model=model)
     return net, cfg, InputSpec.from_dict(ckpt["input_spec"]), DataConfig(**ckpt["data"])
 
 
-def reference_macs(checkpoint: Path | dict) -> int:
+def reference_macs(checkpoint: Path | dict, model: PassedModel | None = None) -> int:
     """MACs of one image through the original, unsplit model (the yardstick, also for pruned networks)."""
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     spec = InputSpec.from_dict(ckpt["input_spec"])
-    return count_costs(model_from_checkpoint(ckpt, unpruned=True)[0], spec.channels, spec.height).full_macs
+    return count_costs(model_from_checkpoint(ckpt, unpruned=True, model=model)[0], spec.channels, spec.height).full_macs
 
 
 def read_profile(run: RunDir, checkpoint: Path) -> dict:
@@ -120,7 +122,7 @@ def policy_score(policy: str, score: str | None, default: str = "max_softmax") -
 def calibrate_stage(run: RunDir, checkpoint: Path, *, budget: Budget | None, policy: str = "search",
                     score: str | None = None, recipe: str = "default", limit: int | None = None,
                     threshold: float = 0.5, profile: dict | None = None, curves: bool = True,
-                    temperature: bool = True) -> Calibration:
+                    temperature: bool = True, model: PassedModel | None = None) -> Calibration:
     """Thresholds for `budget` on the recipe's calibration set (validation split by default), written to
     RUN/calibration.json with the anytime and budgeted-batch curves beside it (curves.json, curves.png).
 
@@ -141,7 +143,7 @@ def calibrate_stage(run: RunDir, checkpoint: Path, *, budget: Budget | None, pol
 
     score = policy_score(policy, score)
     ckpt = load_checkpoint(checkpoint)
-    net, cfg, spec, data = _trained(ckpt)
+    net, cfg, spec, data = _trained(ckpt, model)
     rec = load_recipe(recipe)
     splits = data.load(spec.channels)
     dataset = {"val": splits.val, "train": splits.train, "test": splits.test}.get(rec.split)
@@ -150,7 +152,7 @@ def calibrate_stage(run: RunDir, checkpoint: Path, *, budget: Budget | None, pol
     outs = collect_outputs(net, dataset, limit=limit).subset(rec.indices(len(dataset) if limit is None else min(limit, len(dataset))))
     costs = count_costs(net, spec.channels, spec.height).cumulative_macs
     # "A fraction of the full model" is always of the original unsplit model (MACs, or its measured ms).
-    reference = float(reference_macs(ckpt))
+    reference = float(reference_macs(ckpt, model))
     # The gater's P_k are the exit scores of a budget-trained model (papers/003), read from every exit's logits.
     confidences = gater_scores(net, outs.logits) if "gater" in (policy, score) else outs.confidences
     options: dict = {"confidences": confidences}
@@ -204,7 +206,7 @@ def gater_scores(net: EarlyExitNet, logits: np.ndarray) -> np.ndarray:
 
 
 def prune_stage(run: RunDir, *, mode: str | None = None, limit: int | None = None,
-                budget: Budget | None = None, score: str = "max_softmax") -> PruneResult:
+                budget: Budget | None = None, score: str = "max_softmax", model: PassedModel | None = None) -> PruneResult:
     """Prune to the best exit subset on the validation split; writes the pruned checkpoint `out` (the
     sub-network, its ensemble weights and the sha256 of the checkpoint it was cut from) and pruned.json with every
     subset's figures.
@@ -219,7 +221,7 @@ def prune_stage(run: RunDir, *, mode: str | None = None, limit: int | None = Non
     if ckpt.get("kept_exits") is not None:
         raise ConfigError("checkpoint is already pruned", got=f"kept exits {ckpt['kept_exits']}",
                           expected="the trained checkpoint", hint="prune RUN/checkpoint.pt, not RUN/pruned.pt")
-    net, cfg, spec, data = _trained(ckpt)
+    net, cfg, spec, data = _trained(ckpt, model)
     mode = mode or ckpt["train_config"].get("weight_mode", "unif")
     outs = collect_outputs(net, data.load(spec.channels).val, limit=limit)
     c = count_costs(net, spec.channels, spec.height)
@@ -313,7 +315,7 @@ def read_calibration(run: RunDir, checkpoint: Path) -> Calibration:
 
 
 def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, target: str = "cpu",
-                 precision: str | None = None, probes: bool = True) -> Bundle:
+                 precision: str | None = None, probes: bool = True, model: PassedModel | None = None) -> Bundle:
     """Split into torch.export programs, lower them to every format of the target (each checked against torch),
     and write the verified bundle at `out` (default RUN/bundle). `probes`: also each intermediate exit's head alone
     and the network truncated there, for the profiler (never run by the exit loop)."""
@@ -323,7 +325,7 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
 
     tgt, precision, formats = exportable(target, precision)
     ckpt = load_checkpoint(checkpoint)
-    net, cfg, spec, data = _trained(ckpt)
+    net, cfg, spec, data = _trained(ckpt, model)
     cal = read_calibration(run, checkpoint)
     if len(cal.thresholds) != net.num_exits:
         raise ConfigError("calibration and model disagree on the number of exits", got=len(cal.thresholds),
@@ -331,7 +333,7 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
     score_fn = GaterScore(_require_gater(net)) if cal.score_kind == "gater" else score_fn_torch(cal.score_kind)
     costs = count_costs(net, spec.channels, spec.height)
     # the reference is the original backbone even when the bundle is a pruned sub-network
-    original = model_from_checkpoint(ckpt, unpruned=True)[0]
+    original = model_from_checkpoint(ckpt, unpruned=True, model=model)[0]
     full_macs = count_costs(original, spec.channels, spec.height).full_macs
     programs, reference = split_programs(net, score_fn, spec.shape, max_batch=tgt.batch[1], unsplit=original.unsplit(),
                                          temperatures=cal.temperatures)

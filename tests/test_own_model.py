@@ -1,6 +1,6 @@
 """Bring your own model: a model defined here goes through every stage by module path; --freeze-backbone keeps its
 answers bit for bit (torch) and within 1e-5 (onnxruntime); a skip connection across a split point is refused by name;
-weights files load without unpickling code."""
+weights files load without unpickling code; stages run alone rebuild the user's model only from --model passed again."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from edgeexit.bundle import load_bundle
 from edgeexit.cli import app
 from edgeexit.errors import CheckpointError, ConfigError
 from edgeexit.models import ModelConfig, build_model
-from edgeexit.models.user import SplitError
+from edgeexit.models.user import PassedModel, SplitError
 from edgeexit.models.weights import read_weights
 from edgeexit.pipeline import DataConfig
 from edgeexit.runtime import EarlyExitRuntime
@@ -28,6 +28,7 @@ SPEC = "test_own_model:build_net"
 DATA = ["--dataset", "synthetic", "--image-size", "16", "--limit-train", "192", "--limit-val", "96",
         "--limit-test", "96", "--batch-size", "32", "--device", "cpu"]
 USER = ["--model", SPEC, "--model-kwargs", '{"num_classes": 10, "width": 6}', "--exits", "stem,block1"]
+AGAIN = PassedModel(SPEC)  # the --model a later stage is given again (edgeexit never calls a spec read from a file)
 
 
 class Net(nn.Module):
@@ -107,7 +108,7 @@ def test_user_model_goes_build_eval_compare(tmp_path):
     out = _ok(["compare", str(run / "bundle"), "--samples", "32"])
     assert "PASS" in out
     # the rebuilt network is the user's model: Net loads the segments' weights strictly and answers the same
-    net, _ = model_from_checkpoint(load_checkpoint(run / "checkpoint.pt"))
+    net, _ = model_from_checkpoint(load_checkpoint(run / "checkpoint.pt"), model=AGAIN)
     own = build_net(10, 6).eval()
     own.load_state_dict(user_weights(net), strict=True)
     x = torch.randn(5, 3, 16, 16)
@@ -120,7 +121,7 @@ def user_weights(net) -> dict:
     return {k.split(".", 2)[2]: v for k, v in net.segments.state_dict().items()}
 
 
-@pytest.mark.parametrize("kind", ["state_dict", "torchscript", "export"])
+@pytest.mark.parametrize("kind", ["state_dict", "export"])
 def test_weights_files_load_without_running_pickles(tmp_path, kind):
     model, path = trained_user_model(tmp_path, kind)
     state = read_weights(path)
@@ -128,11 +129,19 @@ def test_weights_files_load_without_running_pickles(tmp_path, kind):
         assert torch.equal(state[name], value), name
 
 
+def test_a_torchscript_archive_is_refused_with_the_way_to_convert_it(tmp_path):
+    """TorchScript runs its own code at load (tests/test_trust_archives.py has a hostile one); refused, with a hint."""
+    _, path = trained_user_model(tmp_path, "torchscript")
+    with pytest.raises(CheckpointError, match="TorchScript") as err:
+        read_weights(path)
+    assert "torch.save(torch.jit.load(path).state_dict()" in str(err.value)
+
+
 def test_a_whole_pickled_model_is_refused_with_a_hint(tmp_path):
     _, path = trained_user_model(tmp_path, "pickle")
     with pytest.raises(CheckpointError, match="pickled") as err:
         read_weights(path)
-    assert "torch.jit.script" in str(err.value) and "state_dict()" in str(err.value)
+    assert "torch.export.save" in str(err.value) and "state_dict()" in str(err.value)
     res = runner.invoke(app, ["train", "--run-dir", str(tmp_path / "run"), *USER, "--weights", path, *DATA,
                               "--epochs", "1", "--freeze-backbone"])
     assert res.exit_code == 2 and "pickled" in res.output and "Traceback" not in res.output
@@ -145,7 +154,7 @@ def test_freeze_backbone_keeps_the_users_answers_bit_for_bit(tmp_path):
     _ok(["train", "--run-dir", str(run), *USER, "--weights", path, "--freeze-backbone", *DATA, "--epochs", "2",
          "--lr", "1e-2"])
     ckpt = load_checkpoint(run / "checkpoint.pt")
-    net, _ = model_from_checkpoint(ckpt)
+    net, _ = model_from_checkpoint(ckpt, model=AGAIN)
     splits = DataConfig("synthetic", 16, 0, None, 192, 96, 96).load()
     x = splits.test.images
     with torch.no_grad():
@@ -158,8 +167,8 @@ def test_freeze_backbone_keeps_the_users_answers_bit_for_bit(tmp_path):
     inside = user_weights(net)
     assert inside.keys() == before.keys() and all(torch.equal(inside[k], v) for k, v in before.items())
 
-    _ok(["calibrate", "--run-dir", str(run), "--budget", "0.8"])
-    _ok(["export", "--run-dir", str(run)])
+    _ok(["calibrate", "--run-dir", str(run), "--budget", "0.8", "--model", SPEC])
+    _ok(["export", "--run-dir", str(run), "--model", SPEC])
     rt = EarlyExitRuntime.open(load_bundle(run / "bundle"), "onnxruntime")
     forced = rt.with_thresholds([None] * rt.num_exits).run(x.numpy())
     np.testing.assert_allclose(forced.logits, want.numpy(), atol=1e-5, rtol=0)
@@ -173,7 +182,7 @@ def test_freeze_backbone_with_the_cost_aware_methods(tmp_path, method):
     run = tmp_path / "run"
     _ok(["train", "--run-dir", str(run), *USER, "--weights", path, "--freeze-backbone", "--method", method, *DATA,
          "--epochs", "1", "--max-steps", "3", "--gater-period", "1"])
-    net, _ = model_from_checkpoint(load_checkpoint(run / "checkpoint.pt"))
+    net, _ = model_from_checkpoint(load_checkpoint(run / "checkpoint.pt"), model=AGAIN)
     x = torch.randn(8, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(net(x)[-1], model(x))
@@ -185,7 +194,7 @@ def test_unfreeze_after_trains_everything_in_the_second_stage(tmp_path):
     _ok(["train", "--run-dir", str(run), *USER, "--weights", path, "--freeze-backbone", "--unfreeze-after", "1",
          *DATA, "--epochs", "2", "--max-steps", "2", "--lr", "1e-2", "--patience", "5"])
     ckpt = load_checkpoint(run / "checkpoint.pt")
-    net, _ = model_from_checkpoint({**ckpt, "state_dict": ckpt["last_state_dict"]})
+    net, _ = model_from_checkpoint({**ckpt, "state_dict": ckpt["last_state_dict"]}, model=AGAIN)
     stem = net.segments[0][0].stem[0].weight
     assert not torch.equal(stem, model.stem[0].weight)  # the backbone moved in epoch 2
 

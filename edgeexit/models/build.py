@@ -67,11 +67,13 @@ class ModelConfig:
     # block names (module paths for a `model`: the split points)
     exits: str | list[int] | list[str] = "stages"
     head: str = "aep"  # "aep": the classifier replicated (AEP); "plain" | "pool" | "bnpool": EENet exit blocks
-    weights: str | None = None  # a weights file (state_dict, TorchScript, torch.export); "imagenet" for efficientnet_lite0
+    weights: str | None = None  # a weights file (state_dict or torch.export archive); "imagenet" for efficientnet_lite0
     gater_features: tuple[str, ...] | None = None  # budget-aware gater (papers/003) on these exit features, or none
     gater_hidden: int = 500  # the gater MLP's hidden width (papers/003, Supplementary B)
     # A user's own model: "package.module:function" or "torchvision:<name>", called with `model_kwargs`; its exits
-    # are module paths (`exits`), or the ViT preset's placements for a VisionTransformer (edgeexit.models.user)
+    # are module paths (`exits`), or the ViT preset's placements for a VisionTransformer (edgeexit.models.user).
+    # Read back from a checkpoint, a "package.module:function" is called only when the user passes it again
+    # (edgeexit.models.user.check_stored_spec, in model_from_checkpoint)
     model: str | None = None
     model_kwargs: dict | None = None
 

@@ -16,6 +16,8 @@ modules (nn.Dropout, nn.BatchNorm) keep following train()/eval().
 from __future__ import annotations
 
 import importlib
+import json
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -23,7 +25,7 @@ import torch.fx as fx
 import torchvision
 from torch import Tensor, nn
 
-from edgeexit.errors import ConfigError
+from edgeexit.errors import CheckpointError, ConfigError
 from edgeexit.models.backbone import Backbone, adapt_in_channels, gap_linear_head
 
 TORCHVISION = "torchvision:"
@@ -31,6 +33,45 @@ TORCHVISION = "torchvision:"
 
 class SplitError(ConfigError):
     """The model cannot be cut at a named module path."""
+
+
+@dataclass(frozen=True)
+class PassedModel:
+    """The `--model` (and `--model-kwargs`) the user passed on the command line of this very command: the only
+    place a `package.module:function` to call may come from. A checkpoint's copy of it is never called alone."""
+
+    spec: str
+    kwargs: dict | None = None
+
+
+def is_registered(spec: str | None) -> bool:
+    """A model spec edgeexit builds without calling anything a file names: a built-in backbone (None: the adapter
+    named by `backbone`, from edgeexit's own registry) or `torchvision:<name>` from torchvision's list."""
+    return spec is None or spec.startswith(TORCHVISION)
+
+
+def check_stored_spec(stored: str | None, stored_kwargs: dict | None, passed: PassedModel | None, *, where: str) -> None:
+    """Refuse to rebuild the model a file (`where`) names unless it is a registered builder or the very `--model`
+    the user passed again for this command: a checkpoint could otherwise name any importable callable
+    (`subprocess:getoutput` with a `cmd=` keyword) and have edgeexit call it."""
+    if is_registered(stored):
+        if passed is not None and passed.spec != stored:
+            raise CheckpointError(f"--model differs from the model {where} was trained with", got=passed.spec,
+                                  expected=stored or "no --model (a built-in backbone)",
+                                  hint="drop --model: the checkpoint's own model is rebuilt")
+        return
+    again = f"--model {stored}" + (f" --model-kwargs '{json.dumps(stored_kwargs)}'" if stored_kwargs else "")
+    if passed is None:
+        raise CheckpointError(f"{where} names its model by a function, which edgeexit calls only when you pass it "
+                              "on the command line", got=f"model {stored!r}", expected=f"{again} on this command",
+                              hint=f"pass {again} again if you trust that code (edgeexit never calls a function "
+                                   "named in a file)")
+    if passed.spec != stored:
+        raise CheckpointError(f"--model differs from the model {where} was trained with", got=passed.spec,
+                              expected=stored, hint=f"pass {again}")
+    if passed.kwargs is not None and passed.kwargs != (stored_kwargs or {}):
+        raise CheckpointError(f"--model-kwargs differ from those {where} was trained with", got=passed.kwargs,
+                              expected=stored_kwargs or {}, hint=f"pass {again}")
 
 
 def load_builder(spec: str) -> Callable[..., nn.Module]:
@@ -61,7 +102,7 @@ def load_builder(spec: str) -> Callable[..., nn.Module]:
 
 
 def build_user_model(spec: str, kwargs: dict[str, Any] | None, *, in_channels: int, weights: str | None) -> nn.Module:
-    """The user's model, with `weights` loaded (a state_dict, TorchScript or torch.export file). A torchvision
+    """The user's model, with `weights` loaded (a state_dict or torch.export file). A torchvision
     model's first convolution is adapted to `in_channels` as the built-in adapters do (after loading, so
     RGB weights are summed for grayscale input); a user's own builder gets no such change."""
     kwargs = dict(kwargs or {})

@@ -4,12 +4,18 @@ Accepted files (`read_weights`):
 
 - a state_dict saved with `torch.save(model.state_dict(), path)` (also `{"state_dict": ...}` or `{"model": ...}`,
   and DataParallel's `module.` prefix), read with `torch.load(weights_only=True)`;
-- a TorchScript archive, `torch.jit.script(model).save(path)` or `torch.jit.trace(...)`: its parameters and
-  buffers are read, its code is never run;
-- a `torch.export` archive, `torch.export.save(torch.export.export(model, (x,)), path)`: its state_dict.
+- a `torch.export` archive, `torch.export.save(torch.export.export(model, (x,)), path)`: its state_dict, after
+  the same allow-list check and weights-only load as a bundle's `.pt2` (`edgeexit.runtime.torch_pt2.load_program`).
 
-A whole pickled model (`torch.save(model, path)`) is refused: unpickling it would import and run whatever
-classes the file names, which `weights_only=True` exists to prevent. The error says how to save one of the above.
+Refused, with the way to save one of the above:
+
+- a whole pickled model (`torch.save(model, path)`): unpickling it would import and run whatever classes the file
+  names, which `weights_only=True` exists to prevent;
+- a TorchScript archive (`torch.jit.save`): `torch.jit.load` restores its modules by running their compiled
+  `__setstate__` methods and the archive's own TorchScript code (one can, for instance, map another file with
+  `torch.from_file(shared=True)` and overwrite it). Reading its tensors without that would mean a second
+  TorchScript unpickler, which is a larger thing to trust than asking for the state_dict, so it is refused; the
+  hint says how to turn it into a state_dict where the archive is trusted.
 """
 
 from __future__ import annotations
@@ -23,19 +29,25 @@ from torch import Tensor, nn
 
 from edgeexit.errors import CheckpointError
 
-SAVE_HINT = ("save the weights with torch.save(model.state_dict(), path), or the whole model as TorchScript "
-             "(torch.jit.script(model).save(path)) or a torch.export archive (torch.export.save(ep, path))")
+SAVE_HINT = ("save the weights with torch.save(model.state_dict(), path), or the model as a torch.export archive "
+             "(torch.export.save(torch.export.export(model, (x,)), path))")
+EXPECTED = "a state_dict or torch.export file"
+TORCHSCRIPT_HINT = ("TorchScript runs its own code when loaded, so edgeexit does not load it; where you trust the "
+                    "archive, save its state_dict: torch.save(torch.jit.load(path).state_dict(), 'weights.pt')")
 
 
 def _archive_kind(path: Path) -> str:
-    """"jit", "export" or "torch" (a torch.save file) from the names inside the zip; "torch" for legacy files."""
+    """"jit", "export" or "torch" (a torch.save file) from the names inside the zip; "torch" for legacy files.
+
+    Only picks which refusal or which checked loader applies: a file that hides what it is ends up in
+    torch.load(weights_only=True) (which itself refuses TorchScript) or in the `.pt2` allow-list check."""
     if not zipfile.is_zipfile(path):
         return "torch"
     with zipfile.ZipFile(path) as z:
-        names = z.namelist()
-    if any(n.endswith("archive_format") or "/models/" in n and n.endswith(".json") for n in names):
+        names = [n.casefold() for n in z.namelist()]  # torch's zip reader matches names case-insensitively
+    if any(n.endswith("/archive_format") or "/models/" in n and n.endswith(".json") for n in names):
         return "export"
-    if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
+    if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
         return "jit"
     return "torch"
 
@@ -44,24 +56,32 @@ def read_weights(path: str | Path) -> dict[str, Tensor]:
     """The tensors of a weights file (see the module docstring), by their names in the user's model."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError("weights file not found", got=str(path), expected="a state_dict, TorchScript or "
-                              "torch.export file", hint=SAVE_HINT)
-    kind = _archive_kind(path)
+        raise CheckpointError("weights file not found", got=str(path), expected=EXPECTED, hint=SAVE_HINT)
     try:
-        if kind == "jit":
-            module = torch.jit.load(str(path), map_location="cpu")
-            return {k: v.detach().clone() for k, v in module.state_dict().items()}
-        if kind == "export":
-            program = torch.export.load(str(path))
-            return {k: v.detach().clone() for k, v in program.state_dict.items()}
+        kind = _archive_kind(path)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError("could not read the weights file", got=f"{path}: {type(err).__name__}: {err}",
+                              expected=EXPECTED, hint=SAVE_HINT) from err
+    if kind == "jit":
+        raise CheckpointError("the weights file is a TorchScript archive; loading it would run its code",
+                              got=str(path), expected=EXPECTED, hint=TORCHSCRIPT_HINT)
+    if kind == "export":
+        from edgeexit.runtime.torch_pt2 import load_program
+
+        program = load_program(path, error=CheckpointError, hint=SAVE_HINT)
+        return {k: v.detach().clone() for k, v in program.state_dict.items()}
+    try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "TorchScript" in str(err):  # torch.load's own refusal of a TorchScript zip that hid its layout
+            raise CheckpointError("the weights file is a TorchScript archive; loading it would run its code",
+                                  got=str(path), expected=EXPECTED, hint=TORCHSCRIPT_HINT) from err
         raise CheckpointError("the weights file holds pickled Python objects (a whole saved model?); refusing to "
                               "unpickle it, which could run code", got=f"{path}: {str(err).splitlines()[0][:160]}",
-                              expected="a state_dict, TorchScript or torch.export file", hint=SAVE_HINT) from err
-    except Exception as err:  # torch.load / jit.load / export.load raise many types on a damaged file
+                              expected=EXPECTED, hint=SAVE_HINT) from err
+    except Exception as err:  # torch.load raises many types on a damaged file
         raise CheckpointError("could not read the weights file", got=f"{path}: {type(err).__name__}: {err}",
-                              expected="a state_dict, TorchScript or torch.export file", hint=SAVE_HINT) from err
+                              expected=EXPECTED, hint=SAVE_HINT) from err
     if isinstance(state, dict):
         for key in ("state_dict", "model"):
             if isinstance(state.get(key), dict):

@@ -15,6 +15,7 @@ import torch
 from edgeexit import jsonio
 from edgeexit.errors import CheckpointError
 from edgeexit.models import EarlyExitNet, ModelConfig, build_model
+from edgeexit.models.user import PassedModel, check_stored_spec
 
 FORMAT = "edgeexit.checkpoint/1"
 REQUIRED = ("format", "model_config", "input_spec", "data", "state_dict", "train_config", "epoch", "history")
@@ -52,13 +53,27 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict[str, Any], *, unpruned: bool = False) -> tuple[EarlyExitNet, ModelConfig]:
+def model_from_checkpoint(ckpt: dict[str, Any], *, unpruned: bool = False,
+                          model: PassedModel | None = None) -> tuple[EarlyExitNet, ModelConfig]:
     """Rebuild the network from the checkpoint's config and load its weights strictly.
 
     A pruned checkpoint (`edgeexit prune`) names the exits it kept: the sub-network is cut the same way, or,
     with `unpruned=True`, the whole trained network it was cut from is rebuilt (the reference model).
+    A user's own model (`package.module:function`) is rebuilt only when `model` is the same spec, passed again on
+    the command line (`check_stored_spec`); built-in backbones and torchvision models need nothing. The stored
+    weights file is never read again (the state_dict holds the weights).
     """
-    cfg = ModelConfig.from_dict({**ckpt["model_config"], "weights": None})
+    stored = ckpt["model_config"]
+    if not isinstance(stored, dict):
+        raise CheckpointError("checkpoint's model config is not a mapping", got=type(stored).__name__,
+                              expected="the model config `edgeexit train` writes", hint="retrain with `edgeexit train`")
+    spec, kwargs = stored.get("model"), stored.get("model_kwargs")
+    if spec is not None and not isinstance(spec, str) or kwargs is not None and not isinstance(kwargs, dict):
+        raise CheckpointError("checkpoint's model spec is malformed", got=f"{spec!r} {kwargs!r}",
+                              expected="package.module:function or torchvision:<name>, keyword arguments as a mapping",
+                              hint="retrain with `edgeexit train`")
+    check_stored_spec(spec, kwargs, model, where="the checkpoint")
+    cfg = ModelConfig.from_dict({**stored, "weights": None})
     net = build_model(cfg)
     state = ckpt["state_dict"]
     if ckpt.get("kept_exits") is not None:
