@@ -17,6 +17,7 @@ from edgeexit.cli import app
 from edgeexit.errors import ConfigError
 from edgeexit.models import ModelConfig, build_model
 from edgeexit.models.user import ClassTokenHead
+from edgeexit.models.user import PassedModel
 from edgeexit.train.checkpoint import load_checkpoint, model_from_checkpoint
 
 TINY = {"image_size": 16, "patch_size": 4, "num_layers": 4, "num_heads": 2, "hidden_dim": 16, "mlp_dim": 32,
@@ -81,6 +82,6 @@ def test_cli_trains_a_vit_and_rebuilds_it_from_the_checkpoint(tmp_path):
         "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--lr", "1e-3"])
     assert res.exit_code == 0, res.output
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
-    net, cfg = model_from_checkpoint(ckpt)
+    net, cfg = model_from_checkpoint(ckpt, model=PassedModel(SPEC))  # a package.module:function is passed again
     assert cfg.model == SPEC and cfg.model_kwargs == TINY and net.num_exits == 4
     assert ckpt["model_config"]["exits"] == "stages"
