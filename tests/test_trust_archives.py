@@ -66,10 +66,15 @@ META = {"dtype": 7, "sizes": [{"as_int": 1}], "requires_grad": False, "device": 
         "strides": [{"as_int": 1}], "storage_offset": {"as_int": 0}, "layout": 7}
 
 
-def rewrite(src: Path, dst: Path, *, edit=None, add: dict[str, bytes] | None = None, drop=()) -> None:
+def rewrite(src: Path, dst: Path, *, edit=None, add: dict[str, bytes] | None = None, drop=(),
+            add_raw: dict[str, bytes] | None = None) -> None:
     """`src` copied to `dst` entry by entry: `edit(rel, data) -> data` on each entry (rel: path inside the root
-    folder), the entries of `add` appended (names inside the root), those in `drop` left out."""
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+    folder), the entries of `add` appended (names inside the root) and of `add_raw` (whole names; `{root}` is the
+    root folder, `{ROOT}` the same in upper case), those in `drop` left out."""
+    import warnings
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate names some cases write on purpose
         root = zin.namelist()[0].split("/")[0]
         for item in zin.infolist():
             rel = item.filename[len(root) + 1:]
@@ -79,6 +84,8 @@ def rewrite(src: Path, dst: Path, *, edit=None, add: dict[str, bytes] | None = N
             zout.writestr(item, edit(rel, data) if edit else data)
         for rel, data in (add or {}).items():
             zout.writestr(f"{root}/{rel}", data)
+        for name, data in (add_raw or {}).items():
+            zout.writestr(name.format(root=root, ROOT=root.upper()), data)
 
 
 def opaque_config(rel: str, data: bytes) -> bytes:
@@ -163,6 +170,14 @@ def _variants(marker: Path) -> dict[str, dict]:
             edit=opaque_config, add={"DATA/constants/opaque_obj_0": payload(marker)}, why="outside the allow-list"),
         "two names torch reads as one": dict(
             add={"data/weights/WEIGHT_0": payload(marker)}, why="two entries torch reads as one"),
+        "the same name twice in the central directory": dict(
+            add={"data/weights/weight_0": payload(marker)}, why="two entries torch reads as one"),
+        "opaque object under the root in upper case": dict(
+            edit=opaque_config, add_raw={"{ROOT}/data/constants/opaque_obj_0": payload(marker)},
+            why="outside the root folder"),
+        "a path with a dot segment": dict(
+            add_raw={"{root}/./data/constants/opaque_obj_0": payload(marker)}, edit=opaque_config,
+            why="outside the allow-list"),
         "pickled weight (use_pickle)": dict(
             edit=lambda rel, data: data.replace(b'"use_pickle": false', b'"use_pickle": true', 1)
             if rel.endswith("model_weights_config.json") else data, why="use_pickle must be false"),
@@ -190,7 +205,8 @@ def test_pt2_variants_are_refused_before_torch_reads_them(built, tmp_path, case)
     marker = tmp_path / "pwned"
     spec = _variants(marker)[case]
     evil = tmp_path / "seg0.pt2"
-    rewrite(run / "bundle" / "pt2" / "seg0.pt2", evil, edit=spec.get("edit"), add=spec.get("add"))
+    rewrite(run / "bundle" / "pt2" / "seg0.pt2", evil, edit=spec.get("edit"), add=spec.get("add"),
+            add_raw=spec.get("add_raw"))
     before = evil.read_bytes()
     with pytest.raises(BundleError, match="could run code") as err:
         load_program(evil)
