@@ -21,8 +21,8 @@ from edgeexit.models.backbone import (
 
 
 def _load_torchvision(name: str, num_classes: int, weights: str | Path | None) -> nn.Module:
-    """The torchvision model, with weights from a file (`edgeexit.models.weights.read_weights`: a state_dict,
-    TorchScript or torch.export archive, never a pickle). Layers whose saved shape differs from the stock model (a
+    """The torchvision model, with weights from a file (`edgeexit.models.weights.read_weights`: a state_dict
+    or a torch.export archive, never a pickle). Layers whose saved shape differs from the stock model (a
     model the user trained on 1-channel images or 10 classes) take the file's shape; a 1000-class head is replaced
     after loading."""
     from edgeexit.models.weights import load_weights

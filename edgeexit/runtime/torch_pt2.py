@@ -13,7 +13,7 @@ one that torch agrees with. Hence `check_pt2` reads the archive against an ALLOW
 
 - every entry sits in one root folder and its path inside it is exactly one of `ALLOWED` (case-sensitive, so
   `OPAQUE_OBJ_0` or `Models/model.json` is refused), no two names equal once case-folded (torch's reader would
-  pick either), no directories, no encryption;
+  pick either), no directories, no encryption, at most MAX_ARCHIVE_BYTES in all;
 - the weights and constants configs list raw tensors only (`use_pickle` false, `weight_<n>` / `tensor_<n>`
   files that exist), no opaque, custom or legacy objects;
 - the program's operators are aten / prims / quantized_decomposed ops or a few `_operator` arithmetic
@@ -61,6 +61,7 @@ ALLOWED = frozenset({*_HEADER, PROGRAM, SAMPLE_INPUTS, WEIGHTS_CONFIG, CONSTANTS
 PAYLOAD_DIRS = {"data/weights/": re.compile(r"weight_[0-9]{1,9}"), "data/constants/": re.compile(r"tensor_[0-9]{1,9}")}
 _CONFIG_DIRS = {WEIGHTS_CONFIG: "data/weights/", CONSTANTS_CONFIG: "data/constants/"}
 MAX_JSON_BYTES = 256 << 20
+MAX_ARCHIVE_BYTES = 8 << 30  # uncompressed, all entries: read into memory once (zipfile stops at the declared size)
 
 # shape expressions: sympy.sympify evaluates them as Python, so only these tokens may appear
 _SYMBOL = re.compile(r"[a-z]{1,8}[0-9]{1,9}")
@@ -118,6 +119,9 @@ def _entries(z: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
         if info.is_dir() or info.flag_bits & 0x1:
             raise _Refused(f"a directory or encrypted entry: {name!r}")
         entries[rel] = info
+    total = sum(info.file_size for info in infos)
+    if total > MAX_ARCHIVE_BYTES:
+        raise _Refused(f"{total} bytes uncompressed (at most {MAX_ARCHIVE_BYTES})")
     for required in ("archive_format", "archive_version", PROGRAM, WEIGHTS_CONFIG, CONSTANTS_CONFIG):
         if required not in entries:
             raise _Refused(f"no {required} entry")
@@ -151,7 +155,7 @@ def _check_expr(expr: str) -> None:
     """A shape expression sympy.sympify may evaluate: symbols, numbers, arithmetic, torch's sympy functions."""
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(expr).readline))
-    except (tokenize.TokenError, SyntaxError, IndentationError) as err:
+    except (tokenize.TokenError, SyntaxError, IndentationError):
         raise _Refused(f"a shape expression that does not parse: {expr[:80]!r}") from None
     for tok in tokens:
         ok = (tok.type in (tokenize.NUMBER, tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER)

@@ -157,7 +157,7 @@ def _check_method(net: EarlyExitNet, model_cfg: ModelConfig, cfg: TrainConfig) -
     if cfg.freeze_backbone and untrained:
         raise ConfigError("--freeze-backbone keeps the backbone as it is, so it needs trained weights",
                           got=f"{model_cfg.model or model_cfg.backbone} without --weights",
-                          expected="--weights FILE (a state_dict, TorchScript or torch.export file of your model)",
+                          expected="--weights FILE (a state_dict or torch.export file of your model)",
                           hint="or --model mypkg.models:build_net returning your trained model; drop --freeze-backbone "
                                "to train the whole network")
     if cfg.method == "eenet" and model_cfg.head == "aep":
