@@ -107,7 +107,7 @@ def train(
     exits: str = typer.Option("stages", help="stages | full | blocks | eenet:<pareto|golden|fine|linear|quadratic>:<n> "
                                               "| comma-separated block indices"),
     head: Optional[str] = HEAD,
-    image_size: int = typer.Option(32, min=1, help="input height and width; each backbone has a smallest"),
+    image_size: int = typer.Option(32, min=1, max=4096, help="input height and width; each backbone has a smallest"),
     method: str = METHOD,
     weight_mode: str = typer.Option("unif", help="AEP weights: desc | asc | mix | unif"),
     lam: Optional[float] = LAM,
@@ -315,10 +315,11 @@ def profile(
     try:
         run = RunDir(run_dir)
         dev = parse_device(device, runner)
+        sizes = _batch_list(batches)  # checked before anything is opened
         with run.lock("profile"):
             bundle = load_bundle(run.bundle)
             console.print(f"profiling {bundle.root.name} on {escape(dev.describe())} ({rounds} rounds)...")
-            prof = profile_bundle(bundle, backend=backend, device=dev, batches=_batch_list(batches), rounds=rounds,
+            prof = profile_bundle(bundle, backend=backend, device=dev, batches=sizes, rounds=rounds,
                                   calls=calls, runner_binary=runner_binary)
             if etdump:
                 from edgeexit.etdump import etdump_timings
@@ -444,7 +445,7 @@ def build(
     backbone: str = typer.Option("resnet18"),
     exits: str = typer.Option("stages"),
     head: Optional[str] = HEAD,
-    image_size: int = typer.Option(32, min=1, help="input height and width; each backbone has a smallest"),
+    image_size: int = typer.Option(32, min=1, max=4096, help="input height and width; each backbone has a smallest"),
     method: str = METHOD,
     weight_mode: str = typer.Option("unif"),
     lam: Optional[float] = LAM,

@@ -61,8 +61,15 @@ def os_error_message(err: OSError) -> EdgeExitError:
                          expected=expected, hint=hint)
 
 
-def memory_error_message(err: MemoryError) -> EdgeExitError:
-    return EdgeExitError("out of memory", got=f"MemoryError{': ' + str(err) if str(err) else ''}",
+def out_of_memory(err: BaseException) -> bool:
+    """MemoryError, and torch's ways of saying the same: torch.OutOfMemoryError (CUDA), the CPU allocator's error."""
+    return isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or (
+        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
+
+
+def memory_error_message(err: BaseException) -> EdgeExitError:
+    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+    return EdgeExitError("out of memory", got=f"{type(err).__name__}{': ' + first if first else ''}",
                          expected="a model, batch and data set that fit this machine's memory",
                          hint="lower --batch-size, --image-size or the --limit-* options, or use a larger machine")
 
@@ -86,10 +93,10 @@ class GuardedGroup(TyperGroup):
         except OSError as err:
             _print(os_error_message(err))
             raise typer.Exit(ENVIRONMENT_ERROR) from None
-        except MemoryError as err:
-            _print(memory_error_message(err))
-            raise typer.Exit(ENVIRONMENT_ERROR) from None
         except Exception as err:
+            if out_of_memory(err):
+                _print(memory_error_message(err))
+                raise typer.Exit(ENVIRONMENT_ERROR) from None
             # not the user's input nor the machine: a bug, whose traceback follows this line
             print(f"internal error: this is a bug in edgeexit, please report it with the traceback below "
                   f"({type(err).__name__}: {str(err)[:200]})", file=sys.stderr, flush=True)

@@ -72,11 +72,14 @@ def train_stage(run: RunDir, data: DataConfig, model: ModelConfig, cfg: TrainCon
         model = ModelConfig.from_dict({**model.to_dict(), "gater_features": ("confidence", "entropy")})
     torch.manual_seed(cfg.seed)
     net = _build_for_size(model)
-    if not resume:  # a pruned network of an earlier training must not outlive it
+    result = train(net, model, splits.train, splits.val, spec, asdict(data), cfg, run.checkpoint,
+                   resume=resume, progress=progress, adopt=adopt)
+    if not resume and result.is_main:
+        # a pruned network of an earlier training must not outlive it; removed once this one exists, so that a
+        # refused or failed run leaves it (RunDir.trained refuses it as stale meanwhile)
         run.pruned.unlink(missing_ok=True)
         run.pruned_json.unlink(missing_ok=True)
-    return train(net, model, splits.train, splits.val, spec, asdict(data), cfg, run.checkpoint,
-                 resume=resume, progress=progress, adopt=adopt)
+    return result
 
 
 def _build_for_size(model: ModelConfig) -> EarlyExitNet:
