@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import time
@@ -645,6 +646,8 @@ def compare(
     from edgeexit.pipeline import test_split
 
     try:
+        if tolerance is not None and not math.isfinite(tolerance):
+            raise ConfigError("--tolerance must be a finite number >= 0", got=tolerance, expected="e.g. 1e-4")
         b = load_bundle(bundle)
         images = test_split(b, "test", samples)[0] if samples > 0 else None
         names = [n.strip() for n in backends.split(",") if n.strip()] if backends else None

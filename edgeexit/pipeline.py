@@ -534,6 +534,9 @@ def evaluate_bundle(bundle_dir: Path, *, backend: str | None = None, split: str 
                     threads: int | None = None, single_samples: int = 300) -> dict:
     """Accuracy, exit histogram, MACs and wall time of the early-exit runtime vs the unsplit model, both on the same
     backend (default: the one the bundle's target runs on)."""
+    for name, value in (("batch_size", batch_size), ("limit", limit)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name} must be an integer >= 1", got=value, expected="e.g. 64")
     bundle = load_bundle(Path(bundle_dir))
     x, y = test_split(bundle, split, limit)
     runtime = EarlyExitRuntime.open(bundle, backend, threads=threads)

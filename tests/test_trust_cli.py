@@ -110,6 +110,20 @@ def test_learning_rate_must_be_positive_and_finite(lr, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_tolerance_must_be_finite(tmp_path):
+    res = runner.invoke(app, ["compare", str(tmp_path / "bundle"), "--tolerance", "nan"])
+    refused(res, 2, "Invalid value for '--tolerance'")
+    res = runner.invoke(app, ["compare", str(tmp_path / "bundle"), "--tolerance", "inf"])
+    refused(res, 2, "--tolerance must be a finite number >= 0", "got: inf")
+
+
+def test_evaluate_bundle_refuses_an_empty_batch(tmp_path):
+    from edgeexit.pipeline import evaluate_bundle
+
+    with pytest.raises(ConfigError, match="batch_size must be an integer >= 1"):
+        evaluate_bundle(tmp_path / "bundle", batch_size=0)
+
+
 def test_batches_must_be_positive(tmp_path):
     res = runner.invoke(app, ["profile", "--run-dir", str(tmp_path), "--batches", "1,0"])
     refused(res, 2, "--batches takes batch sizes >= 1", "got: 1,0")
