@@ -91,6 +91,8 @@ class GuardedGroup(TyperGroup):
             _print(err)
             raise typer.Exit(USER_ERROR) from None
         except OSError as err:
+            if err.errno == errno.EPIPE:
+                raise  # `edgeexit ... | head`: click ends quietly when the reader goes away
             _print(os_error_message(err))
             raise typer.Exit(ENVIRONMENT_ERROR) from None
         except Exception as err:

@@ -369,14 +369,15 @@ def train(net: EarlyExitNet, model_cfg: ModelConfig, train_set: Dataset, val_set
     """
     out = Path(out)
     ctx = distributed.setup(cfg.device)
-    deterministic = torch.are_deterministic_algorithms_enabled()
+    deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     if ctx.device.type == "cpu":  # the same seed gives the same weights; on CUDA this would cost speed (opt in)
-        torch.use_deterministic_algorithms(True)
+        # warn_only: an operator of a user's model without a deterministic kernel warns rather than stops training
+        torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         return _train(net, model_cfg, train_set, val_set, spec, data_info, cfg, out, resume, progress, ctx,
                       stop_after_epochs, adopt)
     finally:
-        torch.use_deterministic_algorithms(deterministic)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         net.to("cpu").eval()
         for p in net.parameters():  # a frozen backbone is frozen for training only
             p.requires_grad_(True)
