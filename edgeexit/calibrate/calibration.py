@@ -172,11 +172,21 @@ class CalibrationFile(BaseModel):
 
 
 def _first_errors(exc: ValidationError, count: int = 3) -> str:
+    """The first `count` bad fields, one line each: a union's alternatives (int | float | "inf") as one."""
+    by_field: dict[str, tuple[list[str], Any]] = {}
+    for e in exc.errors():
+        # pydantic names each union member in the location (thresholds.0.int, thresholds.0.float...): drop those
+        loc = [str(p) for p in e["loc"] if not (isinstance(p, str) and (p in _MEMBER_TAGS or "[" in p))]
+        msgs, value = by_field.setdefault(".".join(loc) or "calibration", ([], e.get("input")))
+        msgs.append(e["msg"].removeprefix("Input should be ").removeprefix("Value error, "))
     parts = []
-    for e in exc.errors()[:count]:
-        where = ".".join(str(p) for p in e["loc"]) or "calibration"
-        parts.append(f"{where}: {e['msg']}" + (f" (got {e['input']!r:.60})" if "input" in e and e["loc"] else ""))
+    for where, (msgs, value) in list(by_field.items())[:count]:
+        got = f" (got {value!r:.60})" if where != "calibration" and not isinstance(value, (dict, list)) else ""
+        parts.append(f"{where}: {' or '.join(dict.fromkeys(msgs))}{got}")
     return "; ".join(parts)
+
+
+_MEMBER_TAGS = ("int", "float", "str", "bool", "none")
 
 
 def read_calibration_file(path: Path) -> Calibration:
