@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import time
@@ -14,9 +15,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from edgeexit.cli_guard import GuardedGroup
 from edgeexit.errors import ConfigError, EdgeExitError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# GuardedGroup: the one top-level handler, no command ends in a traceback for a full disk or a bad path
+app = typer.Typer(cls=GuardedGroup, add_completion=False, no_args_is_help=True,
                   help="Turn an image classifier into an early-exit network and ship it to edge devices.")
 console = Console()
 
@@ -58,7 +61,7 @@ METHOD = typer.Option("aep", help="aep (weighted ensemble, papers/000) | eenet (
 HEAD = typer.Option(None, help="aep | plain | pool | bnpool (default: pool for --method eenet, else aep)")
 LAM = typer.Option(None, "--lam", help="cost weight λ (default: 1 for eenet, 2 for budget)")
 GATER_FEATURES = typer.Option("confidence,entropy", help="budget: the gater's inputs, from confidence,margin,entropy")
-GATER_PERIOD = typer.Option(10, help="budget: network steps per gater step (papers/003: 10 on CIFAR, 100 on ImageNet)")
+GATER_PERIOD = typer.Option(10, min=1, help="budget: network steps per gater step (papers/003: 10 on CIFAR, 100 on ImageNet)")
 DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N; under torchrun each rank takes cuda:LOCAL_RANK")
 WEIGHTS = typer.Option(None, help="'imagenet' (efficientnet_lite0's shipped weights), or your trained model's weights: "
                                   "a state_dict file (torch.save(model.state_dict())) or a torch.export archive (a whole "
@@ -72,7 +75,10 @@ AGAIN_MODEL_KWARGS = typer.Option(None, help="with --model: its keyword argument
                                              "if given, they must equal them)")
 FREEZE_BACKBONE = typer.Option(False, help="train the exit heads only: the backbone's weights and BatchNorm statistics "
                                            "stay as in --weights, so the final exit answers as your model does")
-UNFREEZE_AFTER = typer.Option(None, help="with --freeze-backbone: after N epochs of heads only, train everything jointly")
+# numeric bounds: click refuses what is out of range with a usage error (exit code 2) before anything runs
+SEED = typer.Option(0, min=0, max=2**32 - 1, help="seeds weights, data order and splits (numpy takes < 2^32)")
+LIMIT = typer.Option(None, min=1, help="use the first N samples of the split")
+UNFREEZE_AFTER = typer.Option(None, min=1, help="with --freeze-backbone: after N epochs of heads only, train everything jointly")
 
 
 def _passed_model(model, model_kwargs):
@@ -116,7 +122,7 @@ def train(
     exits: str = typer.Option("stages", help="stages | full | blocks | eenet:<pareto|golden|fine|linear|quadratic>:<n> "
                                               "| comma-separated block indices"),
     head: Optional[str] = HEAD,
-    image_size: int = typer.Option(32),
+    image_size: int = typer.Option(32, min=1, max=4096, help="input height and width; each backbone has a smallest"),
     method: str = METHOD,
     weight_mode: str = typer.Option("unif", help="AEP weights: desc | asc | mix | unif"),
     lam: Optional[float] = LAM,
@@ -126,21 +132,22 @@ def train(
     amp: bool = typer.Option(True, help="mixed precision (float16 autocast + GradScaler) on CUDA"),
     freeze_bn: bool = typer.Option(False, help="BatchNorm statistics fixed (fine-tuning with small batches)"),
     sync_bn: bool = typer.Option(False, help="SyncBatchNorm across torchrun ranks (CUDA only)"),
-    epochs: int = typer.Option(100),
-    batch_size: int = typer.Option(64),
+    epochs: int = typer.Option(100, min=1),
+    batch_size: int = typer.Option(64, min=1),
     lr: float = typer.Option(1e-4),
     schedule: str = typer.Option("constant", help="learning rate: constant (the AEP paper) | cosine (annealed to 0)"),
-    patience: int = typer.Option(12),
-    seed: int = typer.Option(0),
-    max_steps: Optional[int] = typer.Option(None, help="cap on steps per epoch (quick runs)"),
-    limit_train: Optional[int] = typer.Option(None), limit_val: Optional[int] = typer.Option(None),
-    limit_test: Optional[int] = typer.Option(None),
+    patience: int = typer.Option(12, min=1),
+    seed: int = SEED,
+    max_steps: Optional[int] = typer.Option(None, min=1, help="cap on steps per epoch (quick runs)"),
+    limit_train: Optional[int] = LIMIT, limit_val: Optional[int] = LIMIT, limit_test: Optional[int] = LIMIT,
     weights: Optional[str] = WEIGHTS,
     model: Optional[str] = MODEL,
     model_kwargs: Optional[str] = MODEL_KWARGS,
     freeze_backbone: bool = FREEZE_BACKBONE,
     unfreeze_after: Optional[int] = UNFREEZE_AFTER,
-    resume: bool = typer.Option(False, help="continue from run-dir/checkpoint.pt"),
+    resume: bool = typer.Option(False, help="continue from run-dir/checkpoint.pt, with its settings"),
+    adopt: bool = typer.Option(False, help="with --resume: go on with the settings given now where they differ from "
+                                           "the checkpoint's (learning rate, schedule, batch size, limits...)"),
 ):
     """Train the exit network (AEP loss by default) and write RUN_DIR/checkpoint.pt.
 
@@ -151,6 +158,9 @@ def train(
     from edgeexit.rundir import RunDir
 
     try:
+        if adopt and not resume:
+            raise ConfigError("--adopt needs --resume", got="--adopt", expected="--resume --adopt",
+                              hint="--adopt says which settings a resumed run follows; a new run takes the options given")
         data = DataConfig(dataset, image_size, seed, None, limit_train, limit_val, limit_test)
         model = _model_config(backbone, exits, head, image_size, weights, method, gater_features, model, model_kwargs)
         cfg = _train_options(method, weight_mode, epochs, batch_size, lr, patience, seed, max_steps, lam=lam,
@@ -159,7 +169,7 @@ def train(
         run = RunDir(run_dir)
         # under torchrun every rank runs this command; rank 0 writes the run directory, so rank 0 holds it
         with run.lock("train") if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
-            result = train_stage(run, data, model, cfg, resume=resume)
+            result = train_stage(run, data, model, cfg, resume=resume, adopt=adopt)
     except EdgeExitError as err:
         _fail(err)
     if not result.is_main:
@@ -197,8 +207,8 @@ def _trained(run) -> Path:
 def prune(
     run_dir: Path = RUN_DIR,
     mode: Optional[str] = typer.Option(None, help="AEP weight mode desc | asc | mix | unif (default: the training mode)"),
-    limit: Optional[int] = typer.Option(None, help="use the first N validation samples"),
-    show: int = typer.Option(10, help="how many subsets to list"),
+    limit: Optional[int] = typer.Option(None, min=1, help="use the first N validation samples"),
+    show: int = typer.Option(10, min=1, help="how many subsets to list"),
     budget: Optional[str] = typer.Option(None, help="keep the subset with the best early-exit accuracy under this "
                                                     "MACs budget (0.5, 20e6macs) instead of AEP's best ensemble"),
     model: Optional[str] = AGAIN_MODEL,
@@ -247,8 +257,8 @@ def calibrate(
     score: Optional[str] = typer.Option(None, help="max_softmax (default) | margin | neg_entropy | confidence | gater; "
                                                    "fixed uses confidence, gater the gater's P_k"),
     recipe: str = typer.Option("default", help="calibration-set recipe in calibration/recipes (default, quick) or a path"),
-    threshold: float = typer.Option(0.5, help="T of the fixed policy (EENet confidence)"),
-    limit: Optional[int] = typer.Option(None, help="calibrate on the first N samples of the recipe's split"),
+    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="T of the fixed policy (EENet confidence, in [0, 1])"),
+    limit: Optional[int] = typer.Option(None, min=1, help="calibrate on the first N samples of the recipe's split"),
     temperature: bool = typer.Option(True, help="temperature scaling per exit, fitted on the calibration set (NLL) "
                                                 "before the thresholds (search / fractions with a logit score)"),
     model: Optional[str] = AGAIN_MODEL,
@@ -309,8 +319,8 @@ def profile(
     device: str = typer.Option("local", help="local | ssh://[user@]host[:port][?python=PATH&identity=KEY"
                                              "&known_hosts=FILE] | adb://SERIAL"),
     batches: Optional[str] = typer.Option(None, help="batch sizes, e.g. 1,8 (default: 1 and the bundle's largest)"),
-    rounds: int = typer.Option(30, help="alternating rounds; each figure is a median over rounds"),
-    calls: int = typer.Option(3, help="back-to-back calls per entry and round (their median)"),
+    rounds: int = typer.Option(30, min=1, help="alternating rounds; each figure is a median over rounds"),
+    calls: int = typer.Option(3, min=1, help="back-to-back calls per entry and round (their median)"),
     runner: Optional[str] = typer.Option(None, help="python | cpp (local: python; adb: cpp)"),
     runner_binary: Optional[Path] = typer.Option(None, help="the C++ runner (edgeexit_runner) for cpp / adb"),
     etdump: bool = typer.Option(False, help="ExecuTorch bundles: also per-segment and per-operator times from ETDump"),
@@ -326,10 +336,11 @@ def profile(
     try:
         run = RunDir(run_dir)
         dev = parse_device(device, runner)
+        sizes = _batch_list(batches)  # checked before anything is opened
         with run.lock("profile"):
             bundle = load_bundle(run.bundle)
             console.print(f"profiling {bundle.root.name} on {escape(dev.describe())} ({rounds} rounds)...")
-            prof = profile_bundle(bundle, backend=backend, device=dev, batches=_batch_list(batches), rounds=rounds,
+            prof = profile_bundle(bundle, backend=backend, device=dev, batches=sizes, rounds=rounds,
                                   calls=calls, runner_binary=runner_binary)
             if etdump:
                 from edgeexit.etdump import etdump_timings
@@ -350,9 +361,12 @@ def _batch_list(text: str | None) -> list[int] | None:
     if not text:
         return None
     try:
-        return [int(b) for b in text.split(",") if b.strip()]
+        sizes = [int(b) for b in text.split(",") if b.strip()]
     except ValueError:
         raise ConfigError("--batches takes integers", got=text, expected="e.g. 1,8") from None
+    if not sizes or min(sizes) < 1:
+        raise ConfigError("--batches takes batch sizes >= 1", got=text, expected="e.g. 1,8")
+    return sizes
 
 
 def _noise_note(prof: dict) -> None:
@@ -429,8 +443,8 @@ def eval_(
     bundle: Path = typer.Argument(..., help="a bundle directory"),
     backend: Optional[str] = BACKEND,
     split: str = typer.Option("test"),
-    batch_size: int = typer.Option(64),
-    limit: Optional[int] = typer.Option(None),
+    batch_size: int = typer.Option(64, min=1),
+    limit: Optional[int] = typer.Option(None, min=1),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the figures as JSON"),
 ):
     """Accuracy, exit histogram, MACs and wall time of the bundle against the unsplit model (same backend)."""
@@ -455,7 +469,7 @@ def build(
     backbone: str = typer.Option("resnet18"),
     exits: str = typer.Option("stages"),
     head: Optional[str] = HEAD,
-    image_size: int = typer.Option(32),
+    image_size: int = typer.Option(32, min=1, max=4096, help="input height and width; each backbone has a smallest"),
     method: str = METHOD,
     weight_mode: str = typer.Option("unif"),
     lam: Optional[float] = LAM,
@@ -469,19 +483,18 @@ def build(
     unfreeze_after: Optional[int] = UNFREEZE_AFTER,
     temperature: bool = typer.Option(True, help="temperature scaling per exit, fitted on the calibration set (NLL) "
                                                 "before the thresholds (logit scores)"),
-    epochs: int = typer.Option(3, help="short by default so the whole job fits ~10 min on 2 cores"),
+    epochs: int = typer.Option(3, min=1, help="short by default so the whole job fits ~10 min on 2 cores"),
     lr: float = typer.Option(1e-3),
     schedule: str = typer.Option("cosine", help="learning rate: cosine (annealed to 0, good for short runs) | constant"),
-    batch_size: int = typer.Option(64),
+    batch_size: int = typer.Option(64, min=1),
     budget: str = typer.Option("0.6"),
     policy: Optional[str] = typer.Option(None, help="default: search for aep, fixed (h >= 0.5) for eenet, gater "
                                                     "(P_k >= 0.5) for budget"),
     score: Optional[str] = typer.Option(None, help="default: max_softmax for aep, confidence for eenet, gater for budget"),
-    seed: int = typer.Option(0),
-    max_steps: Optional[int] = typer.Option(None),
-    limit_train: Optional[int] = typer.Option(None), limit_val: Optional[int] = typer.Option(None),
-    limit_test: Optional[int] = typer.Option(None),
-    eval_batch_size: int = typer.Option(64),
+    seed: int = SEED,
+    max_steps: Optional[int] = typer.Option(None, min=1),
+    limit_train: Optional[int] = LIMIT, limit_val: Optional[int] = LIMIT, limit_test: Optional[int] = LIMIT,
+    eval_batch_size: int = typer.Option(64, min=1),
     precision: Optional[str] = typer.Option(None, help="one of the target's precisions (default: its first)"),
     prune: bool = typer.Option(True, help="AEP pruning to the best exit subset (aep method only)"),
     profile_device: str = typer.Option("local", help="where to profile: local | ssh://user@host | adb://SERIAL"),
@@ -646,8 +659,8 @@ def report(run_dir: Path = typer.Argument(Path("runs/default"), help="a run dire
 def compare(
     bundle: Path = typer.Argument(..., help="a bundle directory"),
     backends: Optional[str] = typer.Option(None, help="comma-separated (default: every backend available here)"),
-    samples: int = typer.Option(1000, help="test-split images besides the bundle's test vectors"),
-    tolerance: Optional[float] = typer.Option(None, help="max |Δlogits| (default: by the bundle's precision)"),
+    samples: int = typer.Option(1000, min=0, help="test-split images besides the bundle's test vectors"),
+    tolerance: Optional[float] = typer.Option(None, min=0.0, help="max |Δlogits| (default: by the bundle's precision)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the comparison as JSON"),
 ):
     """Every backend on the same inputs: max |Δlogits| per exit, exit-decision agreement; exit code 1 on failure."""
@@ -657,6 +670,8 @@ def compare(
     from edgeexit.pipeline import test_split
 
     try:
+        if tolerance is not None and not math.isfinite(tolerance):
+            raise ConfigError("--tolerance must be a finite number >= 0", got=tolerance, expected="e.g. 1e-4")
         b = load_bundle(bundle)
         images = test_split(b, "test", samples)[0] if samples > 0 else None
         names = [n.strip() for n in backends.split(",") if n.strip()] if backends else None

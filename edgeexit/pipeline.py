@@ -23,11 +23,11 @@ import edgeexit
 from edgeexit import jsonio
 from edgeexit.bundle import Bundle, load_bundle, write_bundle
 from edgeexit.calibrate.budget import Budget
-from edgeexit.calibrate.calibration import Calibration
+from edgeexit.calibrate.calibration import Calibration, read_calibration_file, write_calibration_file
 from edgeexit.compare import VECTORS, write_vectors
 from edgeexit.data import load_dataset
 from edgeexit.data.spec import InputSpec, Splits
-from edgeexit.errors import ConfigError, ExportError
+from edgeexit.errors import ConfigError, DatasetError, ExportError
 from edgeexit.measure import side_by_side
 from edgeexit.models import EarlyExitNet, ModelConfig, build_model
 from edgeexit.models.user import PassedModel
@@ -63,7 +63,7 @@ class DataConfig:
 
 
 def train_stage(run: RunDir, data: DataConfig, model: ModelConfig, cfg: TrainConfig, *, resume: bool = False,
-                progress: bool = True) -> TrainResult:
+                progress: bool = True, adopt: bool = False) -> TrainResult:
     splits = data.load()
     spec = splits.spec
     model = ModelConfig.from_dict({**model.to_dict(), "num_classes": spec.num_classes, "in_channels": spec.channels,
@@ -72,12 +72,50 @@ def train_stage(run: RunDir, data: DataConfig, model: ModelConfig, cfg: TrainCon
         # papers/003's CIFAR setting (Supplementary B): the gater reads confidence and entropy.
         model = ModelConfig.from_dict({**model.to_dict(), "gater_features": ("confidence", "entropy")})
     torch.manual_seed(cfg.seed)
-    net = build_model(model)
-    if not resume:  # a pruned network of an earlier training must not outlive it
+    net = _build_for_size(model)
+    result = train(net, model, splits.train, splits.val, spec, asdict(data), cfg, run.checkpoint,
+                   resume=resume, progress=progress, adopt=adopt)
+    if not resume and result.is_main:
+        # a pruned network of an earlier training must not outlive it; removed once this one exists, so that a
+        # refused or failed run leaves it (RunDir.trained refuses it as stale meanwhile)
         run.pruned.unlink(missing_ok=True)
         run.pruned_json.unlink(missing_ok=True)
-    return train(net, model, splits.train, splits.val, spec, asdict(data), cfg, run.checkpoint,
-                 resume=resume, progress=progress)
+    return result
+
+
+def _build_for_size(model: ModelConfig) -> EarlyExitNet:
+    """build_model, with an image too small for the backbone (its pooling leaves nothing) refused with the smallest
+    size it takes, instead of torch's shape error."""
+    try:
+        return build_model(model)
+    except RuntimeError as err:
+        smallest = smallest_image_size(model, above=model.image_size)
+        if smallest is None:
+            raise
+        raise ConfigError(f"{model.model or model.backbone} cannot take {model.image_size} px images",
+                          got=f"--image-size {model.image_size}", expected=f"--image-size >= {smallest}",
+                          hint=f"the backbone downsamples below one pixel; use --image-size {smallest} or more") from err
+
+
+def smallest_image_size(model: ModelConfig, *, above: int, upto: int = 1024) -> int | None:
+    """The smallest square image size in (above, upto] the model is built and runs at; None if none is."""
+    def runs(size: int) -> bool:
+        try:
+            build_model(ModelConfig.from_dict({**model.to_dict(), "image_size": size, "weights": None}))
+            return True
+        except (RuntimeError, ConfigError):
+            return False
+
+    hi = above + 1
+    while not runs(hi):  # pooling chains run at every size from their smallest on: double, then bisect
+        if hi >= upto:
+            return None
+        hi = min(2 * hi, upto)
+    lo = max(above, hi // 2)  # lo fails (or is `above`), hi runs
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if runs(mid) else (mid, hi)
+    return hi
 
 
 def load_trained(checkpoint: Path, model: PassedModel | None = None) -> tuple[EarlyExitNet, ModelConfig, InputSpec, DataConfig]:
@@ -150,6 +188,7 @@ def calibrate_stage(run: RunDir, checkpoint: Path, *, budget: Budget | None, pol
     if dataset is None:
         raise ConfigError("calibration recipe names an unknown split", got=rec.split, expected="val, train or test")
     outs = collect_outputs(net, dataset, limit=limit).subset(rec.indices(len(dataset) if limit is None else min(limit, len(dataset))))
+    check_calibration_set(outs.labels, rec.split)
     costs = count_costs(net, spec.channels, spec.height).cumulative_macs
     # "A fraction of the full model" is always of the original unsplit model (MACs, or its measured ms).
     reference = float(reference_macs(ckpt, model))
@@ -178,7 +217,7 @@ def calibrate_stage(run: RunDir, checkpoint: Path, *, budget: Budget | None, pol
     cal.provenance = made_from
     if "temperatures" in options:
         cal.calibration_error = calibration_error
-    jsonio.write_json(run.calibration, cal.to_dict())
+    write_calibration_file(run.calibration, cal)
     if curves:
         anytime = anytime_curve(outs.logits, outs.labels, cal.costs, cost_unit=cal.cost_unit, reference_cost=reference)
         sweep_options = {k: v for k, v in options.items() if k not in ("latency_ms", "latency_target")}
@@ -188,6 +227,23 @@ def calibrate_stage(run: RunDir, checkpoint: Path, *, budget: Budget | None, pol
         plot_curves(run.curves_png, anytime=anytime, budgeted=budgeted, operating_point=cal, reference_cost=reference,
                     title=f"{cfg.backbone}: accuracy vs cost ({policy}, {cal.score_kind})")
     return cal
+
+
+MIN_CALIBRATION_SAMPLES = 10  # below this, thresholds (and the accuracy they promise) are noise
+
+
+def check_calibration_set(labels: np.ndarray, split: str) -> None:
+    """Refuse a calibration set that cannot support thresholds: too few samples, or a single class (its accuracy
+    says nothing about the others)."""
+    n = int(len(labels))
+    if n < MIN_CALIBRATION_SAMPLES:
+        raise DatasetError("too few calibration samples", got=f"{n} samples of the {split} split",
+                           expected=f">= {MIN_CALIBRATION_SAMPLES} samples",
+                           hint="raise --limit (or --limit-val), or use a recipe with more samples")
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        raise DatasetError("the calibration set holds a single class", got=f"{n} samples, all of class {int(classes[0])}",
+                           expected=">= 2 classes", hint="calibrate on a split that holds every class (raise --limit)")
 
 
 def _require_gater(net: EarlyExitNet):
@@ -305,11 +361,7 @@ def read_calibration(run: RunDir, checkpoint: Path) -> Calibration:
     if not run.calibration.is_file():
         raise ConfigError("no calibration to export", got=f"no {run.calibration}", expected="calibration.json",
                           hint="run `edgeexit calibrate` first")
-    try:
-        cal = Calibration.from_dict(jsonio.read_json(run.calibration))
-    except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
-        raise ConfigError(f"{run.calibration} is not a calibration edgeexit wrote", got=str(err), expected="calibration JSON",
-                          hint="run `edgeexit calibrate` again") from err
+    cal = read_calibration_file(run.calibration)  # the schema: strict types, thresholds in the score's range
     run.require_made_from(run.calibration, (cal.provenance or {}).get("checkpoint_sha256"), checkpoint, "edgeexit calibrate")
     return cal
 
@@ -372,7 +424,7 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
 
         if precision == "int8":  # quantisation moves the scores: thresholds again, on the int8 program's own
             cal = recalibrate(cal, tmp, refs[formats[0]], formats[0], programs, val, tgt.batch[1], run.sha256(run.calibration))
-        jsonio.write_json(tmp / "calibration.json", cal.to_dict())
+        write_calibration_file(tmp / "calibration.json", cal)
         write_vectors(tmp / VECTORS, *reference_outputs(programs, spec.shape))
         return {
             "exits": [{
@@ -484,6 +536,9 @@ def evaluate_bundle(bundle_dir: Path, *, backend: str | None = None, split: str 
                     threads: int | None = None, single_samples: int = 300) -> dict:
     """Accuracy, exit histogram, MACs and wall time of the early-exit runtime vs the unsplit model, both on the same
     backend (default: the one the bundle's target runs on)."""
+    for name, value in (("batch_size", batch_size), ("limit", limit)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name} must be an integer >= 1", got=value, expected="e.g. 64")
     bundle = load_bundle(Path(bundle_dir))
     x, y = test_split(bundle, split, limit)
     runtime = EarlyExitRuntime.open(bundle, backend, threads=threads)

@@ -85,7 +85,7 @@ def test_a_pruned_network_of_an_earlier_training_is_refused(built, tmp_path):
     run = copy_run(built, tmp_path / "run")
     assert runner.invoke(app, ["prune", "--run-dir", str(run)]).exit_code == 0
     assert RunDir(run).trained() == run / "pruned.pt"
-    res = runner.invoke(app, ["train", "--run-dir", str(run), "--epochs", "3", "--resume", *QUICK])
+    res = runner.invoke(app, ["train", "--run-dir", str(run), "--epochs", "3", "--resume", "--adopt", *QUICK])
     assert res.exit_code == 0, res.output  # one more epoch; resuming keeps pruned.pt, which is now stale
     res = runner.invoke(app, ["calibrate", "--run-dir", str(run)])
     assert res.exit_code == 2 and "pruned.pt was cut from another training" in res.output and "edgeexit prune" in res.output

@@ -7,19 +7,34 @@ This is what `calibration.json` in a bundle holds: the budget as the user gave i
 Thresholds may be +inf (nobody exits there) and the final one is always -inf; JSON has no
 infinities, so `to_dict()` writes them (and NaN) as the strings "inf" / "-inf" / "nan", as
 `edgeexit.jsonio` does, and `from_dict()` reads them back.
+
+`CalibrationFile` is the schema of calibration.json, and `read_calibration_file` / `write_calibration_file` are
+its only reader and writer: strict types (no string turned into a number, no bool taken for one), every
+threshold +inf, -inf or a finite value the score kind can take, so that a hand-edited file (a threshold "abc",
+null, "0.5", true or -5) is refused before it reaches a bundle.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, model_validator
 
 from edgeexit import jsonio
 from edgeexit.calibrate.budget import Budget
 from edgeexit.calibrate.inputs import check_reference
 from edgeexit.calibrate.simulate import simulate
 from edgeexit.errors import ConfigError
+
+POLICY_NAMES = ("fractions", "fixed", "search", "gater")
+# the values each score kind can take (a threshold outside them is meaningless: everyone or no one exits)
+SCORE_RANGES = {"max_softmax": (0.0, 1.0), "margin": (0.0, 1.0), "confidence": (0.0, 1.0), "gater": (0.0, 1.0),
+                "neg_entropy": (-math.inf, 0.0)}
 
 
 class CalibrationWarning(UserWarning):
@@ -61,19 +76,138 @@ class Calibration:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Calibration":
-        """Rebuild a Calibration from `to_dict()`'s output (e.g. read back from calibration.json)."""
-        names = [f.name for f in fields(cls)]
-        unknown = set(data) - set(names)
-        if unknown:
-            raise ConfigError("unknown keys in a calibration", got=sorted(unknown), expected=names)
+    def from_dict(cls, data: Any) -> "Calibration":
+        """Rebuild a Calibration from `to_dict()`'s output (e.g. read back from calibration.json), checked against
+        `CalibrationFile`; ConfigError names the first bad fields."""
+        if not isinstance(data, dict):
+            raise ConfigError("a calibration must be a JSON object", got=type(data).__name__,
+                              expected="the object `edgeexit calibrate` writes")
+        try:
+            CalibrationFile.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError("calibration does not match its schema", got=_first_errors(exc),
+                              expected="what `edgeexit calibrate` writes: thresholds finite in the score's range, "
+                                       "\"inf\" or \"-inf\" (numbers, not strings), the last \"-inf\"",
+                              hint="run `edgeexit calibrate` again rather than editing calibration.json") from None
         values = {name: jsonio.from_jsonable(value) for name, value in data.items()}
         if values.get("budget") is not None:
             values["budget"] = Budget.from_dict(data["budget"])
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise ConfigError("a calibration misses keys", got=str(exc), expected=names) from exc
+        return cls(**values)
+
+
+# ---------------------------------------------------------------------------------------------------
+# calibration.json: its schema, its only reader and writer
+
+Number = Union[StrictInt, StrictFloat]  # never a bool, never a string holding a number
+JsonFloat = Union[Number, Literal["inf", "-inf", "nan"]]  # jsonio's spelling of non-finite floats
+Threshold = Union[Number, Literal["inf", "-inf"]]
+
+
+def _value(x: Any) -> float:
+    return float(x)  # "inf" / "-inf" / "nan" and numbers alike
+
+
+class BudgetFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    kind: Literal["macs_fraction", "macs", "ms"]
+    value: Number
+    target: Optional[StrictStr] = None
+
+
+class CalibrationFile(BaseModel):
+    """The schema of calibration.json (the fields of `Calibration`, as `to_dict()` writes them)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    policy: Literal["fractions", "fixed", "search", "gater"]
+    score_kind: Literal["max_softmax", "margin", "neg_entropy", "confidence", "gater"]
+    thresholds: list[Threshold]
+    costs: list[Number]
+    cost_unit: Literal["macs", "ms"]
+    reference_cost: Number
+    budget: Optional[BudgetFile]
+    budget_cost: Optional[Number]
+    budget_met: Optional[StrictBool]
+    n_samples: StrictInt
+    exit_fractions: list[Number]
+    accuracy: Number
+    mean_cost: Number
+    cost_fraction: Number
+    exit_accuracy: list[Number]
+    exited_accuracy: list[JsonFloat]  # "nan" where no sample exited
+    target_fractions: Optional[list[Number]] = None
+    policy_params: dict[StrictStr, Union[JsonFloat, StrictStr, StrictBool, None]] = {}
+    warnings: list[StrictStr] = []
+    provenance: dict[StrictStr, Optional[StrictStr]] = {}
+    temperatures: Optional[list[Number]] = None
+    calibration_error: dict[StrictStr, list[JsonFloat]] = {}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "CalibrationFile":
+        n = len(self.thresholds)
+        if n < 1:
+            raise ValueError("thresholds: at least one exit")
+        for name in ("costs", "exit_fractions", "exit_accuracy", "exited_accuracy"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name}: {len(getattr(self, name))} values for {n} thresholds")
+        low, high = SCORE_RANGES[self.score_kind]
+        for k, t in enumerate(self.thresholds):
+            value = _value(t)
+            if math.isinf(value):
+                continue  # +inf: nobody leaves at k; -inf: everybody that reaches k does
+            if not low <= value <= high:
+                raise ValueError(f"thresholds[{k}] = {value!r} is outside what {self.score_kind} takes, "
+                                 f"[{low}, {high}] (or inf / -inf)")
+        if _value(self.thresholds[-1]) != -math.inf:
+            raise ValueError(f"thresholds[{n - 1}]: the final exit answers every sample left, so its threshold is \"-inf\"")
+        if not all(math.isfinite(c) and c >= 0 for c in self.costs):
+            raise ValueError(f"costs: finite and >= 0, got {self.costs}")
+        if not (math.isfinite(self.reference_cost) and self.reference_cost > 0):
+            raise ValueError(f"reference_cost: finite and > 0, got {self.reference_cost}")
+        if self.temperatures is not None and (len(self.temperatures) != n or
+                                              not all(math.isfinite(t) and t > 0 for t in self.temperatures)):
+            raise ValueError(f"temperatures: {n} finite values > 0, got {self.temperatures}")
+        if self.n_samples < 1:
+            raise ValueError(f"n_samples: >= 1, got {self.n_samples}")
+        return self
+
+
+def _first_errors(exc: ValidationError, count: int = 3) -> str:
+    """The first `count` bad fields, one line each: a union's alternatives (int | float | "inf") as one."""
+    by_field: dict[str, tuple[list[str], Any]] = {}
+    for e in exc.errors():
+        # pydantic names each union member in the location (thresholds.0.int, thresholds.0.float...): drop those
+        loc = [str(p) for p in e["loc"] if not (isinstance(p, str) and (p in _MEMBER_TAGS or "[" in p))]
+        msgs, value = by_field.setdefault(".".join(loc) or "calibration", ([], e.get("input")))
+        msgs.append(e["msg"].removeprefix("Input should be ").removeprefix("Value error, "))
+    parts = []
+    for where, (msgs, value) in list(by_field.items())[:count]:
+        got = f" (got {value!r:.60})" if where != "calibration" and not isinstance(value, (dict, list)) else ""
+        parts.append(f"{where}: {' or '.join(dict.fromkeys(msgs))}{got}")
+    return "; ".join(parts)
+
+
+_MEMBER_TAGS = ("int", "float", "str", "bool", "none")
+
+
+def read_calibration_file(path: Path) -> Calibration:
+    """calibration.json as a Calibration; ConfigError for a missing, non-JSON or off-schema file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("calibration not found", got=str(path), expected="calibration.json",
+                          hint="run `edgeexit calibrate` first") from None
+    except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
+        raise ConfigError(f"{path} is not JSON", got=f"{type(err).__name__}: {str(err)[:120]}",
+                          expected="the JSON `edgeexit calibrate` writes", hint="run `edgeexit calibrate` again") from None
+    return Calibration.from_dict(data)
+
+
+def write_calibration_file(path: Path, cal: Calibration) -> None:
+    """Write `cal` atomically, after checking it against the schema it will be read with."""
+    data = cal.to_dict()
+    Calibration.from_dict(data)  # never write what read_calibration_file would refuse
+    jsonio.write_json(path, data)
 
 
 def make_calibration(policy: str, kind: str, thresholds, scores: np.ndarray, preds: np.ndarray, labels: np.ndarray,

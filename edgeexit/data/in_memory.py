@@ -26,8 +26,10 @@ def check_image_size(image_size: object) -> int:
 def check_limit(name: str, limit: object) -> int | None:
     if limit is None:
         return None
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ConfigError(f"{name} must be a non-negative integer or None", got=limit)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        # 0 samples would train nothing and still write a checkpoint (an untrained one, exit code 0)
+        raise ConfigError(f"{name} must be an integer >= 1, or no limit", got=limit, expected="e.g. 256",
+                          hint="leave the option out to use the whole split")
     return limit
 
 

@@ -91,6 +91,14 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "patience", "gater_period"):
             if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be an integer >= 1", got=getattr(self, name), expected=">= 1")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ConfigError("seed must be an integer in [0, 2^32)", got=self.seed, expected="e.g. 0",
+                              hint="numpy, which shuffles and splits the data, takes seeds below 2^32")
+        steps = self.max_steps_per_epoch
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            # 0 used to mean "no cap" silently; a cap of no steps trains nothing
+            raise ConfigError("max steps per epoch must be an integer >= 1, or no cap", got=steps,
+                              expected="--max-steps N with N >= 1, or no --max-steps")
         for name in ("lr", "gater_lr", "gater_min_lr", "temperature"):
             if not (isinstance(getattr(self, name), (int, float)) and 0 < getattr(self, name) < math.inf):
                 raise ConfigError(f"{name} must be a finite number > 0", got=getattr(self, name), expected="> 0")
@@ -313,24 +321,63 @@ def _cpu_state(module: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
+# Settings a resumed run may change without --adopt: how long to go on and where to run, never what a step does.
+# `epochs` sets the length of the cosine schedule, so it may change only under the constant one.
+RESUME_FREE = ("device", "patience")
+
+
+def changed_settings(ckpt: dict, cfg: TrainConfig, data_info: dict) -> dict[str, tuple]:
+    """{"--option": (checkpoint's value, value now)} for every training or data setting a resume would change."""
+    before = {**ckpt["train_config"], **{f"data.{k}": v for k, v in ckpt["data"].items()}}
+    now = {**asdict(cfg), **{f"data.{k}": v for k, v in data_info.items()}}
+    free = set(RESUME_FREE)
+    if before.get("schedule") == now["schedule"] == "constant":
+        free.add("epochs")
+    names = {"max_steps_per_epoch": "max-steps", "data.name": "dataset", "data.limit_train": "limit-train",
+             "data.limit_val": "limit-val", "data.limit_test": "limit-test", "data.image_size": "image-size",
+             "data.seed": "seed (data)", "data.root": "dataset root"}
+    return {f"--{names.get(k, k.replace('_', '-'))}": (before.get(k), now.get(k))
+            for k in sorted(set(before) | set(now)) if k not in free and before.get(k) != now.get(k)}
+
+
+def _check_resume_settings(ckpt: dict, cfg: TrainConfig, data_info: dict, adopt: bool) -> None:
+    """A resumed run must follow the schedule, batch size and data the checkpoint was trained with: refuse a change,
+    naming each, unless the user says to adopt the new settings (which the next checkpoint then records)."""
+    diff = changed_settings(ckpt, cfg, data_info)
+    if diff and not adopt:
+        raise CheckpointError("cannot resume: these settings differ from the checkpoint's",
+                              got="; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in diff.items()),
+                              expected="the checkpoint's: " + " ".join(f"{k} {old}" for k, (old, _) in diff.items()),
+                              hint="pass the checkpoint's options again, or add --adopt to go on with the new "
+                                   "settings (the checkpoint then records them)")
+
+
 def train(net: EarlyExitNet, model_cfg: ModelConfig, train_set: Dataset, val_set: Dataset, spec: InputSpec,
           data_info: dict, cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool = True,
-          stop_after_epochs: int | None = None) -> TrainResult:
+          stop_after_epochs: int | None = None, adopt: bool = False) -> TrainResult:
     """Train `net` with `cfg.method` and write `out` (the best checkpoint, by validation loss) after every epoch.
 
     `resume=True` continues from `out`: weights, optimizers (the gater's too), GradScaler, epoch, step,
     early-stopping state and data order. Stochastic layers are seeded per (seed, epoch, rank) and the gater's
     learning rate is a closed form of its step, so on CPU a run stopped (`stop_after_epochs`: end this call after
     that many epochs, e.g. a job's time slot) and resumed with the same config gives the same weights as an
-    uninterrupted one. Under torchrun every rank calls this; rank 0 writes.
+    uninterrupted one. A resume with other settings (learning rate, schedule, batch size, limits...) is refused
+    unless `adopt`. Under torchrun every rank calls this; rank 0 writes.
+    On CPU the run is deterministic: the same seed and data give a byte-identical checkpoint (no wall-clock times
+    inside; they go to `<out stem>.timing.json` beside it).
     On return `net` holds the best weights, on the CPU, in eval mode.
     """
     out = Path(out)
     ctx = distributed.setup(cfg.device)
+    deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if ctx.device.type == "cpu":  # the same seed gives the same weights; on CUDA this would cost speed (opt in)
+        # warn_only: an operator of a user's model without a deterministic kernel warns rather than stops training
+        torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         return _train(net, model_cfg, train_set, val_set, spec, data_info, cfg, out, resume, progress, ctx,
-                      stop_after_epochs)
+                      stop_after_epochs, adopt)
     finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         net.to("cpu").eval()
         for p in net.parameters():  # a frozen backbone is frozen for training only
             p.requires_grad_(True)
@@ -338,7 +385,7 @@ def train(net: EarlyExitNet, model_cfg: ModelConfig, train_set: Dataset, val_set
 
 
 def _train(net, model_cfg, train_set, val_set, spec, data_info, cfg, out, resume, progress, ctx: DistContext,
-           stop_after_epochs: int | None) -> TrainResult:
+           stop_after_epochs: int | None, adopt: bool = False) -> TrainResult:
     _check_method(net, model_cfg, cfg)
     if cfg.freeze_backbone and not resume:
         check_frozen_weights(net, model_cfg)
@@ -348,7 +395,7 @@ def _train(net, model_cfg, train_set, val_set, spec, data_info, cfg, out, resume
     costs = cost_rates(net, spec)
     gen = torch.Generator().manual_seed(cfg.seed)
     steps = math.ceil(len(train_set) / cfg.batch_size)
-    if cfg.max_steps_per_epoch:
+    if cfg.max_steps_per_epoch is not None:
         steps = min(steps, cfg.max_steps_per_epoch)
     start_epoch, global_step, best_loss, best_epoch, bad_epochs, history, best_state = 0, 0, math.inf, -1, 0, [], None
     ckpt = None
@@ -360,11 +407,13 @@ def _train(net, model_cfg, train_set, val_set, spec, data_info, cfg, out, resume
         if ckpt["train_config"].get("method", "aep") != cfg.method:
             raise CheckpointError("cannot resume with another training method", got=cfg.method,
                                   expected=ckpt["train_config"].get("method", "aep"), hint="use the checkpoint's --method")
+        _check_resume_settings(ckpt, cfg, data_info, adopt)
         net.load_state_dict(ckpt["last_state_dict"] if "last_state_dict" in ckpt else ckpt["state_dict"])
         gen.set_state(ckpt["generator"])
         start_epoch, best_loss, best_epoch = ckpt["epoch"] + 1, ckpt["best_val_loss"], ckpt["best_epoch"]
         global_step = ckpt.get("global_step", start_epoch * steps)
         bad_epochs, history, best_state = ckpt["bad_epochs"], ckpt["history"], ckpt["state_dict"]
+        history = _with_seconds(history, _read_timing(out))
 
     net.to(ctx.device)
     amp = cfg.amp and ctx.device.type == "cuda"
@@ -450,14 +499,43 @@ def _train(net, model_cfg, train_set, val_set, spec, data_info, cfg, out, resume
             else:
                 bad_epochs += 1
             if ctx.is_main:
+                history_kept = [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # no wall clock
                 save_checkpoint(out, {
                     "model_config": model_cfg.to_dict(), "input_spec": spec.to_dict(), "data": data_info,
                     "train_config": asdict(cfg), "state_dict": best_state, "last_state_dict": _cpu_state(net),
                     **opts.state_dict(), "generator": gen.get_state(), "epoch": epoch, "global_step": global_step,
-                    "best_epoch": best_epoch, "best_val_loss": best_loss, "bad_epochs": bad_epochs, "history": history,
+                    "best_epoch": best_epoch, "best_val_loss": best_loss, "bad_epochs": bad_epochs, "history": history_kept,
                     "cost_rates": costs, "world_size": ctx.world_size,
                 })
+                _write_timing(out, history)
     if best_state is not None:
         net.load_state_dict(best_state)
     best = next((h for h in history if h["epoch"] == best_epoch), history[-1] if history else {"val_exit_accuracy": []})
     return TrainResult(out, best_epoch, best_loss, best["val_exit_accuracy"], history, time.time() - t0, ctx.is_main)
+
+
+def timing_path(out: Path) -> Path:
+    """Where the epochs' wall-clock seconds go: beside the checkpoint, whose bytes must not depend on the clock."""
+    return Path(out).with_name(f"{Path(out).stem}.timing.json")
+
+
+def _write_timing(out: Path, history: list[dict]) -> None:
+    from edgeexit import jsonio
+
+    jsonio.write_json(timing_path(out), {"epoch_seconds": {str(h["epoch"]): h.get("seconds") for h in history}})
+
+
+def _read_timing(out: Path) -> dict[str, float]:
+    """The earlier epochs' seconds of a resumed run; {} when the file is missing or not ours (timing is a report)."""
+    import json
+
+    try:
+        data = json.loads(timing_path(out).read_text())
+        seconds = data["epoch_seconds"]
+        return {str(k): float(v) for k, v in seconds.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _with_seconds(history: list[dict], seconds: dict[str, float]) -> list[dict]:
+    return [{**h, "seconds": seconds.get(str(h["epoch"]))} for h in history]
