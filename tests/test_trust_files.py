@@ -248,6 +248,15 @@ def test_a_reference_that_names_an_exits_file_is_refused(built, tmp_path):
         {k: v for k, v in before.items() if k != "manifest.json"}
 
 
+def test_a_reference_that_names_a_file_of_another_kind_is_refused(built, tmp_path):
+    b = copy_bundle(built, tmp_path)
+    _resign(b, lambda m: m["reference"]["segment"]["onnx"].update(file="calibration.json"))
+    with pytest.raises(BundleError, match="reference.segment.onnx names calibration.json, not a .onnx file"):
+        load_bundle(b)
+    res = runner.invoke(app, ["eval", str(b), "--limit", "8"])
+    assert res.exit_code == 2 and "not a .onnx file" in res.output and "Traceback" not in res.output
+
+
 def _with_pte(raw: dict, reference_method: str | None, exit_method=lambda k: f"seg{k}") -> dict:
     """The built manifest as if it also held one multi-method program.pte (types only: no file is read)."""
     raw = json.loads(json.dumps(raw))

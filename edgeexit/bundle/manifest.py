@@ -193,7 +193,7 @@ class Manifest(_Model):
             problems.append("reference.macs differs from full_macs")
         if len(set(self.formats)) != len(self.formats):
             problems.append(f"formats repeat: {self.formats}")
-        problems += self._class_count_problems() + self._reference_problems()
+        problems += self._class_count_problems() + self._suffix_problems() + self._reference_problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -227,12 +227,22 @@ class Manifest(_Model):
         problems = []
         for fmt, ref in self.reference.segment.items():
             if ref.file not in used:
-                continue
+                continue  # a file of its own (and a file of its format: see _suffix_problems)
             if fmt != "pte" or ref.method != REFERENCE_METHOD or REFERENCE_METHOD in used[ref.file]:
                 problems.append(f"reference.segment.{fmt} ({ref.file}, method {ref.method}) is a segment of the "
                                 f"exits, not the reference's own (a file of its own, or method "
                                 f"'{REFERENCE_METHOD}' of the shared .pte)")
         return problems
+
+    def _suffix_problems(self) -> list[str]:
+        """Every segment file is a file of its format (`.onnx`, `.pte`, `.engine`, `.pt2`): a segment or the
+        reference never names calibration.json, the schema or a vectors file."""
+        refs = [(f"reference.segment.{f}", f, r) for f, r in self.reference.segment.items()]
+        for e in self.exits:
+            for where, owner in (("segment", e), ("head.segment", e.head), ("static.segment", e.static)):
+                if owner is not None:
+                    refs += [(f"exits.{e.index}.{where}.{f}", f, r) for f, r in owner.segment.items()]
+        return [f"{where} names {r.file}, not a .{fmt} file" for where, fmt, r in refs if not r.file.endswith(f".{fmt}")]
 
     @property
     def thresholds(self) -> list[float | None]:

@@ -349,21 +349,21 @@ def _swap_in(version: Path, dest: Path) -> None:
 
 def _prune_versions(parent: Path, name: str, current: Path) -> list[str]:
     """Delete old versions beyond KEEP_VERSIONS, only those edgeexit can prove it wrote; returns what it left alone
-    (and why), so that the caller can report it."""
-    old = [v for v in _versions(parent, name) if v.resolve() != current.resolve()]
-    left = []
-    ours = []
-    for v in old:
+    and why (also printed as a note on stderr: nothing is kept silently)."""
+    ours, left = [], []
+    for v in _versions(parent, name):
+        if v.resolve() == current.resolve():
+            continue
         why = _not_ours(v)
         if why is None:
             ours.append(v)
         else:
-            left.append(f"{v.name}: {why}")
+            left.append(f"{v}: {why}")
     for v in ours[: max(0, len(ours) - (KEEP_VERSIONS - 1))]:
         shutil.rmtree(v, ignore_errors=True)
     for note in left:
-        print(f"note: left {parent / note.split(':')[0]} in place, not a bundle version edgeexit can prove it wrote "
-              f"({note.split(': ', 1)[1]})", file=sys.stderr)
+        print(f"note: left {note} (not a bundle version edgeexit can prove it wrote, so it never deletes it; "
+              "remove it yourself if you do not need it)", file=sys.stderr)
     return left
 
 
