@@ -4,8 +4,15 @@ is never a moment without a complete bundle), and verified before any runtime to
     runs/default/bundle -> .bundle-v20261201T203000-1a2b3c   (symlink, replaced atomically)
     runs/default/.bundle-v20261201T203000-1a2b3c/             (the bundle: manifest.json, segments/, ...)
 
+    runs/default/.bundle-v.../.edgeexit-bundle                 (our marker, listed in `files` like any file)
+
 Loading verifies, in this order: the manifest checksum, the types (pydantic, manifest v2), every path (relative,
-inside the bundle after resolving links, listed in `files`), then every file's sha256.
+inside the bundle after resolving links, listed in `files`, and nothing on disk that `files` does not list), then
+every file's sha256.
+
+Deleting: edgeexit replaces or prunes a bundle directory only when it can prove it wrote it, exactly as it is (our
+marker, a manifest whose checksum holds, nothing on disk but what it lists, every sha256 right); temporary
+directories only when they carry a dead writer's marker (jsonio). Anything else is left, and said so.
 """
 
 from __future__ import annotations
@@ -305,10 +312,19 @@ def _on_disk(root: Path) -> list[str]:
     return sorted(found)
 
 
+def check_dest(dest: Path | str) -> None:
+    """Raise unless a bundle may be written at `dest` (see _claim_dest); changes nothing. Commands call it before
+    minutes of work, so that a wrong --out is refused at once."""
+    dest = Path(dest)
+    if dest.is_dir() and not dest.is_symlink() and not any(dest.iterdir()):
+        return
+    _claim_dest(dest)
+
+
 def _claim_dest(dest: Path) -> None:
-    """`dest` may be replaced only if it is absent, an empty directory, our link to one of our versions, or a bundle
-    edgeexit wrote exactly as it wrote it. Anything else (a user's folder with a manifest.json, our bundle with
-    the user's files added, a link to elsewhere) is refused and left as it is."""
+    """`dest` may be replaced only if it is absent, an empty directory (removed here), our link to one of our
+    versions, or a bundle edgeexit wrote exactly as it wrote it. Anything else (a user's folder with a manifest.json,
+    our bundle with the user's files added, a link to elsewhere) is refused and left as it is."""
     if dest.is_symlink():
         target = dest.resolve()
         if target.parent == dest.parent.resolve() and target.name.startswith(f".{dest.name}-v") and target.is_dir():
@@ -383,7 +399,7 @@ def write_bundle(dest: Path | str, fields: dict[str, Any], populate: Callable[[P
     validates the manifest, fsyncs, and swaps the new version in at `dest` atomically.
 
     `fields` are the manifest fields other than schema_version, files and checksum. `dest` must be absent, an empty
-    directory or an edgeexit bundle: nothing else is ever replaced.
+    directory, or a bundle edgeexit wrote and nobody changed: nothing else is ever replaced.
     """
     dest = Path(dest)
     parent = dest.parent
