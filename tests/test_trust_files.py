@@ -291,6 +291,8 @@ def _short_names(raw):
 TRACEBACK_CASES = {
     "1e400": (lambda raw: raw["exits"][0].update(macs="__HUGE__"), "not valid JSON", "out of range"),
     "deep_nesting": (lambda raw: None, "not valid JSON", "nesting too deep"),
+    "nesting_200": (lambda raw: raw["model"].update(deep=json.loads("[" * 200 + "]" * 200)), "nested deeper",
+                    "depth"),
     "short_class_names": (_short_names, "v2 schema", "class_names"),
     "batch_max_1e12": (lambda raw: raw["batch"].update(max=10**12), "v2 schema", "batch.max"),
     "batch_max_float": (lambda raw: raw["batch"].update(max=1e12), "v2 schema", "batch.max"),
