@@ -375,6 +375,9 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
 
     from edgeexit.export import LOWERINGS, probe_programs, split_programs
 
+    from edgeexit.bundle.store import check_dest
+
+    check_dest(Path(out) if out is not None else run.bundle)  # a wrong --out is refused before minutes of lowering
     tgt, precision, formats = exportable(target, precision)
     ckpt = load_checkpoint(checkpoint)
     net, cfg, spec, data = _trained(ckpt, model)

@@ -79,12 +79,12 @@ class RunDir:
                                      hint=f"re-run `{command} --run-dir {self.root}`")
 
     def _clean_dead_writers(self) -> None:
-        """Holding the lock, no other writer is alive: half-written files (jsonio's `.NAME.*.tmp`) are a dead one's."""
+        """Remove what dead edgeexit writers left: only temporary directories that carry their writer's marker
+        (jsonio) and our temporary bundle links. A user's `.notes.tmp` or look-alike folder is never touched."""
+        from edgeexit import jsonio
         from edgeexit.bundle.store import clean_dead_writers
 
-        for p in self.root.glob(".*.tmp"):
-            if p.is_file():
-                p.unlink(missing_ok=True)
+        jsonio.clean_dead_temps(self.root)
         clean_dead_writers(self.root, self.bundle.name)
 
     @contextmanager

@@ -141,12 +141,20 @@ def test_calibration_records_its_checkpoint(built):
     assert cal["provenance"]["checkpoint_sha256"] == RunDir(run).sha256(run / "pruned.pt")
 
 
-def test_taking_the_lock_removes_what_dead_writers_left(tmp_path):
-    (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
-    dead = tmp_path / ".bundle.tmp-999999999-abcdef"  # no such pid
-    dead.mkdir()
-    (dead / "manifest.json").write_text("{")
+def test_taking_the_lock_removes_only_what_dead_writers_provably_left(tmp_path):
+    """A dead writer's temporary directory carries a marker with its pid and token: that goes. Files merely named
+    like temporaries (the old rule deleted every `.*.tmp`) are the user's: they stay. See test_trust_files too."""
+    from test_trust_files import _dead_writer_temp
+
+    dead = _dead_writer_temp(tmp_path, "checkpoint.pt")
+    (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"the user's, despite the name")
+    lookalike = tmp_path / ".bundle.tmp-999999999-abcdef"  # no such pid, but no marker of ours either
+    lookalike.mkdir()
+    (lookalike / "manifest.json").write_text("{")
     (tmp_path / "notes.txt").write_text("mine")
     with RunDir(tmp_path).lock("train"):
         pass
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".edgeexit.lock", "notes.txt"]
+    assert not dead.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".bundle.tmp-999999999-abcdef", ".checkpoint.pt.abc123.tmp",
+                                                          ".edgeexit.lock", "notes.txt"]
+    assert (lookalike / "manifest.json").read_text() == "{"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
@@ -24,9 +25,21 @@ DType = Literal["float32", "float16", "int8", "int32", "int64", "bool"]
 ScoreKind = Literal["max_softmax", "margin", "neg_entropy", "confidence", "gater"]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 RelPath = Annotated[str, Field(min_length=1, max_length=400)]
-Count = Annotated[int, Field(ge=0)]
+Name = Annotated[str, Field(max_length=200)]
+# Bounds: every number a runner sizes memory or loops by is bounded, so an edited (and re-signed) manifest is a
+# clean refusal, never an allocation of 2^50 elements. They are far above any real model.
+MAX_BATCH = 4096
+MAX_DIM = 1 << 16  # one tensor dimension
+MAX_SAMPLE = 1 << 28  # elements of one sample of one tensor (1 GiB of float32)
+MAX_EXITS = 64
+MAX_CLASSES = 1 << 20
+MAX_MACS = 10**15  # per sample: a thousand times a ViT-H
+MAX_COUNT = 2**53  # what a double (JavaScript, JSON readers) holds exactly
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Macs = Annotated[int, Field(ge=0, le=MAX_MACS)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 BATCH = -1  # the batch dimension in a tensor shape
+REFERENCE_METHOD = "reference"  # the reference's method name inside a multi-method program (.pte)
 
 
 class _Model(BaseModel):
@@ -36,14 +49,16 @@ class _Model(BaseModel):
 class TensorSpec(_Model):
     """A named input or output of a segment; `shape` has -1 for the batch dimension."""
 
-    name: Annotated[str, Field(min_length=1)]
-    shape: list[int]
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    shape: list[Annotated[int, Field(ge=BATCH, le=MAX_DIM)]] = Field(max_length=8)
     dtype: DType = "float32"
 
     @model_validator(mode="after")
     def _dims(self) -> "TensorSpec":
         if any(d < 1 and d != BATCH for d in self.shape):
             raise ValueError(f"shape dims must be >= 1 or -1 (batch), got {self.shape}")
+        if math.prod(d for d in self.shape if d != BATCH) > MAX_SAMPLE:
+            raise ValueError(f"shape {self.shape} holds more than {MAX_SAMPLE} elements per sample")
         return self
 
     @property
@@ -56,7 +71,7 @@ class SegmentRef(_Model):
     """Where a segment lives in one format: a file, plus the method name inside a multi-method program (.pte)."""
 
     file: RelPath
-    method: str | None = None
+    method: Name | None = None
 
 
 class Probe(_Model):
@@ -64,28 +79,28 @@ class Probe(_Model):
     truncated at an exit (the static alternative the report compares against)."""
 
     segment: dict[Format, SegmentRef] = Field(min_length=1)
-    inputs: list[TensorSpec] = Field(min_length=1)
-    outputs: list[TensorSpec] = Field(min_length=1)
+    inputs: list[TensorSpec] = Field(min_length=1, max_length=16)
+    outputs: list[TensorSpec] = Field(min_length=1, max_length=16)
 
 
 class Exit(_Model):
     """One exit: the segment that ends there (in every format the bundle holds), its I/O, cost and rule."""
 
-    index: Count
-    name: str
+    index: Annotated[int, Field(ge=0, lt=MAX_EXITS)]
+    name: Name
     segment: dict[Format, SegmentRef] = Field(min_length=1)
-    inputs: list[TensorSpec] = Field(min_length=1)
-    outputs: list[TensorSpec] = Field(min_length=1)
-    macs: Count
-    head_macs: Count
-    cumulative_macs: Count
+    inputs: list[TensorSpec] = Field(min_length=1, max_length=16)
+    outputs: list[TensorSpec] = Field(min_length=1, max_length=16)
+    macs: Macs
+    head_macs: Macs
+    cumulative_macs: Macs
     params: Count
     head_params: Count
     threshold: Finite | None  # exit when score >= threshold; null: never exits here (and at the final exit)
     score: ScoreKind
     # temperature scaling: the segment's `score` output is computed on logits / temperature, inside the segment, so a
     # runner never applies it again; the `logits` output is unscaled. 1.0 when not scaled (and in older bundles).
-    temperature: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    temperature: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = 1.0
     head: Probe | None = None  # features -> (logits, score), the head alone (intermediate exits)
     static: Probe | None = None  # x -> logits: the network truncated here, run alone (intermediate exits)
 
@@ -94,14 +109,14 @@ class Reference(_Model):
     """The unsplit original model (x -> logits): the yardstick of every saving."""
 
     segment: dict[Format, SegmentRef] = Field(min_length=1)
-    inputs: list[TensorSpec] = Field(min_length=1)
-    outputs: list[TensorSpec] = Field(min_length=1)
-    macs: Count
+    inputs: list[TensorSpec] = Field(min_length=1, max_length=16)
+    outputs: list[TensorSpec] = Field(min_length=1, max_length=16)
+    macs: Macs
 
 
 class BatchRange(_Model):
-    min: Annotated[int, Field(ge=1)]
-    max: Annotated[int, Field(ge=1)]
+    min: Annotated[int, Field(ge=1, le=MAX_BATCH)]
+    max: Annotated[int, Field(ge=1, le=MAX_BATCH)]
 
     @model_validator(mode="after")
     def _order(self) -> "BatchRange":
@@ -113,47 +128,47 @@ class BatchRange(_Model):
 class InputInfo(_Model):
     """One sample: shape (C, H, W), dtype and layout; pixels in [0, 1] normalised per channel as (x - mean) / std."""
 
-    shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=3, max_length=3)
+    shape: list[Annotated[int, Field(ge=1, le=MAX_DIM)]] = Field(min_length=3, max_length=3)
     dtype: Literal["float32"] = "float32"
     layout: Literal["NCHW"] = "NCHW"
-    mean: list[Finite]
-    std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
+    mean: list[Finite] = Field(max_length=MAX_DIM)
+    std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(max_length=MAX_DIM)
 
 
 class Ensemble(_Model):
     """AEP's ensemble weights β of the bundle's exits (the runtime's no-early-stop mode)."""
 
-    mode: str
-    weights: list[Finite]
+    mode: Name
+    weights: list[Finite] = Field(max_length=MAX_EXITS)
 
 
 class Provenance(_Model):
     """sha256 of what the bundle was made from: the checkpoint (pruned or not) and the calibration."""
 
-    checkpoint: str
+    checkpoint: Annotated[str, Field(max_length=4096)]
     checkpoint_sha256: Sha256
     calibration_sha256: Sha256
 
 
 class Manifest(_Model):
     schema_version: Literal[2]
-    edgeexit_version: str
+    edgeexit_version: Name
     format: Format  # what the target runs; the bundle may hold other formats too (`formats`)
-    formats: list[Format] = Field(min_length=1)
+    formats: list[Format] = Field(min_length=1, max_length=len(FORMATS))
     precision: Precision
-    delegate: str
+    delegate: Name
     batch: BatchRange
-    target: str
+    target: Name
     input: InputInfo
-    class_names: list[str] = Field(min_length=2)
-    exits: list[Exit] = Field(min_length=1)
+    class_names: list[Annotated[str, Field(max_length=1000)]] = Field(min_length=2, max_length=MAX_CLASSES)
+    exits: list[Exit] = Field(min_length=1, max_length=MAX_EXITS)
     reference: Reference
-    full_macs: Annotated[int, Field(ge=1)]
+    full_macs: Annotated[int, Field(ge=1, le=MAX_MACS)]
     ensemble: Ensemble | None = None
     model: dict[str, JsonValue]
     data: dict[str, JsonValue]
-    files: dict[RelPath, Sha256]
-    versions: dict[str, str]
+    files: dict[RelPath, Sha256] = Field(max_length=100_000)
+    versions: dict[Name, Annotated[str, Field(max_length=1000)]]
     provenance: Provenance
     checksum: Sha256
 
@@ -176,9 +191,58 @@ class Manifest(_Model):
             problems.append("input mean/std need one value per channel")
         if self.reference.macs != self.full_macs:
             problems.append("reference.macs differs from full_macs")
+        if len(set(self.formats)) != len(self.formats):
+            problems.append(f"formats repeat: {self.formats}")
+        problems += self._class_count_problems() + self._suffix_problems() + self._reference_problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _class_count_problems(self) -> list[str]:
+        """One class name per logit: the final exit's `logits` output (and every other exit's, and the
+        reference's) is as wide as `class_names`, so no prediction indexes past the names."""
+        problems = []
+        named = [(f"exit {e.index}", e.outputs) for e in self.exits] + [("reference", self.reference.outputs)]
+        for who, outputs in named:
+            logits = [o for o in outputs if o.name == "logits"]
+            if not logits:
+                if who == f"exit {len(self.exits) - 1}" or who == "reference":
+                    problems.append(f"{who} has no `logits` output")
+                continue
+            width = logits[0].shape[-1] if len(logits[0].shape) >= 2 else None
+            if width != len(self.class_names):
+                problems.append(f"{who} gives {width} logits for {len(self.class_names)} class_names")
+        return problems
+
+    def _reference_problems(self) -> list[str]:
+        """The reference ("the full model" of every comparison) has files of its own: no exit or probe file in any
+        format, except the one multi-method program (.pte) where it is the method named REFERENCE_METHOD and no
+        exit or probe uses that method."""
+        used: dict[str, set[str | None]] = {}  # file -> the methods the exits and probes use in it
+        for e in self.exits:
+            for owner in (e, e.head, e.static):
+                if owner is not None:
+                    for ref in owner.segment.values():
+                        used.setdefault(ref.file, set()).add(ref.method)
+        problems = []
+        for fmt, ref in self.reference.segment.items():
+            if ref.file not in used:
+                continue  # a file of its own (and a file of its format: see _suffix_problems)
+            if fmt != "pte" or ref.method != REFERENCE_METHOD or REFERENCE_METHOD in used[ref.file]:
+                problems.append(f"reference.segment.{fmt} ({ref.file}, method {ref.method}) is a segment of the "
+                                f"exits, not the reference's own (a file of its own, or method "
+                                f"'{REFERENCE_METHOD}' of the shared .pte)")
+        return problems
+
+    def _suffix_problems(self) -> list[str]:
+        """Every segment file is a file of its format (`.onnx`, `.pte`, `.engine`, `.pt2`): a segment or the
+        reference never names calibration.json, the schema or a vectors file."""
+        refs = [(f"reference.segment.{f}", f, r) for f, r in self.reference.segment.items()]
+        for e in self.exits:
+            for where, owner in (("segment", e), ("head.segment", e.head), ("static.segment", e.static)):
+                if owner is not None:
+                    refs += [(f"exits.{e.index}.{where}.{f}", f, r) for f, r in owner.segment.items()]
+        return [f"{where} names {r.file}, not a .{fmt} file" for where, fmt, r in refs if not r.file.endswith(f".{fmt}")]
 
     @property
     def thresholds(self) -> list[float | None]:

@@ -4,17 +4,27 @@ is never a moment without a complete bundle), and verified before any runtime to
     runs/default/bundle -> .bundle-v20261201T203000-1a2b3c   (symlink, replaced atomically)
     runs/default/.bundle-v20261201T203000-1a2b3c/             (the bundle: manifest.json, segments/, ...)
 
+    runs/default/.bundle-v.../.edgeexit-bundle                 (our marker, listed in `files` like any file)
+
 Loading verifies, in this order: the manifest checksum, the types (pydantic, manifest v2), every path (relative,
-inside the bundle after resolving links, listed in `files`), then every file's sha256.
+inside the bundle after resolving links, listed in `files`, and nothing on disk that `files` does not list), then
+every file's sha256.
+
+Deleting: edgeexit replaces or prunes a bundle directory only when it can prove it wrote it, exactly as it is (our
+marker, a manifest whose checksum holds, nothing on disk but what it lists, every sha256 right); temporary
+directories only when they carry a dead writer's marker (jsonio). Anything else is left, and said so.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import secrets
+import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -36,6 +46,11 @@ from edgeexit.errors import BundleError
 
 V1_SCHEMA = "edgeexit.bundle/1"
 REEXPORT_HINT = "re-export it from its run directory with this edgeexit: `edgeexit export --run-dir RUN`"
+# Every bundle version edgeexit writes carries this marker, listed in `files` like any other file (so every loader
+# verifies it and none needs an exception for it); its text never changes, so it never changes a content digest.
+BUNDLE_MARK = ".edgeexit-bundle"
+BUNDLE_MARK_TEXT = '{"written_by": "edgeexit", "what": "bundle version"}\n'
+_TEMP_LINK = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>[0-9]{1,10})-(?P<token>[0-9a-f]{32})\.link$")
 KEEP_VERSIONS = 2  # the current bundle and the one before it (a reader may still be loading it)
 
 
@@ -53,6 +68,7 @@ class Bundle:
 
     root: Path
     manifest: Manifest
+    left_alone: tuple[str, ...] = ()  # after a write: old version directories not pruned (not provably ours), why
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -74,14 +90,48 @@ def _read_raw(root: Path) -> dict[str, Any]:
         raise BundleError("not a bundle: manifest.json is missing", got=str(root), expected=f"{root}/{MANIFEST}",
                           hint="point at the directory `edgeexit build` or `edgeexit export` wrote")
     try:
-        raw = json.loads(mpath.read_text(), parse_constant=_no_constants)
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as err:
-        raise BundleError(f"{mpath} is not valid JSON", got=str(err), expected="the manifest edgeexit wrote",
-                          hint="the file was edited or truncated; rebuild the bundle") from err
+        text = mpath.read_bytes()
+        if len(text) > MAX_MANIFEST_BYTES:
+            raise ValueError(f"{len(text)} bytes, more than any manifest edgeexit writes ({MAX_MANIFEST_BYTES})")
+        raw = json.loads(text.decode("utf-8"), parse_constant=_no_constants, parse_float=_finite)
+    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        got = "nesting too deep for JSON" if isinstance(err, RecursionError) else str(err)[:300]
+        raise BundleError(f"{mpath} is not valid JSON", got=got, expected="the manifest edgeexit wrote",
+                          hint="the file was edited or truncated; rebuild the bundle") from None
     if not isinstance(raw, dict):
         raise BundleError(f"{mpath} is not a JSON object", got=type(raw).__name__, expected="object",
                           hint="rebuild the bundle")
+    depth = _depth(raw)
+    if depth > MAX_DEPTH:
+        raise BundleError(f"{mpath} is nested deeper than any manifest edgeexit writes", got=f"depth {depth}",
+                          expected=f"at most {MAX_DEPTH} levels", hint="the file was edited; rebuild the bundle")
     return raw
+
+
+MAX_MANIFEST_BYTES = 16 << 20  # a manifest with hundreds of exits is well under 1 MB
+MAX_DEPTH = 32  # a manifest is about 6 levels deep; model/data settings a few more
+
+
+def _depth(obj: Any) -> int:
+    """How deeply `obj` nests (without recursion: the point is to refuse what would overflow the stack)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        deepest = max(deepest, d)
+        if d > MAX_DEPTH:
+            break
+        if isinstance(o, dict):
+            stack.extend((v, d + 1) for v in o.values())
+        elif isinstance(o, list):
+            stack.extend((v, d + 1) for v in o)
+    return deepest
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range (no infinities in a manifest)")
+    return value
 
 
 def _no_constants(name: str):
@@ -144,6 +194,13 @@ def load_bundle(root: Path | str) -> Bundle:
     if unlisted:
         raise BundleError("manifest refers to files it does not list (with their sha256) in `files`", got=unlisted,
                           expected=sorted(manifest.files), hint=REEXPORT_HINT)
+    # nothing rides along unverified: a file, link or folder with files that `files` does not list is refused
+    # (a script's neighbour module, say), even though no loader would open it by name
+    extra = [rel for rel in _on_disk(real) if rel not in manifest.files and rel != MANIFEST]
+    if extra:
+        raise BundleError("the bundle holds files its manifest does not list", got=extra[:10],
+                          expected=f"only manifest.json and the {len(manifest.files)} files listed in `files`",
+                          hint="remove what was added to the bundle folder, or copy the bundle again from its source")
     for rel, want in manifest.files.items():
         p = real / rel
         if not p.is_file():
@@ -189,29 +246,16 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_dead_writers(parent: Path, name: str) -> list[Path]:
-    """Remove the temporary directories and links that writers of `name` which died left in `parent`."""
-    removed = []
-    for p in parent.glob(f".{name}.tmp-*"):
-        try:
-            pid = int(p.name.split(".tmp-")[1].split("-")[0])
-        except (IndexError, ValueError):
-            continue
-        if pid != os.getpid() and not _pid_alive(pid):
-            if p.is_symlink() or p.is_file():
-                p.unlink(missing_ok=True)
-            else:
-                shutil.rmtree(p, ignore_errors=True)
+    """Remove what writers of bundle `name` that died left in `parent`: their temporary directories (only those that
+    carry their own writer marker, see jsonio) and their temporary links (which hold no data, and point at one of
+    our version directories)."""
+    removed = jsonio.clean_dead_temps(parent, name)
+    for p in parent.glob(f".{name}.tmp-*.link"):
+        m = _TEMP_LINK.match(p.name)
+        if m and m["name"] == name and p.is_symlink() and os.readlink(p).startswith(f".{name}-v") \
+                and int(m["pid"]) != os.getpid() and not jsonio._pid_alive(int(m["pid"])):
+            p.unlink(missing_ok=True)
             removed.append(p)
     return removed
 
@@ -220,15 +264,76 @@ def _versions(parent: Path, name: str) -> list[Path]:
     return sorted(p for p in parent.glob(f".{name}-v*") if p.is_dir() and not p.is_symlink())
 
 
+def _not_ours(d: Path) -> str | None:
+    """None when directory `d` is a bundle edgeexit wrote, exactly as it wrote it: our marker, a manifest whose
+    checksum holds, and on disk nothing but the files it lists (each with its sha256) and the manifest itself.
+    Otherwise what disproves it: then `d` is left alone."""
+    if d.is_symlink() or not d.is_dir():
+        return "not a directory"
+    try:
+        if (d / BUNDLE_MARK).read_text() != BUNDLE_MARK_TEXT:
+            return f"its {BUNDLE_MARK} is not edgeexit's"
+        raw = json.loads((d / MANIFEST).read_text(), parse_constant=_no_constants)
+    except FileNotFoundError as err:
+        return f"no {Path(err.filename).name}: edgeexit did not write it"
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return f"its {MANIFEST} cannot be read as edgeexit's"
+    try:
+        if not isinstance(raw, dict) or raw.get("checksum") != digest(raw):
+            return f"its {MANIFEST} was changed after edgeexit wrote it"
+    except (TypeError, ValueError, RecursionError):
+        return f"its {MANIFEST} was changed after edgeexit wrote it"
+    files = raw.get("files")
+    if not isinstance(files, dict) or BUNDLE_MARK not in files:
+        return f"its {MANIFEST} does not list the marker"
+    extra = [rel for rel in _on_disk(d) if rel not in files and rel != MANIFEST
+             and not (rel == jsonio.WRITER_MARK and jsonio.dead_writers_mark(d / rel))]  # a writer died at the end
+    if extra:
+        return f"it holds files edgeexit did not write: {extra[:5]}"
+    for rel, want in files.items():
+        p = d / rel
+        if p.is_symlink() or not p.is_file() or sha256(p) != want:
+            return f"{rel} is not the file edgeexit wrote"
+    return None
+
+
+def _on_disk(root: Path) -> list[str]:
+    """Every file, link, and directory without anything listed under it, relative to `root` (links not followed).
+    Empty directories hold nothing, so they are not reported."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        for n in filenames:
+            found.append((here / n).relative_to(root).as_posix())
+        for n in list(dirnames):
+            if (here / n).is_symlink():
+                found.append((here / n).relative_to(root).as_posix())
+                dirnames.remove(n)
+    return sorted(found)
+
+
+def check_dest(dest: Path | str) -> None:
+    """Raise unless a bundle may be written at `dest` (see _claim_dest); changes nothing. Commands call it before
+    minutes of work, so that a wrong --out is refused at once."""
+    dest = Path(dest)
+    if dest.is_dir() and not dest.is_symlink() and not any(dest.iterdir()):
+        return
+    _claim_dest(dest)
+
+
 def _claim_dest(dest: Path) -> None:
-    """`dest` may be replaced only if it is absent, an empty directory, an edgeexit bundle, or our symlink."""
+    """`dest` may be replaced only if it is absent, an empty directory (removed here), our link to one of our
+    versions, or a bundle edgeexit wrote exactly as it wrote it. Anything else (a user's folder with a manifest.json,
+    our bundle with the user's files added, a link to elsewhere) is refused and left as it is."""
     if dest.is_symlink():
         target = dest.resolve()
-        if target.parent == dest.parent.resolve() and target.name.startswith(f".{dest.name}-v"):
+        if target.parent == dest.parent.resolve() and target.name.startswith(f".{dest.name}-v") and target.is_dir():
             return
-        if not is_bundle(dest):
-            raise BundleError("the bundle path is a link to something that is not an edgeexit bundle", got=f"{dest} -> {target}",
-                              expected="no file there, an empty directory, or an edgeexit bundle",
+        why = _not_ours(target)
+        if why is not None:
+            raise BundleError("refusing to replace a link to something that is not a bundle edgeexit wrote",
+                              got=f"{dest} -> {target}: {why}",
+                              expected="no file there, an empty directory, or a bundle edgeexit wrote, unchanged",
                               hint="choose another --out; edgeexit never replaces what it did not write")
         return
     if not dest.exists():
@@ -236,30 +341,46 @@ def _claim_dest(dest: Path) -> None:
     if dest.is_dir() and not any(dest.iterdir()):
         dest.rmdir()
         return
-    if dest.is_dir() and is_bundle(dest):
-        return
-    raise BundleError("refusing to write a bundle over a path that is not an edgeexit bundle", got=str(dest),
-                      expected="no file there, an empty directory, or an edgeexit bundle",
-                      hint="choose another --out; edgeexit never deletes files it did not write")
+    why = _not_ours(dest) if dest.is_dir() else "it is a file"
+    if why is not None:
+        raise BundleError("refusing to write a bundle over a path that is not an edgeexit bundle, as edgeexit wrote it",
+                          got=f"{dest}: {why}",
+                          expected="no file there, an empty directory, or a bundle edgeexit wrote, unchanged",
+                          hint="choose another --out (or move your files out of it); edgeexit never deletes files "
+                          "it did not write")
 
 
 def _swap_in(version: Path, dest: Path) -> None:
     """Point `dest` at `version` with one rename of a symlink; the old bundle stays loadable until that rename."""
     parent = dest.parent
     if dest.exists() and dest.is_dir() and not dest.is_symlink():
-        # A bundle written as a plain directory (before versioned bundles): park it as a version first.
+        # A bundle edgeexit wrote as a plain directory (_claim_dest proved it): park it as a version first.
         # This one-time migration is the only moment without a bundle at `dest`.
-        os.replace(dest, parent / f".{dest.name}-v0-legacy-{secrets.token_hex(3)}")
-    link = parent / f".{dest.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}.link"
+        os.replace(dest, parent / f".{dest.name}-v0-parked-{secrets.token_hex(3)}")
+    link = parent / f".{dest.name}.tmp-{os.getpid()}-{secrets.token_hex(16)}.link"
     os.symlink(version.name, link)
     os.replace(link, dest)
     fsync_dir(parent)
 
 
-def _prune_versions(parent: Path, name: str, current: Path) -> None:
-    old = [v for v in _versions(parent, name) if v.resolve() != current.resolve()]
-    for v in old[: max(0, len(old) - (KEEP_VERSIONS - 1))]:
+def _prune_versions(parent: Path, name: str, current: Path) -> list[str]:
+    """Delete old versions beyond KEEP_VERSIONS, only those edgeexit can prove it wrote; returns what it left alone
+    and why (also printed as a note on stderr: nothing is kept silently)."""
+    ours, left = [], []
+    for v in _versions(parent, name):
+        if v.resolve() == current.resolve():
+            continue
+        why = _not_ours(v)
+        if why is None:
+            ours.append(v)
+        else:
+            left.append(f"{v}: {why}")
+    for v in ours[: max(0, len(ours) - (KEEP_VERSIONS - 1))]:
         shutil.rmtree(v, ignore_errors=True)
+    for note in left:
+        print(f"note: left {note} (not a bundle version edgeexit can prove it wrote, so it never deletes it; "
+              "remove it yourself if you do not need it)", file=sys.stderr)
+    return left
 
 
 def _permissions(root: Path) -> None:
@@ -278,20 +399,22 @@ def write_bundle(dest: Path | str, fields: dict[str, Any], populate: Callable[[P
     validates the manifest, fsyncs, and swaps the new version in at `dest` atomically.
 
     `fields` are the manifest fields other than schema_version, files and checksum. `dest` must be absent, an empty
-    directory or an edgeexit bundle: nothing else is ever replaced.
+    directory, or a bundle edgeexit wrote and nobody changed: nothing else is ever replaced.
     """
     dest = Path(dest)
     parent = dest.parent
     parent.mkdir(parents=True, exist_ok=True)
     _claim_dest(dest)
     clean_dead_writers(parent, dest.name)
-    tmp = parent / f".{dest.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}"
-    tmp.mkdir()
+    tmp = jsonio.make_temp_dir(parent, dest.name)
     try:
         fields = {**fields, **(populate(tmp) or {})}
         jsonio.write_json(tmp / SCHEMA_FILE, json_schema())
+        jsonio.write_atomic(tmp / BUNDLE_MARK, BUNDLE_MARK_TEXT)
         files = {}
         for p in sorted(tmp.rglob("*")):
+            if p == tmp / jsonio.WRITER_MARK:
+                continue  # the writer's own marker: removed before the directory becomes a version
             if p.is_symlink():
                 raise BundleError("a bundle may not contain links", got=str(p.relative_to(tmp)), expected="plain files")
             if p.is_file():
@@ -306,13 +429,17 @@ def write_bundle(dest: Path | str, fields: dict[str, Any], populate: Callable[[P
             fsync_dir(d)
         version = parent / f".{dest.name}-v{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
         os.replace(tmp, version)
+        # until it is dropped, the marker proves the unlinked version is ours (to prune) if this writer dies here
+        jsonio.drop_marker(version)
+        fsync_dir(version)
         fsync_dir(parent)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     _swap_in(version, dest)
-    _prune_versions(parent, dest.name, version)
-    return Bundle(version.resolve(), manifest)
+    left = _prune_versions(parent, dest.name, version)
+    return Bundle(version.resolve(), manifest, tuple(left))
 
 
 def link_files(src: Path, names, dst: Path) -> None:
