@@ -19,7 +19,7 @@ from edgeexit.runtime.trt_device import Device, this_machine, version_of
 
 DIR = "engine"
 METADATA = f"{DIR}/engines.json"
-REBUILD_HINT = "rebuild the engines on this device: edgeexit engines RUN/bundle (see targets/jetson/README.md)"
+REBUILD_HINT = "rebuild the engines on this device: edgeexit engines RUN/bundle"
 
 Text = Annotated[str, Field(max_length=200)]
 
