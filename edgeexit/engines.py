@@ -28,12 +28,12 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Callable, Sequence
 
-from edgeexit.bundle import MANIFEST, SCHEMA_FILE, Bundle, load_bundle, sha256, write_bundle
+from edgeexit.bundle import MANIFEST, SCHEMA_FILE, Bundle, is_bundle, load_bundle, sha256, write_bundle
 from edgeexit.bundle.store import link_files
 from edgeexit.errors import BundleError
 from edgeexit.rundir import LOCK, RunDir
 from edgeexit.runtime.engine_record import DIR, METADATA, builder_record, read_record
-from edgeexit.runtime.trt_device import cuda_device_count, tensorrt, version_of
+from edgeexit.runtime.trt_device import cuda_device_count, require_cuda_device, tensorrt, version_of
 
 FORMAT = "engine"
 DELEGATE = "tensorrt"
@@ -62,6 +62,16 @@ def verified(bundle_dir: Path) -> Bundle:
         raise BundleError("the bundle holds files its manifest does not list", got=extra[:10],
                           expected="only the files in manifest.json's `files`", hint=REFUSED_HINT)
     return b
+
+
+def check_dest(dest: Path) -> None:
+    """Refuse, before building, a destination the bundle writer would refuse after it: anything but nothing, an
+    empty directory or an edgeexit bundle (the writer checks again when it writes)."""
+    dest = Path(dest)
+    if dest.exists() and not is_bundle(dest) and not (dest.is_dir() and not dest.is_symlink() and not any(dest.iterdir())):
+        raise BundleError("refusing to write a bundle over a path that is not an edgeexit bundle", got=str(dest),
+                          expected="no file there, an empty directory, or an edgeexit bundle",
+                          hint="choose another --out; edgeexit never deletes files it did not write")
 
 
 def onnx_slots(fields: dict) -> list[dict]:
@@ -178,7 +188,13 @@ def build_engines(bundle_dir: Path, dest: Path | None = None, *, compute_capabil
 
 
 def _build(bundle_dir: Path, dest: Path, *, compute_capabilities, workspace_mb, flavour, trtexec, log) -> Bundle:
-    from edgeexit.export.engine_build import build_engine, build_with_trtexec, check_precision, write_engines
+    from edgeexit.export.engine_build import (
+        build_engine,
+        build_with_trtexec,
+        check_capabilities,
+        check_precision,
+        write_engines,
+    )
 
     b = verified(bundle_dir)
     m = b.manifest
@@ -195,6 +211,12 @@ def _build(bundle_dir: Path, dest: Path, *, compute_capabilities, workspace_mb, 
     sources = engine_sources(slots)
     opt = opt_batches(b)
     trt, flavour = tensorrt(flavour)
+    # what can be refused without building is refused before the first build (minutes each on a Jetson)
+    if trtexec:
+        require_cuda_device("trtexec")
+    else:
+        check_capabilities(flavour, compute_capabilities)
+    check_dest(dest)
     built = {}
     with tempfile.TemporaryDirectory() as tmp:
         # every source copied out and checked before the first build: a bad one anywhere means nothing is built

@@ -393,6 +393,25 @@ def test_engines_refuses_a_bad_bundle_before_building_anything(jetson_run, tmp_p
     assert tree(work) == before  # no new version, no temporary left, nothing changed
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--compute-capability", "8.7"], "TensorRT-RTX cannot build for these compute capabilities"),
+    (["--flavour", "nonesuch"], "unknown TensorRT flavour"),
+    pytest.param(["--compute-capability", CC, "--trtexec", "/bin/false"], "trtexec needs a CUDA device",
+                 marks=pytest.mark.skipif(HAS_GPU, reason="checks the refusal on a machine without a CUDA device")),
+    (["--compute-capability", CC, "--out", "{run}/checkpoint.pt"], "refusing to write a bundle over a path that is not"),
+])
+def test_engines_refuses_what_it_cannot_do_before_building(jetson_run, tmp_path, args, message):
+    """Options refused before the first engine is built (each takes minutes on a Jetson), nothing changed."""
+    work = tmp_path / "run"
+    shutil.copytree(jetson_run[0], work, symlinks=True)
+    before = tree(work)
+    res = edgeexit_command("engines", str(work / "bundle"), "--flavour", "tensorrt_rtx",
+                           *[a.format(run=work) for a in args])
+    flat = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2 and f"error: {message}" in flat and "Traceback" not in flat, flat
+    assert "-> engine/" not in flat and tree(work) == before
+
+
 @pytest.fixture(scope="module")
 def wheel_site(tmp_path_factory) -> Path:
     """edgeexit as a wheel installs it (built from a copy of the package sources, unpacked): no checkout beside it."""

@@ -48,25 +48,34 @@ def check_precision(precision: str) -> None:
         raise ExportError(f"the engine lowering cannot produce {precision}", got=precision, expected=" | ".join(PRECISIONS))
 
 
-def set_capabilities(trt, flavour: str, capabilities: Sequence[str] | None, cfg) -> list[str]:
-    """Set the target compute capabilities on an RTX builder config; the list recorded in the metadata."""
+def check_capabilities(flavour: str, capabilities: Sequence[str] | None) -> None:
+    """Refuse compute capabilities this flavour cannot build for here (before any build starts)."""
     if flavour != "tensorrt_rtx":
         if capabilities:
             raise ConfigError("NVIDIA TensorRT builds for the GPU it runs on", got=f"compute capabilities {list(capabilities)}",
                               expected="none (the current device)", hint="build on the device itself, or use TensorRT-RTX")
-        return [current_device().compute_capability]
-    if not capabilities:  # on a device: its own; without one there is nothing to build for
+        require_cuda_device("building a TensorRT engine")  # only RTX has a CPU-only build mode
+    elif not capabilities:  # on a device: its own; without one there is nothing to build for
         if cuda_device_count() == 0:
             raise ConfigError("a CPU-only TensorRT-RTX build needs the compute capabilities to build for",
                               got="none given and no CUDA device here", expected=" | ".join(RTX_CAPABILITIES),
                               hint="pass --compute-capability 8.6 (compute_capabilities=['8.6'])")
+    else:
+        bad = [c for c in capabilities if c not in RTX_CAPABILITIES]
+        if bad:
+            raise ConfigError("TensorRT-RTX cannot build for these compute capabilities", got=bad,
+                              expected=" | ".join(RTX_CAPABILITIES), hint="Jetson (7.2, 8.7) needs NVIDIA TensorRT from JetPack")
+
+
+def set_capabilities(trt, flavour: str, capabilities: Sequence[str] | None, cfg) -> list[str]:
+    """Set the target compute capabilities on an RTX builder config; the list recorded in the metadata."""
+    check_capabilities(flavour, capabilities)
+    if flavour != "tensorrt_rtx":
+        return [current_device().compute_capability]
+    if not capabilities:
         cfg.num_compute_capabilities = 1
         cfg.set_compute_capability(trt.ComputeCapability.CURRENT, 0)
         return [current_device().compute_capability]
-    bad = [c for c in capabilities if c not in RTX_CAPABILITIES]
-    if bad:
-        raise ConfigError("TensorRT-RTX cannot build for these compute capabilities", got=bad,
-                          expected=" | ".join(RTX_CAPABILITIES), hint="Jetson (7.2, 8.7) needs NVIDIA TensorRT from JetPack")
     cfg.num_compute_capabilities = len(capabilities)
     for i, c in enumerate(capabilities):
         cfg.set_compute_capability(getattr(trt.ComputeCapability, RTX_CAPABILITIES[c]), i)
@@ -86,8 +95,7 @@ def build_engine(onnx_path: Path, *, batch: tuple[int, int, int], precision: str
     if trt is None:
         trt, flavour = tensorrt(flavour)
     flavour = flavour or flavour_of(trt)
-    if flavour == "tensorrt":
-        require_cuda_device("building a TensorRT engine")  # only RTX has a CPU-only build mode
+    check_capabilities(flavour, compute_capabilities)
     onnx_path = Path(onnx_path)
     flag = getattr(trt.BuilderFlag, "FP16", None)
     fp16 = None if precision in ("fp32", "int8") else ("builder flag" if flag is not None else "fp16 weights")
