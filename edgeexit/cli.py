@@ -436,6 +436,51 @@ def export(
     m = bundle.manifest
     console.print(f"bundle: {out or run.bundle} -> {bundle.root.name} ({len(bundle.exits)} segments, target {m.target}, "
                   f"{m.format} {m.precision}, formats {', '.join(m.formats)})")
+    _engines_hint(bundle, out or run.bundle)
+
+
+def _engines_hint(bundle, path: Path) -> bool:
+    """Say the command that builds a TensorRT bundle's engines on its device; whether there was one to say."""
+    from edgeexit.engines import engines_to_build
+
+    command = engines_to_build(bundle, path)
+    if command:
+        console.print(f"[bold]on the {escape(bundle.manifest.target)} itself:[/] {escape(command)}  (verifies the bundle, "
+                      "builds its TensorRT engines into a new version of it, then profiles them there)", soft_wrap=True)
+    return command is not None
+
+
+@app.command()
+def engines(
+    bundle: Path = typer.Argument(..., help="the bundle to build engines for, e.g. RUN/bundle"),
+    out: Optional[Path] = typer.Option(None, help="where the new bundle version goes (default: BUNDLE itself)"),
+    trtexec: Optional[str] = typer.Option(None, help="build with this trtexec (JetPack: /usr/src/tensorrt/bin/trtexec) "
+                                                     "instead of TensorRT's Python builder"),
+    workspace_mb: Optional[int] = typer.Option(None, min=1, help="builder workspace limit in MiB"),
+    compute_capability: Optional[list[str]] = typer.Option(None, help="TensorRT-RTX without a GPU: build for this "
+                                                                      "compute capability (e.g. 8.6; repeatable)"),
+    flavour: Optional[str] = typer.Option(None, help="tensorrt | tensorrt_rtx (default: tensorrt if importable)"),
+    profile_after: bool = typer.Option(True, "--profile/--no-profile", help="profile the engines afterwards "
+                                                                            "(needs a CUDA device and RUN/bundle)"),
+):
+    """Verify a jetson / cuda bundle, build its TensorRT engines here from its ONNX into a new version of the bundle,
+    then profile them (run it on the Jetson or GPU host that will run them)."""
+    import subprocess
+
+    from edgeexit.engines import build_engines, describe, profile_step
+
+    dest = out or bundle
+    try:
+        built = build_engines(bundle, dest, compute_capabilities=compute_capability, workspace_mb=workspace_mb,
+                              flavour=flavour, trtexec=trtexec, log=lambda line: console.print(escape(line)))
+    except EdgeExitError as err:
+        _fail(err)
+    console.print(escape(describe(built, dest)), soft_wrap=True)
+    run_dir, note = profile_step(dest) if profile_after else (None, "")
+    if note:
+        console.print(escape(note), soft_wrap=True)
+    if run_dir is not None:  # its own process, as the user would run it: the profile takes the run directory's lock
+        raise typer.Exit(subprocess.call([sys.executable, "-m", "edgeexit", "profile", "--run-dir", str(run_dir)]))
 
 
 @app.command("eval")
@@ -583,7 +628,8 @@ def build(
     console.print(summary_table(ev, title=f"{backbone} on {dataset}, target {target}"))
     console.print(report_table(rep))
     console.print(rep["static_baseline"]["verdict"])
-    if profile_device == "local" and _profiles_on_device(target):
+    engines_first = _engines_hint(bundle, run.bundle)  # `edgeexit engines` builds them, then profiles on the device
+    if not engines_first and profile_device == "local" and _profiles_on_device(target):
         console.print(f"[bold]on the {target} itself:[/] edgeexit profile --run-dir {run_dir} --device "
                       f"{'adb://SERIAL --runner-binary edgeexit_runner' if target in ('android', 'ios') else 'ssh://user@host'}"
                       f" && edgeexit report {run_dir}  (this build measured {backend} on this machine)")

@@ -54,7 +54,7 @@ def available_backends(bundle: Bundle) -> list[str]:
         if torch.cuda.is_available():
             names.append("torch-cuda")
     if "engine" in formats and any(importlib.util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_rtx")):
-        from edgeexit.export.lower_engine import cuda_device_count
+        from edgeexit.runtime.trt_device import cuda_device_count
 
         if cuda_device_count() > 0:  # never open an engine without a CUDA device (TensorRT segfaults)
             names.append("tensorrt")

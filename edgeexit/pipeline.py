@@ -313,8 +313,8 @@ def exportable(target: str, precision: str | None = None):
     `formats` says what the bundle holds.
 
     A device-specific format (`BUILT_ON_DEVICE`: TensorRT engines) is not written here: the bundle carries its
-    source, the ONNX segments (fp32; the engines get the precision when they are built), and the lowering's build
-    kit, which makes them on the device as a new version of the bundle."""
+    source, the ONNX segments (fp32; the engines get the precision when they are built), and nothing executable:
+    `edgeexit engines RUN/bundle` verifies it and builds them on the device as a new version of the bundle."""
     import importlib
 
     from edgeexit.export import LOWERINGS
@@ -416,10 +416,6 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
         refs = {fmt: importlib.import_module(LOWERINGS[fmt]).lower_programs([*programs, reference, *extra], tmp,
                                                                            precision=precision)
                 for fmt in formats}
-        for fmt in dict.fromkeys(tgt.formats):  # device-specific formats: their build kit instead of their files
-            lowering = importlib.import_module(LOWERINGS[fmt])
-            if fmt not in formats and getattr(lowering, "BUILT_ON_DEVICE", False):
-                lowering.write_device_kit(tmp)
 
         def probe(name: str) -> dict | None:
             p = by_name.get(name)

@@ -44,7 +44,7 @@ def check_onnx(p: Program, path: Path, *, seed: int = 0, tolerance: float = TOLE
     """Run the file with onnxruntime (CPU) on random inputs at batch 1 and 3; raise if it strays from torch."""
     import onnxruntime as ort
 
-    from edgeexit.runtime.ort import session_options
+    from edgeexit.ort_session import session_options
 
     sess = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
     gen = torch.Generator().manual_seed(seed)

@@ -80,7 +80,7 @@ def default_backend(bundle: Bundle) -> str:
     m = bundle.manifest
     if m.delegate == "tensorrt" and m.format != "engine":  # engines are device-specific: built there, not at export
         raise ConfigError(f"the TensorRT engines of this {m.target} bundle are not built yet", got=f"formats {m.formats}",
-                          expected="engine", hint="build them on the device: python3 BUNDLE/tensorrt/build_engines.py; "
+                          expected="engine", hint="build them on the device: edgeexit engines BUNDLE; "
                           "meanwhile name a backend, e.g. --backend onnxruntime (CPU emulation)")
     name = _DEFAULTS.get((m.format, m.delegate))
     if name is None:

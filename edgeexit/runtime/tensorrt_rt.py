@@ -7,8 +7,9 @@ memory from the stream-ordered allocator); features never leave the device: the 
 into the next segment's input buffer and the scatter of exiting logits are three small CUDA kernels compiled with
 NVRTC, and only the per-sample exit flags come back to the host (the row indices the loop derives from them go up).
 
-Nothing here touches TensorRT before `require_cuda_device` has seen a GPU (a Runtime without one segfaults), and
-an engine built for another device, TensorRT or L4T release is refused before it is deserialised.
+Nothing here touches TensorRT before `require_cuda_device` has seen a GPU (a Runtime without one segfaults), an
+engine built for another device, TensorRT or L4T release is refused before it is deserialised (engine_record.py),
+and the Runtime refuses engines that carry host code. Engines are built by `edgeexit engines` (edgeexit/engines.py).
 """
 
 from __future__ import annotations
@@ -24,15 +25,9 @@ import numpy as np
 from edgeexit.bundle import TensorSpec
 from edgeexit.bundle.manifest import SegmentRef
 from edgeexit.errors import BundleError, RuntimeMissingError
-from edgeexit.export.lower_engine import (
-    check_engine,
-    current_device,
-    read_metadata,
-    require_cuda_device,
-    tensorrt,
-    version_of,
-)
 from edgeexit.runtime.backend import check_io
+from edgeexit.runtime.engine_record import REBUILD_HINT, check_engine, read_record
+from edgeexit.runtime.trt_device import current_device, require_cuda_device, tensorrt, version_of
 
 # dst[dst_rows[i]] = src[src_rows[i]] for rows of `width` words (a null index array: row i itself); one thread a word
 KERNELS = r"""
@@ -135,13 +130,12 @@ class TensorRTSegment:
     def __init__(self, backend: "TensorRTBackend", path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
                  max_batch: int):
         trt = backend.trt
-        meta = read_metadata(path)
         # a foreign engine is refused before TensorRT reads a byte of it
-        check_engine(meta["builder"], backend.device, flavour=backend.flavour, version=version_of(trt))
+        check_engine(read_record(path).builder, backend.device, flavour=backend.flavour, version=version_of(trt))
         engine = backend.runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
             raise BundleError(f"TensorRT could not deserialise {path.name}", got="deserialize_cuda_engine: None",
-                              expected="an engine of this TensorRT", hint="rebuild the engines on this device")
+                              expected="an engine of this TensorRT", hint=REBUILD_HINT)
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         mode = {n: engine.get_tensor_mode(n) for n in names}
         ins = [n for n in names if mode[n] == trt.TensorIOMode.INPUT]
@@ -156,11 +150,11 @@ class TensorRTSegment:
         for n in names:
             if engine.get_tensor_dtype(n) != trt.float32:
                 raise BundleError(f"{path.name}: tensor {n} is not float32", got=str(engine.get_tensor_dtype(n)),
-                                  expected="float32 I/O (fp16 lives inside the engine)", hint="rebuild the engines")
+                                  expected="float32 I/O (fp16 lives inside the engine)", hint=REBUILD_HINT)
         hi = int(engine.get_tensor_profile_shape(ins[0], 0)[2][0])
         if hi < max_batch:
             raise BundleError(f"{path.name} was built for batches up to {hi}", got=hi, expected=f">= {max_batch}",
-                              hint="rebuild the engines for the bundle's batch range")
+                              hint=REBUILD_HINT)
         self.engine, self.inputs, self.outputs = engine, tuple(inputs), tuple(outputs)
         self.context = backend.new_context(engine)
         self.backend = backend
@@ -212,6 +206,8 @@ class TensorRTBackend:
                                                    self.driver.cuuint64_t(2**64 - 1)), "cudaMemPoolSetAttribute")
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.runtime = self.trt.Runtime(self.logger)
+        if hasattr(self.runtime, "engine_host_code_allowed"):  # no code from a bundle: refuse engines that embed any
+            self.runtime.engine_host_code_allowed = False
         self._contexts: list = []
         self._scratch: DeviceArray | None = None
         self._scratch_size = 0

@@ -1,7 +1,7 @@
 """Early exit vs the unsplit model on the same GPU backend: does skipping MACs save time on a GPU?
 
 For every GPU backend present (torch-cuda on the bundle's .pt2 programs; tensorrt on its engines, once
-tensorrt/build_engines.py has built them), batch 1 and 64, at the bundle's calibrated thresholds: one process per
+`edgeexit engines` has built them), batch 1 and 64, at the bundle's calibrated thresholds: one process per
 runtime, alternating rounds (alternate.py); the full model is the bundle's reference on the same backend. Printed per
 backend and batch: the time ratio early-exit / full, the mean MACs fraction on the same images, and
 
@@ -31,7 +31,7 @@ GPU_BACKENDS = ("torch-cuda", "tensorrt")
 
 def gpu_count() -> int:
     """CUDA devices seen by cuda-python, else by torch; 0 when neither sees one."""
-    from edgeexit.export.lower_engine import cuda_device_count
+    from edgeexit.runtime.trt_device import cuda_device_count
 
     n = cuda_device_count()
     if n:
@@ -116,7 +116,7 @@ def main() -> None:
     backends = available(b, [n.strip() for n in args.backends.split(",")] if args.backends else None)
     if not backends:
         raise SystemExit(f"no GPU backend can run {args.bundle} here (formats {b.manifest.formats}): torch-cuda needs "
-                         "torch with CUDA, tensorrt needs the engines (tensorrt/build_engines.py) and TensorRT")
+                         "torch with CUDA, tensorrt needs the engines (edgeexit engines BUNDLE) and TensorRT")
     thresholds = [None if t is None else round(t, 4) for t in b.manifest.thresholds]
     print(f"bundle {args.bundle}: {b.manifest.model['backbone']}, exits {[e.name for e in b.exits]}, thresholds "
           f"{thresholds}, largest batch {b.manifest.batch.max}; {args.samples} test images per process, {args.rounds} rounds")
