@@ -28,7 +28,10 @@ import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgeexit.errors import ConfigError, DeviceError
 
@@ -50,6 +53,94 @@ def _valid(pattern: re.Pattern, value: str, what: str, uri: str, expected: str) 
         raise ConfigError(f"bad {what} in the device address", got=f"{value!r} in {uri!r}", expected=expected,
                           hint="names and paths only: no leading '-', no spaces, quotes, '=', '%', '$' or ';'")
     return value
+
+
+# The device's JSON (edgeexit-device-profile/1) is data from another machine: typed and bounded here, the one reader
+# of it on the host (a runner that writes NaN, -1 ms or markup gets a DeviceError, never a trusted profile).
+DEVICE_FORMAT = "edgeexit-device-profile/1"
+MAX_MS = 1e3 * RUN_TIMEOUT_S  # no single call can take longer than the whole run may
+MAX_DOC_BYTES = 64 << 20
+Ms = Annotated[float, Field(gt=0, le=MAX_MS, allow_inf_nan=False)]  # 0 ms is no measurement (and divides by zero)
+Count = Annotated[int, Field(ge=0, le=1_000_000)]
+Text = Annotated[str, Field(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]  # printable, one line
+Word = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")]
+BatchKey = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,6}$")]
+Entry = Annotated[str, Field(pattern=r"^(full|full_repeat|(exit|segment|head|static)[0-9]{1,3})$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DeviceInfo(_Strict):
+    hostname: Text
+    system: Text
+    machine: Text
+    cpus: Annotated[int, Field(ge=1, le=1 << 16)]
+    cpu: Text
+
+
+class DeviceProfile(_Strict):
+    """What a runner measured on the device: per batch size, per entry, one median (ms) per round."""
+
+    format: Literal["edgeexit-device-profile/1"]
+    runner: Literal["python", "cpp"]
+    runner_location: Annotated[str, Field(max_length=4096, pattern=r"^[^\x00-\x1f\x7f]*$")] | None = None
+    backend: Word
+    bundle_checksum: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    device: DeviceInfo
+    versions: Annotated[dict[Word, Text], Field(max_length=64)]
+    warmup: Count
+    rounds: Annotated[int, Field(ge=1, le=1_000_000)]
+    calls: Annotated[int, Field(ge=1, le=1_000_000)]
+    batches: Annotated[dict[BatchKey, Annotated[dict[Entry, Annotated[list[Ms], Field(min_length=1)]],
+                                               Field(min_length=1, max_length=4096)]], Field(min_length=1, max_length=64)]
+    peak_rss_mb: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _one_figure_per_round(self) -> "DeviceProfile":
+        for b, entries in self.batches.items():
+            if "full" not in entries:
+                raise ValueError(f"batch {b} has no 'full' entry (the unsplit model)")
+            short = sorted(n for n, v in entries.items() if len(v) != self.rounds)
+            if short:
+                raise ValueError(f"batch {b}: {', '.join(short)} hold other than rounds={self.rounds} figures")
+        return self
+
+
+def validation_summary(err: ValidationError, limit: int = 3) -> str:
+    """The first few problems of a pydantic error, one line each: where, what (the value itself never echoed)."""
+    lines = [f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors()[:limit]]
+    more = err.error_count() - limit
+    return "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
+
+
+def read_device_profile(data: bytes, where: str = "the device") -> dict:
+    """The device's JSON checked against `DeviceProfile`, as a plain dict; a DeviceError for anything else."""
+    if len(data) > MAX_DOC_BYTES:
+        raise DeviceError(f"the profile from {where} is too large", got=f"{len(data)} bytes",
+                          expected=f"<= {MAX_DOC_BYTES} bytes", hint="the runner and this edgeexit differ in version?")
+    try:
+        raw = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise DeviceError(f"the profile from {where} is not JSON", got=repr(data[:80]),
+                          expected="one UTF-8 JSON document", hint=str(err)[:200]) from None
+    if not isinstance(raw, dict):
+        raise DeviceError(f"the profile from {where} is not a JSON object", got=type(raw).__name__,
+                          expected=f"an object of format {DEVICE_FORMAT}")
+    if raw.get("format") != DEVICE_FORMAT:
+        raise DeviceError("the device's runner speaks another format", got=str(raw.get("format"))[:80],
+                          expected=DEVICE_FORMAT, hint="the runner and this edgeexit differ in version")
+    try:
+        return DeviceProfile.model_validate(raw).model_dump()
+    except ValidationError as err:
+        raise DeviceError(f"the profile from {where} does not hold what a profile must", got=validation_summary(err),
+                          expected=f"{DEVICE_FORMAT}: finite timings > 0 ms, one per round, known keys",
+                          hint="profile again; if it persists, the runner on the device is broken or not edgeexit's") from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 @dataclass
@@ -351,14 +442,6 @@ def run_profile(device: Device, bundle: Path, options: RunnerOptions, *, runner_
         text = device.fetch(out)
     finally:
         device.cleanup()
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DeviceError("the device's runner wrote no JSON", got=text[:200].decode(errors="replace"),
-                          expected="one JSON document", hint=str(err)) from None
-    if raw.get("format") != "edgeexit-device-profile/1":
-        raise DeviceError("the device's runner speaks another format", got=raw.get("format"),
-                          expected="edgeexit-device-profile/1", hint="the runner and this edgeexit differ in version")
-    return raw
+    return read_device_profile(text, device.describe())
 
 
