@@ -648,7 +648,7 @@ def compare(
     for name in res.backends:
         t.add_column(f"vs vectors {name}", justify="right")
     for e in res.exits:
-        t.add_row(f"{e['index']} {e['name']}", *[f"{e['max_abs_logits'][n]:.2e}" for n in res.backends[1:]],
+        t.add_row(f"{e['index']} {escape(e['name'])}", *[f"{e['max_abs_logits'][n]:.2e}" for n in res.backends[1:]],
                   *[f"{e['vs_vectors'][n]:.2e}" if n in e["vs_vectors"] else "-" for n in res.backends])
     console.print(t)
     for name, a in res.agreement.items():

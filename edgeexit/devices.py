@@ -127,7 +127,8 @@ def read_device_profile(data: bytes, where: str = "the device") -> dict:
                           expected="one UTF-8 JSON document", hint=str(err)[:200]) from None
     if not isinstance(raw, dict):
         raise DeviceError(f"the profile from {where} is not a JSON object", got=type(raw).__name__,
-                          expected=f"an object of format {DEVICE_FORMAT}")
+                          expected=f"an object of format {DEVICE_FORMAT}", hint="the runner and this edgeexit differ "
+                          "in version, or the runner on the device is not edgeexit's")
     if raw.get("format") != DEVICE_FORMAT:
         raise DeviceError("the device's runner speaks another format", got=str(raw.get("format"))[:80],
                           expected=DEVICE_FORMAT, hint="the runner and this edgeexit differ in version")

@@ -291,7 +291,7 @@ def summarise(raw: dict, bundle: Bundle, device: str = "local") -> dict:
     known = {"full", "full_repeat"} | {f"{kind}{e.index}" for e in bundle.exits
                                        for kind in ("exit", "segment", "head", "static")}
     for b, measured in raw["batches"].items():
-        missing = sorted({"full"} | {f"exit{e.index}" for e in bundle.exits} - set(measured))
+        missing = sorted(({"full"} | {f"exit{e.index}" for e in bundle.exits}) - set(measured))
         if missing or set(measured) - known:
             raise DeviceError(f"the device's profile of batch {b} does not fit this bundle's {len(bundle.exits)} exits",
                               got=f"missing {missing}, unknown {sorted(set(measured) - known)}",

@@ -82,10 +82,9 @@ def check_threshold(t: object, k: int) -> float | None:
         return None
     if t == -math.inf:
         return t
-    t32 = float(np.float32(t))
-    if math.isinf(t32):  # beyond float32: no float32 score reaches it (or every one does)
+    if abs(t) > float(np.finfo(np.float32).max):  # beyond float32: no float32 score reaches it (or every one does)
         return None if t > 0 else -math.inf
-    return t32
+    return float(np.float32(t))
 
 
 def nonfinite_error(where: str, sample: int, what: str = "logits") -> ShapeError:
