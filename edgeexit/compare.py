@@ -5,6 +5,7 @@ precision, and how often the exit decisions (which exit answers, and with which 
 from __future__ import annotations
 
 import importlib.util
+import tokenize
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +82,9 @@ def load_vectors(path: Path, input_shape: Sequence[int], num_classes: int, num_e
                 out[key] = np.ascontiguousarray(a)
     except BundleError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, RuntimeError) as err:
+    # what numpy's and zipfile's parsers raise on damaged bytes (numpy's header parser tokenizes Python literals)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, RuntimeError,
+            TypeError, SyntaxError, tokenize.TokenError) as err:
         raise _bad(path, "it cannot be read as an .npz of arrays", f"{type(err).__name__}: {str(err)[:160]}",
                    "numpy's .npz of float32 arrays") from None
     return out

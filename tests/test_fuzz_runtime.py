@@ -15,6 +15,7 @@ Examples are derandomised (the same ones every run) and bounded; the counts per 
 
 from __future__ import annotations
 
+import importlib
 import io
 import math
 import zipfile
@@ -23,14 +24,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import runtime_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeexit.compare import VECTORS, load_vectors
 from edgeexit.errors import BundleError, EdgeExitError, ShapeError
+from edgeexit.export import LOWERINGS, split_programs
 from edgeexit.models import ModelConfig, build_model
-from edgeexit.runtime import EarlyExitRuntime
+from edgeexit.models.costs import count_costs
+from edgeexit.models.scores import score_fn_torch
+from edgeexit.runtime import EarlyExitRuntime, make_backend
 
 SHAPE = (1, 16, 16)
 CLASSES = 5
@@ -54,14 +57,22 @@ def report_counts():
 
 @pytest.fixture(scope="module")
 def nets(tmp_path_factory) -> dict[int, dict[str, EarlyExitRuntime]]:
-    """Per exit count, the same tiny model on every host backend (max batch MAX_BATCH)."""
+    """Per exit count, the same tiny model on every host backend (max batch MAX_BATCH): split once, lowered for each."""
     out = {}
     for n_exits, (bb, exits, kind) in NETS.items():
         torch.manual_seed(n_exits)
         net = build_model(ModelConfig(backbone=bb, in_channels=1, image_size=16, num_classes=CLASSES,
                                       exits=exits)).eval()
-        out[n_exits] = {be: runtime_for(net, SHAPE, tmp_path_factory.mktemp(f"fuzz{n_exits}{be}"), [None] * len(exits),
-                                        kind, backend=be, max_batch=MAX_BATCH) for be in HOST_BACKENDS}
+        programs, _ = split_programs(net, score_fn_torch(kind), SHAPE, max_batch=MAX_BATCH)
+        costs = count_costs(net, SHAPE[0], SHAPE[1]).cumulative_macs
+        out[n_exits] = {}
+        for name in HOST_BACKENDS:
+            be = make_backend(name, threads=1)
+            where = tmp_path_factory.mktemp(f"fuzz{n_exits}{name}")
+            refs = importlib.import_module(LOWERINGS[be.format]).lower_programs(programs, where)
+            segments = [be.open_segment(where / refs[p.name].file, refs[p.name], p.inputs, p.outputs, MAX_BATCH)
+                        for p in programs]
+            out[n_exits][name] = EarlyExitRuntime(be, segments, [None] * n_exits, costs, SHAPE, CLASSES, MAX_BATCH)
         assert out[n_exits]["onnxruntime"].num_exits == n_exits
     return out
 
@@ -245,11 +256,11 @@ def test_android_bundle_fuzz_on_executorch_and_host_backends(android_runtimes, d
 
 
 @pytest.fixture(scope="module")
-def vectors_file(android_bundle) -> tuple[bytes, tuple, int, int]:
+def vectors_file(android_bundle) -> tuple[Path, tuple, int, int]:
     import json
 
     manifest = json.loads((android_bundle / "manifest.json").read_text())
-    return ((android_bundle / VECTORS).read_bytes(), tuple(manifest["input"]["shape"]), len(manifest["class_names"]),
+    return (android_bundle / VECTORS, tuple(manifest["input"]["shape"]), len(manifest["class_names"]),
             len(manifest["exits"]))
 
 
@@ -265,7 +276,8 @@ def _rezip(data: bytes, member: str, payload: bytes) -> bytes:
 @settings(FUZZ, max_examples=EXAMPLES["vectors"])
 @given(data=st.data())
 def test_vectors_byte_flips_are_arrays_or_a_bundle_error(vectors_file, tmp_path_factory, data):
-    raw, shape, classes, exits = vectors_file
+    source, shape, classes, exits = vectors_file
+    raw = source.read_bytes()
     member = data.draw(st.sampled_from([None, "inputs.npy", "exit0_logits.npy", "exit0_score.npy"]), label="member")
     target = bytearray(raw if member is None else zipfile.ZipFile(io.BytesIO(raw)).read(member))
     header_bias = data.draw(st.booleans(), label="in the header")  # most damage that matters is in the first bytes
