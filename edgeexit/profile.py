@@ -142,7 +142,7 @@ class Provenance(_Strict):
 
 
 class EtdumpOperator(_Strict):
-    name: Name
+    name: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^\x00-\x1f\x7f]*$")]  # kernel names run long
     ms: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
 
 
@@ -226,11 +226,19 @@ def read_profile_json(path: Path) -> dict:
         raise ConfigError(f"{what} is of another format", got=str(doc.get("format"))[:80], expected=FORMAT,
                           hint="profile again with this edgeexit: edgeexit profile --run-dir RUN")
     try:
-        return Profile.model_validate(doc).model_dump()
+        return _plain(Profile.model_validate(doc))
     except ValidationError as err:
         raise ConfigError(f"{what} does not hold what a profile must", got=validation_summary(err),
                           expected=f"{FORMAT}: finite timings > 0 ms, trust that follows from the noise, known keys",
                           hint="profile again: edgeexit profile --run-dir RUN") from None
+
+
+def _plain(prof: Profile) -> dict:
+    """The profile as the dict its users read (no `etdump` key unless it has ETDump timings)."""
+    out = prof.model_dump()
+    if out["etdump"] is None:
+        del out["etdump"]
+    return out
 
 
 def stats(ms) -> dict:
@@ -321,7 +329,7 @@ def summarise(raw: dict, bundle: Bundle, device: str = "local") -> dict:
         "raw": raw,
     }
     try:  # what is written is what the reader accepts: a profile that would not read back is refused now
-        return Profile.model_validate(out).model_dump()
+        return _plain(Profile.model_validate(out))
     except ValidationError as err:
         raise DeviceError("the device's figures give no usable profile", got=validation_summary(err),
                           expected="finite, positive timings", hint="profile again on an idle device") from None
