@@ -62,7 +62,8 @@ MAX_MS = 1e3 * RUN_TIMEOUT_S  # no single call can take longer than the whole ru
 MAX_DOC_BYTES = 64 << 20
 Ms = Annotated[float, Field(gt=0, le=MAX_MS, allow_inf_nan=False)]  # 0 ms is no measurement (and divides by zero)
 Count = Annotated[int, Field(ge=0, le=1_000_000)]
-Text = Annotated[str, Field(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]  # printable, one line
+# printable, one line: no C0/C1 controls (a terminal escape from a device would reach the user's terminal)
+Text = Annotated[str, Field(max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")]
 Word = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")]
 BatchKey = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,6}$")]
 Entry = Annotated[str, Field(pattern=r"^(full|full_repeat|(exit|segment|head|static)[0-9]{1,3})$")]
@@ -85,7 +86,7 @@ class DeviceProfile(_Strict):
 
     format: Literal["edgeexit-device-profile/1"]
     runner: Literal["python", "cpp"]
-    runner_location: Annotated[str, Field(max_length=4096, pattern=r"^[^\x00-\x1f\x7f]*$")] | None = None
+    runner_location: Annotated[str, Field(max_length=4096, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")] | None = None
     backend: Word
     bundle_checksum: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     device: DeviceInfo
@@ -268,7 +269,8 @@ def parse_ssh_uri(uri: str) -> tuple[str | None, str, int | None, dict[str, str]
         raise ConfigError("not an ssh device address", got=uri, expected=SSH_FORM,
                           hint="e.g. ssh://nvidia@jetson.local:22?python=/usr/bin/python3")
     if parts.password is not None:
-        raise ConfigError("ssh devices use keys, never a password in the address", got=uri, expected=SSH_FORM,
+        raise ConfigError("ssh devices use keys, never a password in the address",
+                          got=uri.replace(f":{parts.password}@", ":***@", 1), expected=SSH_FORM,
                           hint="pass the key with ?identity=KEY")
     if port == 0:
         raise ConfigError("bad ssh port", got=uri, expected="ssh://host:PORT with PORT 1..65535")

@@ -52,7 +52,7 @@ NOISE_BOUND = 0.03  # a same-work ratio further than 3 % from 1: the figures of 
 Ratio = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
 Signed = Annotated[float, Field(ge=-1e9, le=1e9, allow_inf_nan=False)]
 Sha = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$")]
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")]
 
 
 class Stats(_Strict):
@@ -142,7 +142,7 @@ class Provenance(_Strict):
 
 
 class EtdumpOperator(_Strict):
-    name: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^\x00-\x1f\x7f]*$")]  # kernel names run long
+    name: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")]  # kernel names run long
     ms: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
 
 

@@ -176,7 +176,7 @@ def test_ssh_addresses_with_option_or_shell_syntax_are_refused(uri, part, tmp_pa
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as err:
         parse_device(uri)
-    assert part in str(err.value) and "expected" in str(err.value)
+    assert part in str(err.value) and "expected" in str(err.value) and "secret" not in str(err.value)
     res = runner.invoke(app, ["profile", "--run-dir", str(tmp_path / "run"), "--device", uri])
     assert res.exit_code == 2 and part in res.output.replace("\n", " ") and "Traceback" not in res.output
     assert not (tmp_path / "MARKER").exists() and not (tmp_path / "run").exists()
@@ -233,6 +233,7 @@ def _timings(value):
     (device_doc(rounds=4), "other than rounds=4"),
     (device_doc(backend="[/]"), "backend"),
     (device_doc(device={**device_doc()["device"], "hostname": "\x1b[31mred"}), "hostname"),
+    (device_doc(device={**device_doc()["device"], "cpu": "\x9b31mred"}), "cpu"),
     (device_doc(colour="red"), "Extra inputs are not permitted"),
     (device_doc(batches={"1": {"exit0": [0.5] * 3}}), "no 'full' entry"),
 ])
