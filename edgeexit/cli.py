@@ -385,7 +385,7 @@ def etdump_table(timings: dict) -> Table:
         t.add_column(col, justify="right")
     for m in timings["methods"]:
         top = m["operators"][0] if m["operators"] else {"name": "-", "ms": 0.0}
-        t.add_row(m["method"], f"{m['ms']:.3f}", f"{m['p90_ms']:.3f}", str(m["operator_count"]),
+        t.add_row(escape(m["method"]), f"{m['ms']:.3f}", f"{m['p90_ms']:.3f}", str(m["operator_count"]),
                   f"{escape(top['name'])} {top['ms']:.3f} ms")
     return t
 
@@ -393,7 +393,7 @@ def etdump_table(timings: dict) -> Table:
 def profile_table(prof: dict, batch: str | None = None) -> Table:
     batch = batch or str(prof["batch_size"])
     tb = prof["batches"][batch]
-    t = Table(title=f"per-exit latency, {prof['backend']} on {escape(prof['device'])}, batch {batch}: p50 ms over "
+    t = Table(title=f"per-exit latency, {escape(prof['backend'])} on {escape(prof['device'])}, batch {batch}: p50 ms over "
                     f"{prof['rounds']} rounds, spread (p90-p10)/p50")
     for col in ("exit", "after", "answer here", "spread", "/ full", "MACs / full", "segment", "head", "truncated"):
         t.add_column(col, justify="right")
@@ -403,7 +403,7 @@ def profile_table(prof: dict, batch: str | None = None) -> Table:
 
     for e in tb["exits"]:
         c = e["cumulative"]
-        t.add_row(str(e["index"]), e["name"], ms(c), f"{100 * c['spread']:.0f} %", f"{e['time_fraction']:.3f}",
+        t.add_row(str(e["index"]), escape(e["name"]), ms(c), f"{100 * c['spread']:.0f} %", f"{e['time_fraction']:.3f}",
                   f"{e['macs_fraction']:.3f}", ms(e["segment"]), ms(e["head"]), ms(e["static"]))
     f = tb["full"]
     t.add_row("full", "unsplit", ms(f), f"{100 * f['spread']:.0f} %", "1.000", "1.000", "", "", "")
@@ -627,7 +627,7 @@ def build(
         _fail(err)
     console.print(summary_table(ev, title=f"{backbone} on {dataset}, target {target}"))
     console.print(report_table(rep))
-    console.print(rep["static_baseline"]["verdict"])
+    console.print(escape(rep["static_baseline"]["verdict"]))
     engines_first = _engines_hint(bundle, run.bundle)  # `edgeexit engines` builds them, then profiles on the device
     if not engines_first and profile_device == "local" and _profiles_on_device(target):
         console.print(f"[bold]on the {target} itself:[/] edgeexit profile --run-dir {run_dir} --device "
@@ -697,7 +697,7 @@ def report(run_dir: Path = typer.Argument(Path("runs/default"), help="a run dire
     except EdgeExitError as err:
         _fail(err)
     console.print(report_table(rep))
-    console.print(rep["static_baseline"]["verdict"])
+    console.print(escape(rep["static_baseline"]["verdict"]))
     console.print(f"{run.report_md}, {run.report_json} and PNGs; attached to {bundle.root.name}/report/")
 
 
@@ -733,7 +733,7 @@ def compare(
     for name in res.backends:
         t.add_column(f"vs vectors {name}", justify="right")
     for e in res.exits:
-        t.add_row(f"{e['index']} {e['name']}", *[f"{e['max_abs_logits'][n]:.2e}" for n in res.backends[1:]],
+        t.add_row(f"{e['index']} {escape(e['name'])}", *[f"{e['max_abs_logits'][n]:.2e}" for n in res.backends[1:]],
                   *[f"{e['vs_vectors'][n]:.2e}" if n in e["vs_vectors"] else "-" for n in res.backends])
     console.print(t)
     for name, a in res.agreement.items():

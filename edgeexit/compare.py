@@ -5,12 +5,16 @@ precision, and how often the exit decisions (which exit answers, and with which 
 from __future__ import annotations
 
 import importlib.util
+import tokenize
+import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from edgeexit.bundle import Bundle
-from edgeexit.errors import ConfigError, EdgeExitError
+from edgeexit.errors import BundleError, ConfigError, EdgeExitError
 from edgeexit.runtime import BACKENDS, EarlyExitRuntime
 
 VECTORS = "vectors.npz"  # inputs [N, C, H, W] and exit{k}_logits / exit{k}_score computed by torch at export
@@ -27,11 +31,68 @@ def write_vectors(path, inputs: np.ndarray, per_exit: list[dict[str, np.ndarray]
     np.savez(path, **arrays)
 
 
+MAX_VECTORS = 4096  # the export writes 8; a header that asks for more is not a test vector file
+HEADER_BYTES = 4096
+
+
 def read_vectors(bundle: Bundle) -> dict[str, np.ndarray] | None:
+    """The bundle's test vectors (None when it ships none), checked against its manifest: see `load_vectors`."""
     if VECTORS not in bundle.manifest.files:
         return None
-    with np.load(bundle.path(VECTORS), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return load_vectors(bundle.path(VECTORS), bundle.input_shape, len(bundle.manifest.class_names), len(bundle.exits))
+
+
+def load_vectors(path: Path, input_shape: Sequence[int], num_classes: int, num_exits: int) -> dict[str, np.ndarray]:
+    """inputs [N, *input_shape] and exit{k}_logits [N, C] / exit{k}_score [N], all float32 and finite, nothing else.
+
+    Never unpickles (object arrays are refused by their header), and checks every array's header (dtype, shape)
+    before its data is read, so a header that asks for 2^50 floats costs nothing. Anything else: a BundleError."""
+    want = {"inputs": ("inputs", None)}
+    for k in range(num_exits):
+        want[f"exit{k}_logits"] = ("logits", (num_classes,))
+        want[f"exit{k}_score"] = ("score", ())
+    out: dict[str, np.ndarray] = {}
+    n = None
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            keys = [m[:-4] for m in names if m.endswith(".npy")]
+            if len(keys) != len(names) or sorted(keys) != sorted(want):
+                raise _bad(path, "it holds other arrays than the manifest's exits call for", sorted(names),
+                           sorted(f"{k}.npy" for k in want))
+            for key in ["inputs"] + [k for k in want if k != "inputs"]:
+                with z.open(f"{key}.npy") as f:
+                    fmt = np.lib.format
+                    read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(
+                        fmt.read_magic(f))
+                    if read_header is None:
+                        raise _bad(path, f"array {key} has an unknown .npy version", key, ".npy version 1.0 or 2.0")
+                    shape, _, dtype = read_header(f, max_header_size=HEADER_BYTES)
+                    tail = tuple(input_shape) if key == "inputs" else want[key][1]
+                    if n is None:
+                        n = shape[0] if len(shape) >= 1 else 0
+                    expected = (n, *tail)
+                    if dtype != np.dtype("<f4") or tuple(shape) != expected or not 1 <= n <= MAX_VECTORS:
+                        raise _bad(path, f"array {key} is not what the manifest says",
+                                   f"{dtype} {tuple(shape)}", f"float32 {expected}, 1 <= N <= {MAX_VECTORS}")
+                with z.open(f"{key}.npy") as f:  # the header is sound: now its data, never a pickle
+                    a = np.lib.format.read_array(f, allow_pickle=False, max_header_size=HEADER_BYTES)
+                if not np.isfinite(a).all():
+                    raise _bad(path, f"array {key} holds NaN or inf", "non-finite values", "finite values")
+                out[key] = np.ascontiguousarray(a)
+    except BundleError:
+        raise
+    # what numpy's and zipfile's parsers raise on damaged bytes (numpy's header parser tokenizes Python literals)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, RuntimeError,
+            TypeError, SyntaxError, tokenize.TokenError) as err:
+        raise _bad(path, "it cannot be read as an .npz of arrays", f"{type(err).__name__}: {str(err)[:160]}",
+                   "numpy's .npz of float32 arrays") from None
+    return out
+
+
+def _bad(path: Path, why: str, got: object, expected: object) -> BundleError:
+    return BundleError(f"{Path(path).name}: {why}", got=got, expected=expected,
+                       hint="the bundle's test vectors are damaged; export the bundle again")
 
 
 def available_backends(bundle: Bundle) -> list[str]:

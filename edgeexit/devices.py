@@ -17,7 +17,9 @@ The runner writes the document described in `edgeexit.device_runner` (the C++ ru
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -26,12 +28,121 @@ import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from typing import Annotated, Literal
+from urllib.parse import parse_qsl, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgeexit.errors import ConfigError, DeviceError
 
 RUN_TIMEOUT_S = 1800  # a profile of a big model on a slow board takes minutes, not hours
 CONNECT_TIMEOUT_S = 10
+
+# What may reach ssh's argv or a shell on the device. Nothing starts with '-' (ssh would read an option: the
+# `ssh://-oProxyCommand=CMD@host` attack), nothing holds whitespace, quotes, `$`, `;`, `%` (ssh's own token
+# expansion) or `=` (an `-o` value). Stricter than OpenSSH, on purpose: these are names, not syntax.
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*\.?")
+_PATH = re.compile(r"[A-Za-z0-9_./~+][A-Za-z0-9_./~+-]{0,1023}")  # a path for ssh's -i / -o or the device's python
+_SERIAL = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.:-]{0,127}")  # adb serials: R58M12345, emulator-5554, 10.0.0.7:5555
+SSH_FORM = "ssh://[user@]host[:port][?python=PATH&identity=KEY&known_hosts=FILE]"
+
+
+def _valid(pattern: re.Pattern, value: str, what: str, uri: str, expected: str) -> str:
+    if not pattern.fullmatch(value):
+        raise ConfigError(f"bad {what} in the device address", got=f"{value!r} in {uri!r}", expected=expected,
+                          hint="names and paths only: no leading '-', no spaces, quotes, '=', '%', '$' or ';'")
+    return value
+
+
+# The device's JSON (edgeexit-device-profile/1) is data from another machine: typed and bounded here, the one reader
+# of it on the host (a runner that writes NaN, -1 ms or markup gets a DeviceError, never a trusted profile).
+DEVICE_FORMAT = "edgeexit-device-profile/1"
+MAX_MS = 1e3 * RUN_TIMEOUT_S  # no single call can take longer than the whole run may
+MAX_DOC_BYTES = 64 << 20
+Ms = Annotated[float, Field(gt=0, le=MAX_MS, allow_inf_nan=False)]  # 0 ms is no measurement (and divides by zero)
+Count = Annotated[int, Field(ge=0, le=1_000_000)]
+# printable, one line: no C0/C1 controls (a terminal escape from a device would reach the user's terminal)
+Text = Annotated[str, Field(max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")]
+Word = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")]
+BatchKey = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,6}$")]
+Entry = Annotated[str, Field(pattern=r"^(full|full_repeat|(exit|segment|head|static)[0-9]{1,3})$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DeviceInfo(_Strict):
+    hostname: Text
+    system: Text
+    machine: Text
+    cpus: Annotated[int, Field(ge=1, le=1 << 16)]
+    cpu: Text
+
+
+class DeviceProfile(_Strict):
+    """What a runner measured on the device: per batch size, per entry, one median (ms) per round."""
+
+    format: Literal["edgeexit-device-profile/1"]
+    runner: Literal["python", "cpp"]
+    runner_location: Annotated[str, Field(max_length=4096, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")] | None = None
+    backend: Word
+    bundle_checksum: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    device: DeviceInfo
+    versions: Annotated[dict[Word, Text], Field(max_length=64)]
+    warmup: Count
+    rounds: Annotated[int, Field(ge=1, le=1_000_000)]
+    calls: Annotated[int, Field(ge=1, le=1_000_000)]
+    batches: Annotated[dict[BatchKey, Annotated[dict[Entry, Annotated[list[Ms], Field(min_length=1)]],
+                                               Field(min_length=1, max_length=4096)]], Field(min_length=1, max_length=64)]
+    peak_rss_mb: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _one_figure_per_round(self) -> "DeviceProfile":
+        for b, entries in self.batches.items():
+            if "full" not in entries:
+                raise ValueError(f"batch {b} has no 'full' entry (the unsplit model)")
+            short = sorted(n for n, v in entries.items() if len(v) != self.rounds)
+            if short:
+                raise ValueError(f"batch {b}: {', '.join(short)} hold other than rounds={self.rounds} figures")
+        return self
+
+
+def validation_summary(err: ValidationError, limit: int = 3) -> str:
+    """The first few problems of a pydantic error, one line each: where, what (the value itself never echoed)."""
+    lines = [f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors()[:limit]]
+    more = err.error_count() - limit
+    return "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
+
+
+def read_device_profile(data: bytes, where: str = "the device") -> dict:
+    """The device's JSON checked against `DeviceProfile`, as a plain dict; a DeviceError for anything else."""
+    if len(data) > MAX_DOC_BYTES:
+        raise DeviceError(f"the profile from {where} is too large", got=f"{len(data)} bytes",
+                          expected=f"<= {MAX_DOC_BYTES} bytes", hint="the runner and this edgeexit differ in version?")
+    try:
+        raw = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise DeviceError(f"the profile from {where} is not JSON", got=repr(data[:80]),
+                          expected="one UTF-8 JSON document", hint=str(err)[:200]) from None
+    if not isinstance(raw, dict):
+        raise DeviceError(f"the profile from {where} is not a JSON object", got=type(raw).__name__,
+                          expected=f"an object of format {DEVICE_FORMAT}", hint="the runner and this edgeexit differ "
+                          "in version, or the runner on the device is not edgeexit's")
+    if raw.get("format") != DEVICE_FORMAT:
+        raise DeviceError("the device's runner speaks another format", got=str(raw.get("format"))[:80],
+                          expected=DEVICE_FORMAT, hint="the runner and this edgeexit differ in version")
+    try:
+        return DeviceProfile.model_validate(raw).model_dump()
+    except ValidationError as err:
+        raise DeviceError(f"the profile from {where} does not hold what a profile must", got=validation_summary(err),
+                          expected=f"{DEVICE_FORMAT}: finite timings > 0 ms, one per round, known keys",
+                          hint="profile again; if it persists, the runner on the device is broken or not edgeexit's") from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 @dataclass
@@ -147,26 +258,52 @@ def _package_tar(bundle: Path) -> bytes:
     return buf.getvalue()
 
 
+def parse_ssh_uri(uri: str) -> tuple[str | None, str, int | None, dict[str, str]]:
+    """(user, host, port, options) of an ssh:// device address, each checked to be a plain name or path."""
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError as err:  # a bad port, an unclosed IPv6 bracket
+        raise ConfigError("not an ssh device address", got=uri, expected=SSH_FORM, hint=str(err)) from None
+    if parts.scheme != "ssh" or not parts.hostname or parts.path not in ("", "/") or parts.fragment:
+        raise ConfigError("not an ssh device address", got=uri, expected=SSH_FORM,
+                          hint="e.g. ssh://nvidia@jetson.local:22?python=/usr/bin/python3")
+    if parts.password is not None:
+        raise ConfigError("ssh devices use keys, never a password in the address",
+                          got=uri.replace(f":{parts.password}@", ":***@", 1), expected=SSH_FORM,
+                          hint="pass the key with ?identity=KEY")
+    if port == 0:
+        raise ConfigError("bad ssh port", got=uri, expected="ssh://host:PORT with PORT 1..65535")
+    user = None if parts.username is None else _valid(_USER, parts.username, "user", uri, "a user name: letters, digits, _ . -")
+    host = parts.hostname
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        _valid(_HOST, host, "host", uri, "a host name or an IP address")
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise ConfigError("bad ssh device options", got=parts.query, expected="python=PATH&identity=KEY&known_hosts=FILE") from None
+    query: dict[str, str] = {}
+    for key, value in pairs:
+        if key not in ("python", "identity", "known_hosts"):
+            raise ConfigError("unknown ssh device option", got=key, expected="python, identity, known_hosts",
+                              hint="e.g. ssh://nvidia@jetson.local?python=/usr/bin/python3")
+        if key in query:
+            raise ConfigError("ssh device option given twice", got=key, expected="each option once")
+        query[key] = _valid(_PATH, value, f"{key} path", uri, "a path without spaces, quotes, '=', '%' or a leading '-'")
+    return user, host, port, query
+
+
 class SshDevice(Device):
     """A Linux board over OpenSSH: key authentication only (BatchMode), never a password prompt."""
 
     def __init__(self, uri: str):
-        parts = urlsplit(uri)
-        if parts.scheme != "ssh" or not parts.hostname:
-            raise ConfigError("not an ssh device", got=uri, expected="ssh://[user@]host[:port]")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(query) - {"python", "identity", "known_hosts"}
-        if unknown:
-            raise ConfigError("unknown ssh device option", got=sorted(unknown), expected="python, identity, known_hosts",
-                              hint="e.g. ssh://nvidia@jetson.local?python=/usr/bin/python3")
         self.uri, self.runner = uri, "python"
-        self.host = f"{parts.username}@{parts.hostname}" if parts.username else parts.hostname
+        user, host, port, query = parse_ssh_uri(uri)
+        self.host = f"{user}@{host}" if user else host
         self.python = query.get("python", "python3")
         self.options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}"]
-        try:
-            port = parts.port
-        except ValueError:
-            raise ConfigError("bad ssh port", got=uri, expected="ssh://host:PORT") from None
         if port:
             self.options += ["-p", str(port)]
         if "identity" in query:
@@ -179,7 +316,8 @@ class SshDevice(Device):
         return f"ssh://{self.host}"
 
     def _ssh(self, command: str, what: str, *, stdin: bytes | None = None, timeout: float = RUN_TIMEOUT_S) -> bytes:
-        return _run(["ssh", *self.options, self.host, command], what, stdin=stdin, timeout=timeout)
+        # `--`: whatever the destination is, ssh reads no option from it (a second lock beside parse_ssh_uri)
+        return _run(["ssh", *self.options, "--", self.host, command], what, stdin=stdin, timeout=timeout)
 
     def check(self) -> None:
         self._ssh(f"{shlex.quote(self.python)} -c 'import numpy, pydantic'", f"connecting to {self.describe()}",
@@ -221,6 +359,8 @@ class AdbDevice(Device):
 
     def __init__(self, uri: str):
         serial = uri.removeprefix("adb://")
+        if serial:  # empty: adb's only device
+            _valid(_SERIAL, serial, "adb serial", uri, "a serial from `adb devices` (letters, digits, . : _ -)")
         self.uri, self.runner, self.serial = uri, "cpp", serial
         self.workdir: str | None = None
 
@@ -236,16 +376,21 @@ class AdbDevice(Device):
         if runner_binary is None:
             raise ConfigError("a phone runs the C++ runner", got="no --runner-binary", expected="edgeexit_runner built "
                               "for the phone", hint="build targets/executorch with the NDK (see its README)")
-        self.workdir = f"{self.ROOT}/{bundle.resolve().name}"
-        self._adb("shell", f"rm -rf {shlex.quote(self.workdir)} && mkdir -p {shlex.quote(self.workdir)}", what="preparing the phone")
-        self._adb("push", str(bundle.resolve()), f"{self.workdir}/bundle", what="pushing the bundle")
-        self._adb("push", str(runner_binary), f"{self.workdir}/edgeexit_runner", what="pushing the runner")
-        self._adb("shell", f"chmod 755 {self.workdir}/edgeexit_runner", what="making the runner executable")
-        return f"{self.workdir}/bundle"
+        # the folder's name is the user's, not a name for a shell: only its plain characters go to the phone, and
+        # every word of every `adb shell` command is quoted all the same
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", bundle.resolve().name).lstrip(".-") or "bundle"
+        self.workdir = wd = f"{self.ROOT}/{name}"
+        q = shlex.quote
+        self._adb("shell", f"rm -rf {q(wd)} && mkdir -p {q(wd)}", what="preparing the phone")
+        self._adb("push", str(bundle.resolve()), f"{wd}/bundle", what="pushing the bundle")
+        self._adb("push", str(Path(runner_binary).resolve()), f"{wd}/edgeexit_runner", what="pushing the runner")
+        self._adb("shell", f"chmod 755 {q(wd + '/edgeexit_runner')}", what="making the runner executable")
+        return f"{wd}/bundle"
 
     def execute(self, argv: list[str]) -> bytes:
         wd = self.workdir or self.ROOT
-        cmd = f"cd {wd} && LD_LIBRARY_PATH=. ./edgeexit_runner {shlex.quote(argv[1])} --profile " + " ".join(shlex.quote(a) for a in argv[2:])
+        cmd = (f"cd {shlex.quote(wd)} && LD_LIBRARY_PATH=. ./edgeexit_runner {shlex.quote(argv[1])} --profile "
+               + " ".join(shlex.quote(a) for a in argv[2:]))
         return self._adb("shell", cmd, what="the C++ runner on the phone")
 
     def out_path(self) -> str:
@@ -300,14 +445,6 @@ def run_profile(device: Device, bundle: Path, options: RunnerOptions, *, runner_
         text = device.fetch(out)
     finally:
         device.cleanup()
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DeviceError("the device's runner wrote no JSON", got=text[:200].decode(errors="replace"),
-                          expected="one JSON document", hint=str(err)) from None
-    if raw.get("format") != "edgeexit-device-profile/1":
-        raise DeviceError("the device's runner speaks another format", got=raw.get("format"),
-                          expected="edgeexit-device-profile/1", hint="the runner and this edgeexit differ in version")
-    return raw
+    return read_device_profile(text, device.describe())
 
 

@@ -141,7 +141,9 @@ def read_profile(run: RunDir, checkpoint: Path) -> dict:
         raise ConfigError("a millisecond budget needs the per-exit latency table of the target",
                           got=f"no {run.profile}", expected="RUN/profile.json",
                           hint="run `edgeexit export` then `edgeexit profile` first")
-    prof = jsonio.read_json(run.profile)
+    from edgeexit.profile import read_profile_json  # the one reader of profile.json: typed and bounded
+
+    prof = read_profile_json(run.profile)
     run.require_made_from(run.profile, (prof.get("provenance") or {}).get("checkpoint_sha256"), checkpoint,
                           "edgeexit export && edgeexit profile")
     return prof

@@ -16,18 +16,229 @@ Results are stamped with the device, backend, versions and the bundle's checksum
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import Field, ValidationError, model_validator
 
 from edgeexit.bundle import Bundle, load_bundle
-from edgeexit.devices import Device, RunnerOptions, parse_device, run_profile
-from edgeexit.errors import DeviceError
+from edgeexit.devices import (
+    MAX_DOC_BYTES,
+    BatchKey,
+    Count,
+    Device,
+    DeviceInfo,
+    DeviceProfile,
+    Ms,
+    RunnerOptions,
+    Text,
+    Word,
+    _no_constant,
+    _Strict,
+    parse_device,
+    run_profile,
+    validation_summary,
+)
+from edgeexit.errors import ConfigError, DeviceError
 
 FORMAT = "edgeexit-profile/2"
 HOST_BACKENDS = ("onnxruntime", "torch")  # run locally, they measure this host's CPU (target "cpu")
 NOISE_BOUND = 0.03  # a same-work ratio further than 3 % from 1: the figures of this run are not trusted
+
+
+Ratio = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+Signed = Annotated[float, Field(ge=-1e9, le=1e9, allow_inf_nan=False)]
+Sha = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")]
+
+
+class Stats(_Strict):
+    p50_ms: Ms
+    p10_ms: Ms
+    p90_ms: Ms
+    spread: Ratio
+    rounds: Annotated[int, Field(ge=1, le=1_000_000)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Stats":
+        if not self.p10_ms <= self.p50_ms <= self.p90_ms:
+            raise ValueError("percentiles out of order (p10 <= p50 <= p90)")
+        return self
+
+
+class Noise(_Strict):
+    null_ratio: Ratio | None
+    round_ratio_p10: Ratio | None = None
+    round_ratio_p90: Ratio | None = None
+    noise: Ratio
+    bound: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+    trusted: bool
+
+    @model_validator(mode="after")
+    def _trusted_means_within_bound(self) -> "Noise":
+        if self.trusted != (self.noise <= self.bound):  # trust is a consequence of the figures, never a claim
+            raise ValueError(f"trusted={self.trusted} with noise {self.noise} and bound {self.bound}")
+        return self
+
+
+class ExitRow(_Strict):
+    index: Annotated[int, Field(ge=0, le=255)]
+    name: Name
+    cumulative: Stats
+    segment: Stats | None
+    head: Stats | None
+    static: Stats | None
+    macs_fraction: Ratio
+    time_fraction: Ratio
+    static_fraction: Ratio | None = None
+
+
+class ForcedFinal(_Strict):
+    ratio: Ratio
+    heads_ms: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+    heads_fraction: Ratio
+    explained_range_ms: Annotated[list[Ratio], Field(min_length=2, max_length=2)]
+    explained: bool
+    unexplained_ms: Signed
+
+
+class BatchTable(_Strict):
+    full: Stats
+    exits: Annotated[list[ExitRow], Field(min_length=1, max_length=256)]
+    noise: Noise
+    latency_ms: Annotated[list[Ms], Field(min_length=1, max_length=256)]
+    forced_final: ForcedFinal
+
+    @model_validator(mode="after")
+    def _one_row_per_exit(self) -> "BatchTable":
+        if [e.index for e in self.exits] != list(range(len(self.exits))) or len(self.latency_ms) != len(self.exits):
+            raise ValueError("exits must be 0..E-1 in order with one latency per exit")
+        if any(b < a for a, b in zip(self.latency_ms, self.latency_ms[1:])):
+            raise ValueError("latency_ms must not decrease (answering later is never cheaper)")
+        return self
+
+
+class FlatExit(_Strict):
+    index: Annotated[int, Field(ge=0, le=255)]
+    name: Name
+    p50_ms: Ms
+    p90_ms: Ms
+    time_fraction: Ratio
+    macs_fraction: Ratio
+
+
+class FullMs(_Strict):
+    p50_ms: Ms
+    p90_ms: Ms
+
+
+class Provenance(_Strict):
+    bundle_checksum: Sha
+    bundle_content_sha256: Sha
+    checkpoint_sha256: Sha | None
+
+
+class EtdumpOperator(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")]  # kernel names run long
+    ms: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+
+
+class EtdumpMethod(_Strict):
+    method: Name
+    ms: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+    p90_ms: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+    operators: Annotated[list[EtdumpOperator], Field(max_length=4096)]
+    operator_count: Count
+
+
+class Etdump(_Strict):
+    batch_size: Annotated[int, Field(ge=1)]
+    runs: Annotated[int, Field(ge=1)]
+    methods: Annotated[list[EtdumpMethod], Field(max_length=1024)]
+
+
+class Profile(_Strict):
+    """profile.json (RUN/profile.json, a bundle's report/profile.json): what `summarise` writes, typed and bounded."""
+
+    format: Literal["edgeexit-profile/2"]
+    target: Word
+    bundle_target: Word
+    backend: Word
+    runner: Literal["python", "cpp"]
+    device: Text
+    host: Text | None
+    device_info: DeviceInfo
+    versions: Annotated[dict[Word, Text], Field(max_length=64)]
+    rounds: Annotated[int, Field(ge=1, le=1_000_000)]
+    calls: Annotated[int, Field(ge=1, le=1_000_000)]
+    warmup: Count
+    peak_rss_mb: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] | None
+    trusted: bool
+    noise: Annotated[dict[BatchKey, Noise], Field(min_length=1, max_length=64)]
+    batches: Annotated[dict[BatchKey, BatchTable], Field(min_length=1, max_length=64)]
+    batch_size: Annotated[int, Field(ge=1, le=9_999_999)]
+    exits: Annotated[list[FlatExit], Field(min_length=1, max_length=256)]
+    full: FullMs
+    latency_ms: Annotated[list[Ms], Field(min_length=1, max_length=256)]
+    provenance: Provenance
+    raw: DeviceProfile
+    etdump: Etdump | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Profile":
+        if set(self.noise) != set(self.batches) or str(self.batch_size) not in self.batches:
+            raise ValueError("noise and batches must name the same batch sizes, batch_size among them")
+        if self.trusted != all(n.trusted for n in self.noise.values()):
+            raise ValueError("trusted must be true exactly when every batch's noise is within its bound")
+        if any(self.noise[b] != t.noise for b, t in self.batches.items()):
+            raise ValueError("noise differs from the batch tables' own")
+        table = self.batches[str(self.batch_size)]
+        if len({len(t.exits) for t in self.batches.values()}) != 1 or len(self.exits) != len(table.exits) \
+                or self.latency_ms != table.latency_ms:
+            raise ValueError("every table must have the same exits, and the flat table be batch_size's")
+        return self
+
+
+def read_profile_json(path: Path) -> dict:
+    """profile.json checked against `Profile`, as a plain dict: the one reader of that file (report, calibration
+    with a millisecond budget). Not JSON, a list, bad UTF-8, a missing key, NaN or a negative time: a ConfigError."""
+    path = Path(path)
+    what = f"the profile {path}"
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read {what}", got=err.strerror, expected="a readable file",
+                          hint="edgeexit profile --run-dir RUN writes it") from None
+    if len(data) > MAX_DOC_BYTES:
+        raise ConfigError(f"{what} is too large", got=f"{len(data)} bytes", expected=f"<= {MAX_DOC_BYTES} bytes")
+    try:
+        doc = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise ConfigError(f"{what} is not JSON", got=str(err)[:200], expected="one UTF-8 JSON document",
+                          hint="profile again: edgeexit profile --run-dir RUN") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{what} is not a JSON object", got=type(doc).__name__, expected=f"an object of format {FORMAT}",
+                          hint="profile again: edgeexit profile --run-dir RUN")
+    if doc.get("format") != FORMAT:
+        raise ConfigError(f"{what} is of another format", got=str(doc.get("format"))[:80], expected=FORMAT,
+                          hint="profile again with this edgeexit: edgeexit profile --run-dir RUN")
+    try:
+        return _plain(Profile.model_validate(doc))
+    except ValidationError as err:
+        raise ConfigError(f"{what} does not hold what a profile must", got=validation_summary(err),
+                          expected=f"{FORMAT}: finite timings > 0 ms, trust that follows from the noise, known keys",
+                          hint="profile again: edgeexit profile --run-dir RUN") from None
+
+
+def _plain(prof: Profile) -> dict:
+    """The profile as the dict its users read (no `etdump` key unless it has ETDump timings)."""
+    out = prof.model_dump()
+    if out["etdump"] is None:
+        del out["etdump"]
+    return out
 
 
 def stats(ms) -> dict:
@@ -85,11 +296,19 @@ def summarise(raw: dict, bundle: Bundle, device: str = "local") -> dict:
     if raw.get("bundle_checksum") != m.checksum:
         raise DeviceError("the device profiled another bundle", got=raw.get("bundle_checksum"), expected=m.checksum,
                           hint="profile again: the bundle changed while it was measured")
+    known = {"full", "full_repeat"} | {f"{kind}{e.index}" for e in bundle.exits
+                                       for kind in ("exit", "segment", "head", "static")}
+    for b, measured in raw["batches"].items():
+        missing = sorted(({"full"} | {f"exit{e.index}" for e in bundle.exits}) - set(measured))
+        if missing or set(measured) - known:
+            raise DeviceError(f"the device's profile of batch {b} does not fit this bundle's {len(bundle.exits)} exits",
+                              got=f"missing {missing}, unknown {sorted(set(measured) - known)}",
+                              expected="full and exit0..exit{E-1}", hint="profile again with this edgeexit's runner")
     batches = {b: summarise_batch(measured, bundle) for b, measured in raw["batches"].items()}
     first = min(batches, key=int)
     head = batches[first]
     local_host = device == "local" and raw["backend"] in HOST_BACKENDS
-    return {
+    out = {
         "format": FORMAT,
         "target": "cpu" if local_host else m.target,
         "bundle_target": m.target, "backend": raw["backend"], "runner": raw["runner"], "device": device,
@@ -109,6 +328,11 @@ def summarise(raw: dict, bundle: Bundle, device: str = "local") -> dict:
                        "checkpoint_sha256": m.provenance.checkpoint_sha256},
         "raw": raw,
     }
+    try:  # what is written is what the reader accepts: a profile that would not read back is refused now
+        return _plain(Profile.model_validate(out))
+    except ValidationError as err:
+        raise DeviceError("the device's figures give no usable profile", got=validation_summary(err),
+                          expected="finite, positive timings", hint="profile again on an idle device") from None
 
 
 def profile_bundle(bundle: Bundle | Path, *, backend: str | None = None, device: str | Device | None = None,

@@ -13,10 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 from edgeexit.bundle import Bundle
 from edgeexit.errors import ConfigError
+from edgeexit.profile import read_profile_json
 
 FORMAT = "edgeexit-report/1"
 PNGS = {"accuracy_cost": "report-accuracy-cost.png", "latency": "report-latency.png", "exits": "report-exits.png"}
@@ -31,11 +33,13 @@ def summary_table(result: dict, title: str = "early exit vs full model") -> Tabl
     t.add_column("metric")
     t.add_column("full model", justify="right")
     t.add_column("early exit", justify="right")
-    t.add_row(f"{result['split']} accuracy ({result['samples']} samples)", _pct(result["full_accuracy"]),
+    # every string below may come from a file or a device: escaped, so rich never reads it as markup
+    t.add_row(f"{escape(str(result['split']))} accuracy ({result['samples']} samples)", _pct(result["full_accuracy"]),
               _pct(result["early_exit_accuracy"]))
     t.add_row("mean MACs (fraction of full)", "1.000", f"{result['macs_fraction']:.3f}")
     for batch, ratio in result["latency_fraction_by_batch"].items():
-        t.add_row(f"measured time on {result['backend']}, batch {batch} (fraction of full)", "1.000", f"{ratio:.3f}")
+        t.add_row(f"measured time on {escape(str(result['backend']))}, batch {escape(str(batch))} (fraction of full)",
+                  "1.000", f"{ratio:.3f}")
     t.add_row("exit histogram", "", " / ".join(str(h) for h in result["exit_histogram"]))
     return t
 
@@ -272,21 +276,27 @@ def plot_report(rep: dict, out: Path) -> dict[str, Path]:
 
 
 def report_table(rep: dict) -> Table:
-    t = Table(title=f"savings on {rep['backend']} ({rep['device']}), {rep['split']} split")
+    t = Table(title=escape(f"savings on {rep['backend']} ({rep['device']}), {rep['split']} split"))
     for col in ("exit", "after", "answered", "alone acc.", "MACs/full", "time/full", "truncated alone/full"):
         t.add_column(col, justify="right")
     for e in rep["exits"]:
-        t.add_row(str(e["index"]), e["name"], f"{e['answered']}", _pct(e["accuracy_alone"]), f"{e['macs_fraction']:.3f}",
+        t.add_row(str(e["index"]), escape(e["name"]), f"{e['answered']}", _pct(e["accuracy_alone"]), f"{e['macs_fraction']:.3f}",
                   f"{e['time_fraction']:.3f}", "-" if e["static_fraction"] is None else f"{e['static_fraction']:.3f}")
     return t
 
 
-def _read_first(what: str, paths: list[Path], hint: str) -> dict:
+def _read_first(what: str, paths: list[Path], hint: str, reader=None) -> dict:
     from edgeexit import jsonio
 
     for p in paths:
         if p.is_file():
-            return jsonio.read_json(p)
+            if reader is not None:
+                return reader(p)
+            try:
+                return jsonio.read_json(p)
+            except (OSError, ValueError, RecursionError) as err:  # not JSON, bad UTF-8 (a ValueError too)
+                raise ConfigError(f"cannot read {what} from {p}", got=str(err)[:200], expected="a JSON document",
+                                  hint=hint) from None
     raise ConfigError(f"the report needs {what}", got=f"none of {', '.join(str(p) for p in paths)}",
                       expected="the file", hint=hint)
 
@@ -303,7 +313,7 @@ def write_report(run, *, ev: dict | None = None, prof: dict | None = None) -> tu
     ev = ev or _read_first("an evaluation", [run.eval_json, bundle.path(f"{REPORTS}eval.json")],
                            "edgeexit eval RUN/bundle --json RUN/eval.json")
     prof = prof or _read_first("a profile", [run.profile, bundle.path(f"{REPORTS}profile.json")],
-                               "edgeexit profile --run-dir RUN")
+                               "edgeexit profile --run-dir RUN", read_profile_json)
     cal_path = bundle.path("calibration.json")
     cal = jsonio.read_json(cal_path) if cal_path.is_file() else None
     curves = jsonio.read_json(run.curves_json) if run.curves_json.is_file() else None

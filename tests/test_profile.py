@@ -185,7 +185,7 @@ def test_a_millisecond_budget_on_a_noisy_profile_warns(built, tmp_path):
     run = copy_run(built, tmp_path / "run", names)
     prof = json.loads((run / "profile.json").read_text())
     prof["trusted"] = False
-    for n in prof["noise"].values():
+    for n in [*prof["noise"].values(), *(t["noise"] for t in prof["batches"].values())]:  # the reader checks they agree
         n.update(noise=0.2, trusted=False)
     (run / "profile.json").write_text(json.dumps(prof))
     budget = f"{prof['latency_ms'][-1] * 1.5:.6f}ms@{prof['target']}"

@@ -65,6 +65,34 @@ def check_input(x: np.ndarray, input_shape: Sequence[int]) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+def check_threshold(t: object, k: int) -> float | None:
+    """An exit rule as the loop runs it: None (never exits there; +inf means the same), -inf (always exits there:
+    `forced`), or a finite number, rounded to float32 as the scores are, so every backend (numpy, torch, the C++
+    runner) compares the same two float32 values. NaN, strings and booleans are a ConfigError."""
+    if t is None:
+        return None
+    if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"threshold of exit {k} is not a number", got=repr(t)[:80], expected="a finite number or None",
+                          hint="calibrate again: edgeexit calibrate")
+    t = float(t)
+    if math.isnan(t):
+        raise ConfigError(f"threshold of exit {k} is NaN", got=t, expected="a finite number or None",
+                          hint="calibrate again: edgeexit calibrate")
+    if t == math.inf:
+        return None
+    if t == -math.inf:
+        return t
+    if abs(t) > float(np.finfo(np.float32).max):  # beyond float32: no float32 score reaches it (or every one does)
+        return None if t > 0 else -math.inf
+    return float(np.float32(t))
+
+
+def nonfinite_error(where: str, sample: int, what: str = "logits") -> ShapeError:
+    return ShapeError(f"{where} gave non-finite {what} (NaN or inf) for sample {sample}", got=f"sample {sample}",
+                      expected="finite outputs", hint="the input is finite but too large for float32 arithmetic inside "
+                      "the network (e.g. |x| near 3e38 overflows); check the preprocessing: inputs are normalised images")
+
+
 class ModelRunner:
     """One whole graph (the unsplit reference model) on a backend: x -> logits."""
 
@@ -79,7 +107,11 @@ class ModelRunner:
         for s in range(0, len(x), self.max_batch):
             out = self.segment.run({self._in: self.backend.upload(x[s:s + self.max_batch])})[LOGITS]
             parts.append(np.array(self.backend.download(out)))
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        logits = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
+        if len(bad):
+            raise nonfinite_error("the reference model", int(bad[0]))
+        return logits
 
 
 class EarlyExitRuntime:
@@ -91,14 +123,15 @@ class EarlyExitRuntime:
 
     def __init__(self, backend: Backend, segments: Sequence[Segment], thresholds: Sequence[float | None],
                  cumulative_macs: Sequence[int], input_shape: Sequence[int], num_classes: int, max_batch: int, *,
-                 ensemble_weights: Sequence[float] | None = None, reference: Segment | None = None):
+                 ensemble_weights: Sequence[float] | None = None, reference: Segment | None = None,
+                 exit_names: Sequence[str] | None = None):
         if not (len(segments) == len(thresholds) == len(cumulative_macs)) or not segments:
             raise ConfigError("segments, thresholds and costs differ in length",
                               got=(len(segments), len(thresholds), len(cumulative_macs)), expected="one of each per exit",
                               hint="rebuild the bundle")
         self.backend = backend
         self.segments = list(segments)
-        self.thresholds = [None if t is None or t == math.inf else float(t) for t in thresholds]
+        self.thresholds = [check_threshold(t, k) for k, t in enumerate(thresholds)]
         self.thresholds[-1] = None  # the final exit always answers
         self.cumulative_macs = np.asarray(cumulative_macs, dtype=np.int64)
         self.input_shape = tuple(input_shape)
@@ -108,6 +141,10 @@ class EarlyExitRuntime:
         if self.ensemble_weights is not None and len(self.ensemble_weights) != len(self.segments):
             raise ConfigError("one ensemble weight per exit is needed", got=len(self.ensemble_weights),
                               expected=len(self.segments), hint="rebuild the bundle")
+        if self.ensemble_weights is not None and not all(math.isfinite(w) for w in self.ensemble_weights):
+            raise ConfigError("ensemble weights must be finite", got=self.ensemble_weights, expected="finite numbers",
+                              hint="rebuild the bundle")
+        self.exit_names = list(exit_names) if exit_names is not None else [f"exit{k}" for k in range(len(segments))]
         self._reference = reference
         self._inputs = [s.inputs[0].name for s in self.segments]
         self._gather: dict[int, object] = {}  # exit k -> the buffer survivors of exit k are gathered into
@@ -137,7 +174,7 @@ class EarlyExitRuntime:
         ensemble = b.manifest.ensemble
         return cls(be, segments, b.manifest.thresholds, [e.cumulative_macs for e in b.exits], b.input_shape,
                    len(b.manifest.class_names), max_batch, ensemble_weights=ensemble.weights if ensemble else None,
-                   reference=reference)
+                   reference=reference, exit_names=[e.name for e in b.exits])
 
     def reference(self) -> ModelRunner:
         """The unsplit original model of the bundle on the same backend: the yardstick."""
@@ -149,7 +186,7 @@ class EarlyExitRuntime:
         """The same loaded segments with other thresholds (e.g. all None to force the final exit)."""
         rt = EarlyExitRuntime(self.backend, self.segments, thresholds, self.cumulative_macs, self.input_shape,
                               self.num_classes, self.max_batch, ensemble_weights=self.ensemble_weights,
-                              reference=self._reference)
+                              reference=self._reference, exit_names=self.exit_names)
         rt._gather = self._gather
         return rt
 
@@ -166,8 +203,16 @@ class EarlyExitRuntime:
         logits = np.empty((n, self.num_classes), np.float32)
         exits = np.empty(n, np.int64)
         for s in range(0, n, self.max_batch):
-            self._run_chunk(x[s:s + self.max_batch], logits[s:s + self.max_batch], exits[s:s + self.max_batch])
+            self._run_chunk(x[s:s + self.max_batch], logits[s:s + self.max_batch], exits[s:s + self.max_batch], s)
+        # a NaN logit argmaxes to class 0: never a silent answer (one pass over [N, C], noise beside the network)
+        bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
+        if len(bad):
+            i = int(bad[0])
+            raise nonfinite_error(self._exit_label(int(exits[i])), i)
         return RunResult(logits.argmax(1), exits, logits, self.cumulative_macs[exits])
+
+    def _exit_label(self, k: int) -> str:
+        return f"exit {k} ({self.exit_names[k]})"
 
     def _gather_buffer(self, k: int):
         buf = self._gather.get(k)
@@ -176,7 +221,7 @@ class EarlyExitRuntime:
             buf = self._gather[k] = self.backend.empty((self.max_batch, *spec.sample_shape), spec.dtype)
         return buf
 
-    def _run_chunk(self, x: np.ndarray, logits_out: np.ndarray, exits_out: np.ndarray) -> None:
+    def _run_chunk(self, x: np.ndarray, logits_out: np.ndarray, exits_out: np.ndarray, start: int = 0) -> None:
         be = self.backend
         result = be.upload(logits_out)
         live = None  # output row of every sample still running; None: all of them, in order (nothing exited yet)
@@ -194,6 +239,11 @@ class EarlyExitRuntime:
                 continue
             done = be.exit_flags(outs[SCORE], threshold)
             n_done = int(np.count_nonzero(done))
+            if n_done < len(done):  # a NaN score never exits (NaN >= t is false): find it rather than run on
+                scored = be.exit_flags(outs[SCORE], -math.inf)
+                if not scored.all():
+                    row = int(np.flatnonzero(~scored)[0])
+                    raise nonfinite_error(self._exit_label(k), start + int(row if live is None else live[row]), "score")
             if n_done == 0:
                 cur = outs[FEATURES]
                 continue
@@ -221,7 +271,11 @@ class EarlyExitRuntime:
             for k, segment in enumerate(self.segments):
                 outs = segment.run({self._inputs[k]: cur})
                 for name in (LOGITS, SCORE):
-                    per_exit[k][name].append(np.array(self.backend.download(outs[name])))
+                    a = np.array(self.backend.download(outs[name]))
+                    bad = np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1))
+                    if len(bad):
+                        raise nonfinite_error(self._exit_label(k), s + int(bad[0]), name)
+                    per_exit[k][name].append(a)
                 if k < self.num_exits - 1:
                     cur = outs[FEATURES]
         return [{name: np.concatenate(v) for name, v in d.items()} for d in per_exit]
