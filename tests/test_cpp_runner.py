@@ -64,8 +64,9 @@ def executorch_cmake_dir() -> Path:
 
 def build_cpp(base: Path) -> Path:
     """Configures and builds targets/executorch (Release, edgeexit_runner and libedgeexit) in base/cpp-build; a
-    second call in the same session is an incremental no-op. Returns the build directory."""
-    build = base / "cpp-build"
+    second call in the same session is an incremental no-op. Returns the build directory. EDGEEXIT_CPP_BUILD names
+    a build directory kept between sessions instead (an incremental build, for iterating on the C++ side)."""
+    build = Path(os.environ["EDGEEXIT_CPP_BUILD"]) if os.environ.get("EDGEEXIT_CPP_BUILD") else base / "cpp-build"
     cmake = require_tool(Path(sys.executable).parent / "cmake", "cmake >= 3.28 in the venv")
     ninja = shutil.which("ninja")
     t0 = time.perf_counter()
