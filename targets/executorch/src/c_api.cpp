@@ -14,7 +14,6 @@
 
 struct ee_runtime {
   std::unique_ptr<edgeexit::Runtime> runtime;
-  std::vector<float> logits;  // scratch for ee_run calls that pass logits = NULL
   std::unique_ptr<edgeexit::Verification> verification;  // of the last ee_verify
   std::string profile;                                   // of the last ee_profile
 };
@@ -55,12 +54,7 @@ int run(ee_runtime* rt, const float* x, int64_t n, int64_t* predictions, int32_t
     if (n < 1) {
       throw edgeexit::ArgumentError("ee_run: n must be at least 1", std::to_string(n), "n >= 1");
     }
-    float* out = logits;
-    if (out == nullptr) {
-      rt->logits.resize(size_t(n * rt->runtime->bundle().num_classes));
-      out = rt->logits.data();
-    }
-    rt->runtime->run(x, n, predictions, exits, out, answer_at);
+    rt->runtime->run(x, n, predictions, exits, logits, answer_at);  // logits NULL: a chunk's scratch, not n's
   });
 }
 
@@ -73,7 +67,7 @@ ee_runtime* ee_open(const char* bundle_dir) {
   guarded([&] {
     if (bundle_dir == nullptr) throw edgeexit::ArgumentError("ee_open: bundle_dir is NULL", "NULL", "a directory");
     auto rt = std::make_unique<edgeexit::Runtime>(edgeexit::load_bundle(bundle_dir));
-    handle = new ee_runtime{std::move(rt), {}, nullptr, {}};
+    handle = new ee_runtime{std::move(rt), nullptr, {}};
   });
   return handle;
 }
