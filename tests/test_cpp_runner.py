@@ -74,7 +74,8 @@ def build_cpp(base: Path) -> Path:
         run_checked([cmake, "-S", str(CPP_SOURCE), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
                      f"-Dexecutorch_DIR={executorch_cmake_dir()}", *(["-G", "Ninja"] if ninja else [])],
                     "cmake configure of targets/executorch")
-    run_checked([cmake, "--build", str(build), "--target", "edgeexit_runner", "-j", str(os.cpu_count() or 2)],
+    run_checked([cmake, "--build", str(build), "--target", "edgeexit_runner", "edgeexit_canonical", "-j",
+                 str(os.cpu_count() or 2)],
                 "cmake build of targets/executorch")
     print(f"\n[cpp] configure + build of targets/executorch: {time.perf_counter() - t0:.1f} s")
     return build
@@ -346,7 +347,7 @@ def test_profile_writes_the_device_profile(cpp_build, android_bundle, tmp_path):
     assert res.stdout == ""
     got = json.loads(out.read_text())
     assert list(got) == ["format", "runner", "backend", "bundle_checksum", "device", "versions", "warmup", "rounds",
-                         "calls", "batches", "peak_rss_mb"]
+                         "calls", "batches", "peak_rss_mb", "executed"]
     assert (got["format"], got["runner"], got["backend"]) == ("edgeexit-device-profile/1", "cpp", "executorch")
     assert got["bundle_checksum"] == manifest["checksum"]
     from edgeexit.device_runner import device_info, profile_device
@@ -366,6 +367,8 @@ def test_profile_writes_the_device_profile(cpp_build, android_bundle, tmp_path):
     assert set(got) == set(py) - {"runner_location"}, set(py) ^ set(got)
     assert set(got["batches"]["1"]) == set(py["batches"]["1"])
     assert got["device"] == py["device"]
+    # the same work behind every entry (tests/test_cpp_trust.py checks the forced exits on more thresholds)
+    assert got["executed"] == py["executed"], (got["executed"], py["executed"])
 
 
 def test_profile_defaults_and_a_batch_outside_the_range(cpp_build, android_bundle):

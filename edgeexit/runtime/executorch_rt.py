@@ -15,6 +15,7 @@ from edgeexit.bundle import TensorSpec
 from edgeexit.bundle.manifest import SegmentRef
 from edgeexit.errors import BundleError, RuntimeMissingError
 from edgeexit.runtime.backend import check_io
+from edgeexit.runtime.pte_check import pte_problem
 from edgeexit.runtime.torch_pt2 import TorchBackend
 
 
@@ -81,6 +82,11 @@ class ExecuTorchBackend(TorchBackend):
         if program is None:
             from executorch.runtime import Verification
 
+            problem = pte_problem(Path(path).read_bytes())  # before ExecuTorch reads a byte of it (pte_check.py)
+            if problem:
+                raise BundleError(f"{Path(path).name} is not a program ExecuTorch can run safely: {problem}",
+                                  got="a damaged or hostile program", expected="a .pte edgeexit wrote",
+                                  hint="the program is damaged or was not written by edgeexit; rebuild the bundle")
             try:
                 program = self.runtime.load_program(str(path), verification=Verification.InternalConsistency)
             except (RuntimeError, ValueError) as err:

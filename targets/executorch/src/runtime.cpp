@@ -9,6 +9,7 @@
 #include <executorch/runtime/backend/interface.h>
 
 #include "error.h"
+#include "program_check.h"
 
 namespace edgeexit {
 namespace {
@@ -216,6 +217,7 @@ BoundMethod& Runtime::method(const std::string& file, const std::string& name) {
   auto& module = programs_[file];
   if (!module) {
     const std::string path = bundle_.root + "/" + file;
+    check_program(path, file);  // what ExecuTorch's verification leaves unchecked (program_check.h)
     auto loaded = std::make_unique<Module>(path, Module::LoadMode::Mmap);
     // InternalConsistency: ExecuTorch's flatbuffer verifier and its semantic checks (tensor numel overflow, list
     // element types) before anything in the program is read; Minimal (the default) only looks at the header, and a

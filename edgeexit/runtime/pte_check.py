@@ -1,0 +1,147 @@
+"""A .pte program checked before ExecuTorch loads its methods, for what ExecuTorch's InternalConsistency verification
+leaves unchecked and then trusts (the twin of targets/executorch/src/program_check.cpp): a flipped byte in a
+re-sealed bundle made ExecuTorch 1.5.1 log "Op index 2049 out of range", load the method anyway and jump through a
+null kernel pointer when it ran (SIGSEGV, the Python process gone). Checked here: every index an instruction, a chain
+or a plan holds (operators, delegates, values, jump targets) in range, every operator and delegate named.
+
+It reads the flatbuffer by hand (Python's flatbuffers has no verifier and ExecuTorch ships no Python reader of its
+schema); every read is bounds-checked, so a damaged buffer is reported, never read past.
+"""
+
+from __future__ import annotations
+
+import struct
+
+# union InstructionArguments of ExecuTorch's schema/program.fbs
+KERNEL_CALL, DELEGATE_CALL, MOVE_CALL, JUMP_FALSE_CALL, FREE_CALL = 1, 2, 3, 4, 5
+
+
+class _Damaged(Exception):
+    pass
+
+
+class _Buffer:
+    def __init__(self, data: bytes):
+        self.data, self.n = data, len(data)
+
+    def _unpack(self, fmt: str, at: int):
+        if not 0 <= at <= self.n - struct.calcsize(fmt):
+            raise _Damaged(f"an offset ({at}) points outside the program ({self.n} bytes)")
+        return struct.unpack_from(fmt, self.data, at)[0]
+
+    def field(self, table: int, index: int) -> int | None:
+        """Where field `index` of the table at `table` is stored, or None when absent."""
+        vtable = table - self._unpack("<i", table)
+        size = self._unpack("<H", vtable)
+        if 4 + 2 * index + 2 > size:
+            return None
+        slot = self._unpack("<H", vtable + 4 + 2 * index)
+        return None if slot == 0 else table + slot
+
+    def scalar(self, table: int, index: int, fmt: str, default: int = 0) -> int:
+        at = self.field(table, index)
+        return default if at is None else self._unpack(fmt, at)
+
+    def ref(self, table: int, index: int) -> int | None:
+        """Where an offset field (table, vector, string) of the table points, or None when absent."""
+        at = self.field(table, index)
+        return None if at is None else at + self._unpack("<I", at)
+
+    def vector(self, at: int | None, width: int) -> list[int]:
+        """The element positions of the vector at `at` (empty when absent)."""
+        if at is None:
+            return []
+        length = self._unpack("<I", at)
+        if at + 4 + length * width > self.n:
+            raise _Damaged(f"a vector of {length} elements runs past the end of the program")
+        return list(range(at + 4, at + 4 + length * width, width))
+
+    def tables(self, at: int | None) -> list[int]:
+        return [p + self._unpack("<I", p) for p in self.vector(at, 4)]
+
+    def ints(self, at: int | None) -> list[int]:
+        return [self._unpack("<i", p) for p in self.vector(at, 4)]
+
+    def string(self, at: int | None) -> str | None:
+        if at is None:
+            return None
+        return bytes(self.data[p] for p in self.vector(at, 1)).decode("utf-8", "replace")
+
+
+def program_bytes(data: bytes) -> bytes:
+    """The flatbuffer part of a .pte: up to the extended header's program_size when it has one ("eh00")."""
+    if len(data) < 8 or data[4:8] != b"ET12":
+        raise _Damaged("no ExecuTorch identifier ET12")
+    if len(data) >= 32 and data[8:12] == b"eh00":
+        size, segment_base = struct.unpack_from("<QQ", data, 16)
+        if not 8 <= size <= len(data) or segment_base > len(data):
+            raise _Damaged(f"its header states sizes beyond the file ({size}, {segment_base} of {len(data)} bytes)")
+        return data[:size]
+    return data
+
+
+def _check_plan(buf: _Buffer, plan: int, p: int) -> None:
+    name = buf.string(buf.ref(plan, 0))
+    if name is None:
+        raise _Damaged(f"execution plan {p} has no name")
+    where = f"method {name}"
+    values = len(buf.vector(buf.ref(plan, 2), 4))
+    operators = buf.tables(buf.ref(plan, 6))
+    delegates = buf.tables(buf.ref(plan, 7))
+
+    def in_values(indices: list[int], what: str) -> None:
+        for i in indices:
+            if not 0 <= i < values:
+                raise _Damaged(f"{where} {what} names value {i} of {values}")
+
+    in_values(buf.ints(buf.ref(plan, 3)), "input")
+    in_values(buf.ints(buf.ref(plan, 4)), "output")
+    if any(buf.ref(op, 0) is None for op in operators):
+        raise _Damaged(f"{where} has an operator without a name")
+    if any(buf.ref(d, 0) is None or buf.ref(d, 1) is None for d in delegates):
+        raise _Damaged(f"{where} has a delegate without an id or a payload")
+    for chain in buf.tables(buf.ref(plan, 5)):
+        in_values(buf.ints(buf.ref(chain, 0)), "chain input")
+        in_values(buf.ints(buf.ref(chain, 1)), "chain output")
+        instructions = buf.tables(buf.ref(chain, 2))
+        for n, ins in enumerate(instructions):
+            kind, args = buf.scalar(ins, 0, "<B"), buf.ref(ins, 1)
+            at = f"instruction {n}"
+            if args is None:
+                raise _Damaged(f"{where} {at} has no arguments")
+            if kind == KERNEL_CALL:
+                op = buf.scalar(args, 0, "<i")
+                if not 0 <= op < len(operators):
+                    raise _Damaged(f"{where} {at} calls operator {op} of {len(operators)}")
+                in_values(buf.ints(buf.ref(args, 1)), f"{at} argument")
+            elif kind == DELEGATE_CALL:
+                d = buf.scalar(args, 0, "<i")
+                if not 0 <= d < len(delegates):
+                    raise _Damaged(f"{where} {at} calls delegate {d} of {len(delegates)}")
+                in_values(buf.ints(buf.ref(args, 1)), f"{at} argument")
+            elif kind == MOVE_CALL:
+                in_values([buf.scalar(args, 0, "<i"), buf.scalar(args, 1, "<i")], f"{at} move")
+            elif kind == JUMP_FALSE_CALL:
+                in_values([buf.scalar(args, 0, "<i")], f"{at} condition")
+                target = buf.scalar(args, 1, "<i")
+                if not 0 <= target < len(instructions):
+                    raise _Damaged(f"{where} {at} jumps to instruction {target}")
+            elif kind == FREE_CALL:
+                in_values([buf.scalar(args, 0, "<i")], f"{at} free")
+            else:
+                raise _Damaged(f"{where} {at} has an unknown kind {kind}")
+
+
+def pte_problem(data: bytes) -> str | None:
+    """What in the .pte `data` ExecuTorch would trust and crash on, or None."""
+    try:
+        buf = _Buffer(program_bytes(data))
+        root = buf._unpack("<I", 0)
+        plans = buf.tables(buf.ref(root, 1))
+        if not plans:
+            return "it has no execution plan"
+        for p, plan in enumerate(plans):
+            _check_plan(buf, plan, p)
+    except _Damaged as err:
+        return str(err)
+    return None
