@@ -203,8 +203,9 @@ def run_runner(build: Path, bundle: Path, x: np.ndarray, tmp: Path, *extra: str)
     inp = tmp / "x.f32"
     x.astype("<f4").tofile(inp)
     runner = require_tool(build / "edgeexit_runner", "the edgeexit_runner build")
+    # errors="replace": ExecuTorch's own log lines quote names from a damaged program byte for byte
     return subprocess.run([runner, str(bundle), str(inp), str(len(x)), *extra], check=False, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, errors="replace", timeout=120)
 
 
 @pytest.fixture(scope="session")
@@ -297,7 +298,8 @@ def test_nan_input_is_refused(cpp_build, android_bundle, inputs, tmp_path):
 
 def run_bare(build: Path, bundle: Path, *args: str) -> subprocess.CompletedProcess:
     runner = require_tool(build / "edgeexit_runner", "the edgeexit_runner build")
-    return subprocess.run([runner, str(bundle), *args], check=False, capture_output=True, text=True, timeout=300)
+    return subprocess.run([runner, str(bundle), *args], check=False, capture_output=True, text=True, errors="replace",
+                          timeout=300)
 
 
 def test_verify_passes_on_a_fresh_bundle(cpp_build, android_bundle):

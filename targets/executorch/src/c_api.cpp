@@ -1,5 +1,6 @@
 // The C API of include/edgeexit.h over edgeexit::Runtime: no exception crosses it; failures set a thread-local
 // message and return NULL or an EE_ERR_* code.
+#include <cstdio>
 #include <exception>
 #include <memory>
 #include <new>
@@ -22,8 +23,38 @@ namespace {
 
 thread_local std::string g_last_error;
 
+// A message can quote bytes from a damaged bundle (a method name of a flipped program): keep ASCII text and valid
+// 2- and 3-byte UTF-8, write anything else as \xNN, so that ee_last_error is always valid (modified) UTF-8; JNI's
+// NewStringUTF aborts the JVM on invalid bytes, and Swift's String(cString:) would replace them silently.
+std::string printable(const std::string& in) {
+  std::string out;
+  for (size_t i = 0; i < in.size();) {
+    const auto c = static_cast<unsigned char>(in[i]);
+    size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : 0;
+    bool ok = n > 0 && i + n <= in.size();
+    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(in[i + k]) & 0xC0) == 0x80;
+    if (ok && n == 3) {  // no overlong form, no surrogate
+      const unsigned c1 = static_cast<unsigned char>(in[i + 1]);
+      ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0);
+    }
+    if (ok) {
+      out.append(in, i, n);
+      i += n;
+    } else if ((c >= 0x20 && c < 0x7F) || c == '\n' || c == '\t') {
+      out += char(c);
+      ++i;
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02x", c);
+      out += buf;
+      ++i;
+    }
+  }
+  return out;
+}
+
 int fail(int code, const std::string& message) {
-  g_last_error = message;
+  g_last_error = printable(message);
   return code;
 }
 
