@@ -41,7 +41,7 @@ class PteSegment:
             meta = self.method.metadata
             got_in = [meta.input_tensor_meta(i).sizes() for i in range(meta.num_inputs())]
             got_out = [meta.output_tensor_meta(i).sizes() for i in range(meta.num_outputs())]
-        except (RuntimeError, IndexError, ValueError) as err:  # what ExecuTorch's bindings raise on a bad program
+        except (RuntimeError, IndexError, ValueError, MemoryError) as err:  # what ExecuTorch's bindings raise
             raise _damaged(f"ExecuTorch cannot load {self.where}", err) from err
         # the program records the largest batch as the batch dimension: compare the other dimensions
         check_io(path, "inputs", inputs, [i.name for i in inputs], [[-1, *s[1:]] for s in got_in])
@@ -52,7 +52,7 @@ class PteSegment:
     def run(self, feeds: Mapping[str, object]) -> Mapping[str, object]:
         try:
             outs = self.method.execute([feeds[i.name] for i in self.inputs])
-        except (RuntimeError, IndexError, ValueError) as err:
+        except (RuntimeError, IndexError, ValueError, MemoryError) as err:
             raise _damaged(f"ExecuTorch failed to execute {self.where}", err) from err
         if len(outs) != len(self._names):
             raise BundleError(f"{self.where} returned another number of outputs than the manifest says",
@@ -89,7 +89,7 @@ class ExecuTorchBackend(TorchBackend):
                                   hint="the program is damaged or was not written by edgeexit; rebuild the bundle")
             try:
                 program = self.runtime.load_program(str(path), verification=Verification.InternalConsistency)
-            except (RuntimeError, ValueError) as err:
+            except (RuntimeError, ValueError, MemoryError) as err:
                 raise _damaged(f"ExecuTorch cannot load {path.name}", err) from err
             self._programs[path] = program
         return PteSegment(program, path, ref.method, inputs, outputs)

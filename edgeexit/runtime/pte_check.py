@@ -2,7 +2,8 @@
 leaves unchecked and then trusts (the twin of targets/executorch/src/program_check.cpp): a flipped byte in a
 re-sealed bundle made ExecuTorch 1.5.1 log "Op index 2049 out of range", load the method anyway and jump through a
 null kernel pointer when it ran (SIGSEGV, the Python process gone). Checked here: every index an instruction, a chain
-or a plan holds (operators, delegates, values, jump targets) in range, every operator and delegate named.
+or a plan holds (operators, delegates, values, jump targets) in range, every operator and delegate named, and every
+name UTF-8 (the Python bindings log names through Python: one that was not UTF-8 aborted the process).
 
 It reads the flatbuffer by hand (Python's flatbuffers has no verifier and ExecuTorch ships no Python reader of its
 schema); every read is bounds-checked, so a damaged buffer is reported, never read past.
@@ -62,10 +63,16 @@ class _Buffer:
     def ints(self, at: int | None) -> list[int]:
         return [self._unpack("<i", p) for p in self.vector(at, 4)]
 
-    def string(self, at: int | None) -> str | None:
+    def string(self, at: int | None, what: str = "a name") -> str | None:
+        """The string at `at` (None when absent); it must be UTF-8: ExecuTorch's Python bindings log names through
+        Python, and a name that is not UTF-8 raised inside its C++ logger and aborted the process."""
         if at is None:
             return None
-        return bytes(self.data[p] for p in self.vector(at, 1)).decode("utf-8", "replace")
+        raw = bytes(self.data[p] for p in self.vector(at, 1))
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Damaged(f"{what} is not UTF-8 ({raw[:40]!r})") from None
 
 
 def program_bytes(data: bytes) -> bytes:
@@ -81,7 +88,7 @@ def program_bytes(data: bytes) -> bytes:
 
 
 def _check_plan(buf: _Buffer, plan: int, p: int) -> None:
-    name = buf.string(buf.ref(plan, 0))
+    name = buf.string(buf.ref(plan, 0), f"the name of execution plan {p}")
     if name is None:
         raise _Damaged(f"execution plan {p} has no name")
     where = f"method {name}"
@@ -96,10 +103,13 @@ def _check_plan(buf: _Buffer, plan: int, p: int) -> None:
 
     in_values(buf.ints(buf.ref(plan, 3)), "input")
     in_values(buf.ints(buf.ref(plan, 4)), "output")
-    if any(buf.ref(op, 0) is None for op in operators):
-        raise _Damaged(f"{where} has an operator without a name")
-    if any(buf.ref(d, 0) is None or buf.ref(d, 1) is None for d in delegates):
-        raise _Damaged(f"{where} has a delegate without an id or a payload")
+    for op in operators:
+        if buf.string(buf.ref(op, 0), f"{where}'s operator name") is None:
+            raise _Damaged(f"{where} has an operator without a name")
+        buf.string(buf.ref(op, 1), f"{where}'s operator overload")
+    for d in delegates:
+        if buf.string(buf.ref(d, 0), f"{where}'s delegate id") is None or buf.ref(d, 1) is None:
+            raise _Damaged(f"{where} has a delegate without an id or a payload")
     for chain in buf.tables(buf.ref(plan, 5)):
         in_values(buf.ints(buf.ref(chain, 0)), "chain input")
         in_values(buf.ints(buf.ref(chain, 1)), "chain output")

@@ -27,13 +27,35 @@ uint64_t le(const uint8_t* p, int bytes) {
   return v;
 }
 
+// Valid UTF-8 (2- to 4-byte forms, no overlong forms or surrogates): names are logged and put in messages.
+bool utf8(const flatbuffers::String* s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s->data());
+  const size_t n = s->size();
+  for (size_t i = 0; i < n;) {
+    const unsigned c = p[i];
+    const size_t len = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (len == 0 || i + len > n) return false;
+    for (size_t k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return false;
+    }
+    if ((c == 0xE0 && p[i + 1] < 0xA0) || (c == 0xED && p[i + 1] >= 0xA0) || (c == 0xF0 && p[i + 1] < 0x90) ||
+        (c == 0xF4 && p[i + 1] >= 0x90)) {
+      return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
 template <typename T>
 size_t size_of(const flatbuffers::Vector<T>* v) {
   return v ? v->size() : 0;
 }
 
 void check_plan(const std::string& rel, const et::ExecutionPlan* plan, size_t p) {
-  if (plan == nullptr || plan->name() == nullptr) bad(rel, "execution plan " + std::to_string(p) + " has no name");
+  if (plan == nullptr || plan->name() == nullptr || !utf8(plan->name())) {
+    bad(rel, "execution plan " + std::to_string(p) + " has no UTF-8 name");
+  }
   const std::string where = "method " + plan->name()->str();
   const int64_t values = int64_t(size_of(plan->values()));
   const int64_t ops = int64_t(size_of(plan->operators()));
@@ -56,12 +78,14 @@ void check_plan(const std::string& rel, const et::ExecutionPlan* plan, size_t p)
   values_in(plan->outputs(), "output");
   if (plan->operators()) {
     for (const et::Operator* op : *plan->operators()) {
-      if (op == nullptr || op->name() == nullptr) bad(rel, where + " has an operator without a name");
+      if (op == nullptr || op->name() == nullptr || !utf8(op->name()) || (op->overload() && !utf8(op->overload()))) {
+        bad(rel, where + " has an operator without a UTF-8 name");
+      }
     }
   }
   if (plan->delegates()) {
     for (const et::BackendDelegate* d : *plan->delegates()) {
-      if (d == nullptr || d->id() == nullptr || d->processed() == nullptr) {
+      if (d == nullptr || d->id() == nullptr || !utf8(d->id()) || d->processed() == nullptr) {
         bad(rel, where + " has a delegate without an id or a payload");
       }
     }
