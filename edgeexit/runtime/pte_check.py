@@ -57,6 +57,11 @@ class _Buffer:
             raise _Damaged(f"a vector of {length} elements runs past the end of the program")
         return list(range(at + 4, at + 4 + length * width, width))
 
+    def raw(self, at: int | None) -> bytes:
+        """The bytes of the [ubyte] vector or string at `at` (empty when absent), bounds-checked."""
+        positions = self.vector(at, 1)
+        return bytes(self.data[positions[0]:positions[-1] + 1]) if positions else b""
+
     def tables(self, at: int | None) -> list[int]:
         return [p + self._unpack("<I", p) for p in self.vector(at, 4)]
 
@@ -68,7 +73,7 @@ class _Buffer:
         Python, and a name that is not UTF-8 raised inside its C++ logger and aborted the process."""
         if at is None:
             return None
-        raw = bytes(self.data[p] for p in self.vector(at, 1))
+        raw = self.raw(at)
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -142,6 +147,50 @@ def _check_plan(buf: _Buffer, plan: int, p: int) -> None:
                 raise _Damaged(f"{where} {at} has an unknown kind {kind}")
 
 
+def _xnnpack_strings(payload: bytes, where: str) -> None:
+    """The strings of an XNNPACK delegate payload (its graph's version, the named keys of its constant data) are
+    UTF-8: XNNPACK's compiler logs a named key it cannot find, through the same Python bridge (a flipped key byte
+    aborted the process)."""
+    if payload[4:8] == b"XH00" and len(payload) >= 18:  # the XNNPACK header: flatbuffer offset and size
+        offset, size = struct.unpack_from("<II", payload, 10)
+        if offset + size > len(payload):
+            raise _Damaged(f"{where}'s XNNPACK header states a graph beyond its payload")
+        payload = payload[offset:offset + size]
+    if payload[4:8] != b"XN01":
+        raise _Damaged(f"{where} is not an XNNPACK graph (identifier {payload[4:8]!r})")
+    graph = _Buffer(payload)
+    root = graph._unpack("<I", 0)
+    graph.string(graph.ref(root, 0), f"{where}'s graph version")
+    for constant in graph.tables(graph.ref(root, 8)):  # constant_data: [ConstantDataOffset]
+        graph.string(graph.ref(constant, 2), f"{where}'s constant key")
+
+
+def _check_delegates(data: bytes, buf: _Buffer, root: int, plans: list[int]) -> None:
+    """Every XNNPACK delegate's payload (a segment after the program, or inline data) checked by _xnnpack_strings."""
+    segment_base = struct.unpack_from("<Q", data, 24)[0] if len(data) >= 32 and data[8:12] == b"eh00" else 0
+    segments = [(buf.scalar(t, 0, "<Q"), buf.scalar(t, 1, "<Q")) for t in buf.tables(buf.ref(root, 4))]
+    inline = buf.tables(buf.ref(root, 3))
+    for plan in plans:
+        for d in buf.tables(buf.ref(plan, 7)):
+            if buf.string(buf.ref(d, 0)) != "XnnpackBackend":
+                continue  # another backend's payload is that backend's business (the runner then refuses it)
+            ref = buf.ref(d, 1)
+            location, index = buf.scalar(ref, 0, "<b"), buf.scalar(ref, 1, "<I")
+            where = f"XNNPACK delegate data {index}"
+            if location == 1:  # SEGMENT
+                if index >= len(segments):
+                    raise _Damaged(f"{where} names segment {index} of {len(segments)}")
+                offset, size = segments[index]
+                start = segment_base + offset
+                if start + size > len(data):
+                    raise _Damaged(f"{where} lies beyond the end of the file")
+                _xnnpack_strings(data[start:start + size], where)
+            else:  # INLINE: Program.backend_delegate_data[index].data
+                if index >= len(inline):
+                    raise _Damaged(f"{where} names inline data {index} of {len(inline)}")
+                _xnnpack_strings(buf.raw(buf.ref(inline[index], 0)), where)
+
+
 def pte_problem(data: bytes) -> str | None:
     """What in the .pte `data` ExecuTorch would trust and crash on, or None."""
     try:
@@ -152,6 +201,9 @@ def pte_problem(data: bytes) -> str | None:
             return "it has no execution plan"
         for p, plan in enumerate(plans):
             _check_plan(buf, plan, p)
+        _check_delegates(data, buf, root, plans)
     except _Damaged as err:
         return str(err)
+    except struct.error:
+        return "an offset points outside the file"
     return None
