@@ -134,6 +134,7 @@ def test_canonical_json_matches_python(name, ascii_, cpp_build, tmp_path):
     res = cpp_canonical(canonical_tool(cpp_build), text, tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stdout == python_canonical(text)
+    assert hashlib.sha256(res.stdout).hexdigest() == digest(json.loads(text))  # the seal Python writes
 
 
 @pytest.mark.parametrize("text, part", [
@@ -181,6 +182,7 @@ def test_canonical_json_matches_python_on_generated_documents(doc, ascii_, inden
         return
     assert res.returncode == 0, (text, res.stderr)
     assert res.stdout == python_canonical(text), text
+    assert hashlib.sha256(res.stdout).hexdigest() == digest(json.loads(text))
 
 
 # ------------------------------------------------------------------------------------- checksum and schema
