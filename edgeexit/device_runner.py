@@ -11,9 +11,13 @@ What is timed, per batch size, each round (entries in turn, the order rotated ev
 each figure the median of `calls` back-to-back calls, in ms):
 - `full` and `full_repeat`: the unsplit model, twice, half a round apart. The two are the same work, so their
   ratio is the measurement's own noise (the host reads it as such);
-- `exit{k}`: the exit loop forced to answer at exit k (segments 0..k, earlier heads included);
+- `exit{k}`: the exit loop forced to answer at exit k: segments 0..k (their heads are inside them) and the exit
+  tests of the earlier exits that have a threshold (nobody leaves there), as a sample answering at k pays for them;
 - `segment{k}`: segment k alone on its real input; `head{k}`: an intermediate exit's head alone;
 - `static{k}`: the network truncated at exit k, run alone (the static alternative).
+
+`executed` says what each entry ran, once, untimed: "full", "segmentK", "testK" (an exit test), "headK", "staticK"
+in order. The C++ runner writes the same names, so a test can check that both runners time the same work.
 """
 
 from __future__ import annotations
@@ -77,14 +81,33 @@ def peak_rss_mb() -> float | None:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
 
 
-def _entries(bundle: Bundle, runtime: EarlyExitRuntime, x: np.ndarray) -> dict[str, Callable[[], object]]:
+class _Recorder:
+    """What the entries run while `log` is a list (one untimed call each); a no-op while it is None."""
+
+    def __init__(self) -> None:
+        self.log: list[str] | None = None
+
+    def note(self, what: str) -> None:
+        if self.log is not None:
+            self.log.append(what)
+
+
+def _entries(bundle: Bundle, runtime: EarlyExitRuntime, x: np.ndarray,
+             rec: _Recorder | None = None) -> dict[str, Callable[[], object]]:
     """name -> a call that runs that piece once on batch x (inputs prepared, uploaded once)."""
+    rec = rec or _Recorder()
     be = runtime.backend
     full = runtime.reference()
-    entries: dict[str, Callable[[], object]] = {"full": lambda: full.run(x), "full_repeat": lambda: full.run(x)}
+    entries: dict[str, Callable[[], object]] = {"full": lambda: (full.run(x), rec.note("full")),
+                                                "full_repeat": lambda: (full.run(x), rec.note("full"))}
+
+    def run_forced(forced: EarlyExitRuntime) -> None:
+        forced.trace = rec.log
+        forced.run(x)
+
     for k in range(runtime.num_exits):
         forced = runtime.forced(k)
-        entries[f"exit{k}"] = lambda forced=forced: forced.run(x)
+        entries[f"exit{k}"] = lambda forced=forced: run_forced(forced)
     # each segment's real input: the previous one's features on these images
     feeds, cur = [], x
     for k, seg in enumerate(runtime.segments):
@@ -93,7 +116,8 @@ def _entries(bundle: Bundle, runtime: EarlyExitRuntime, x: np.ndarray) -> dict[s
         if k < runtime.num_exits - 1:
             cur = np.array(be.download(outs["features"]))
     for k, seg in enumerate(runtime.segments):
-        entries[f"segment{k}"] = lambda seg=seg, feed=feeds[k]: (seg.run({seg.inputs[0].name: feed}), be.synchronize())
+        entries[f"segment{k}"] = lambda seg=seg, feed=feeds[k], k=k: (seg.run({seg.inputs[0].name: feed}),
+                                                                      be.synchronize(), rec.note(f"segment{k}"))
     max_batch = bundle.manifest.batch.max
     for kind in ("head", "static"):
         for e in bundle.exits:
@@ -103,13 +127,26 @@ def _entries(bundle: Bundle, runtime: EarlyExitRuntime, x: np.ndarray) -> dict[s
             path, ref = segment_file(bundle, probe.segment, be.format, f"exit {e.index}'s {kind}")
             seg = be.open_segment(path, ref, probe.inputs, probe.outputs, max_batch)
             feed = feeds[e.index + 1] if kind == "head" else feeds[0]  # a head takes segment k's features
-            entries[f"{kind}{e.index}"] = lambda seg=seg, feed=feed: (seg.run({seg.inputs[0].name: feed}),
-                                                                       be.synchronize())
+            entries[f"{kind}{e.index}"] = lambda seg=seg, feed=feed, what=f"{kind}{e.index}": (
+                seg.run({seg.inputs[0].name: feed}), be.synchronize(), rec.note(what))
     # full_repeat half a round away from full: right after it, it would find the weights still in cache and come out
     # faster (25 % at batch 1 on a 2-core x86 box), so the pair would measure the cache, not the noise
     names = [n for n in entries if n != "full_repeat"]
     names.insert(len(names) // 2, "full_repeat")
     return {n: entries[n] for n in names}
+
+
+def executed(entries: dict[str, Callable[[], object]], rec: _Recorder) -> dict[str, list[str]]:
+    """What each entry runs: one call each with the recorder on."""
+    out = {}
+    for name, fn in entries.items():
+        rec.log = []
+        try:
+            fn()
+            out[name] = rec.log
+        finally:
+            rec.log = None
+    return out
 
 
 def time_entries(entries: dict[str, Callable[[], object]], *, rounds: int, calls: int, warmup: int) -> dict[str, list[float]]:
@@ -147,11 +184,14 @@ def profile_device(bundle_dir: Path, *, backend: str | None = None, batches: lis
             raise ConfigError(f"--{name} must be >= 1", got=v)
     runtime = EarlyExitRuntime.open(bundle, backend, threads=threads)
     rng = np.random.default_rng(seed)
-    measured = {}
+    measured, ran = {}, {}
     try:
         for b in batches:
             x = rng.standard_normal((b, *bundle.input_shape)).astype(np.float32)
-            measured[str(b)] = time_entries(_entries(bundle, runtime, x), rounds=rounds, calls=calls, warmup=warmup)
+            rec = _Recorder()
+            entries = _entries(bundle, runtime, x, rec)
+            ran = ran or executed(entries, rec)  # the same work at every batch size
+            measured[str(b)] = time_entries(entries, rounds=rounds, calls=calls, warmup=warmup)
     finally:
         name = runtime.backend.name
         runtime.close()
@@ -160,7 +200,7 @@ def profile_device(bundle_dir: Path, *, backend: str | None = None, batches: lis
     return {"format": FORMAT, "runner": "python", "runner_location": str(Path(edgeexit.__file__).parent),
             "backend": name, "bundle_checksum": m.checksum,
             "device": device_info(), "versions": runtime_versions(), "warmup": warmup, "rounds": rounds,
-            "calls": calls, "batches": measured, "peak_rss_mb": peak_rss_mb()}
+            "calls": calls, "batches": measured, "peak_rss_mb": peak_rss_mb(), "executed": ran}
 
 
 def _batches(text: str) -> list[int]:

@@ -116,6 +116,17 @@ def test_jvm_reports_a_tampered_bundle(jvm_app, android_bundle, inputs, tmp_path
     assert "EdgeExitException" in res.stderr and "pte/program.pte" in res.stderr, res.stderr
 
 
+def test_jvm_refuses_a_hand_edited_threshold(jvm_app, android_bundle, inputs, tmp_path):
+    """A threshold edited in manifest.json without re-sealing it: ee_open (and so Kotlin) recomputes the checksum as
+    Python does and refuses the bundle, as the Python loader does."""
+    from test_cpp_trust import edit_threshold_unsigned
+
+    bundle = edit_threshold_unsigned(android_bundle, tmp_path / "bundle")
+    res = run_jvm(jvm_app, bundle, inputs, tmp_path)
+    assert res.returncode == 1 and res.stdout == ""
+    assert "EdgeExitException" in res.stderr and "modified after the bundle was written" in res.stderr, res.stderr
+
+
 @pytest.mark.parametrize("vectors", ["genuine", "tampered"])
 def test_jvm_verify(vectors, jvm_app, android_bundle, tmp_path):
     """EarlyExitClassifier.verify() on the bundle's own test vectors passes; on a re-sealed copy whose seg0 vector

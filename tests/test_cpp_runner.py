@@ -64,8 +64,9 @@ def executorch_cmake_dir() -> Path:
 
 def build_cpp(base: Path) -> Path:
     """Configures and builds targets/executorch (Release, edgeexit_runner and libedgeexit) in base/cpp-build; a
-    second call in the same session is an incremental no-op. Returns the build directory."""
-    build = base / "cpp-build"
+    second call in the same session is an incremental no-op. Returns the build directory. EDGEEXIT_CPP_BUILD names
+    a build directory kept between sessions instead (an incremental build, for iterating on the C++ side)."""
+    build = Path(os.environ["EDGEEXIT_CPP_BUILD"]) if os.environ.get("EDGEEXIT_CPP_BUILD") else base / "cpp-build"
     cmake = require_tool(Path(sys.executable).parent / "cmake", "cmake >= 3.28 in the venv")
     ninja = shutil.which("ninja")
     t0 = time.perf_counter()
@@ -73,7 +74,8 @@ def build_cpp(base: Path) -> Path:
         run_checked([cmake, "-S", str(CPP_SOURCE), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
                      f"-Dexecutorch_DIR={executorch_cmake_dir()}", *(["-G", "Ninja"] if ninja else [])],
                     "cmake configure of targets/executorch")
-    run_checked([cmake, "--build", str(build), "--target", "edgeexit_runner", "-j", str(os.cpu_count() or 2)],
+    run_checked([cmake, "--build", str(build), "--target", "edgeexit_runner", "edgeexit_canonical", "-j",
+                 str(os.cpu_count() or 2)],
                 "cmake build of targets/executorch")
     print(f"\n[cpp] configure + build of targets/executorch: {time.perf_counter() - t0:.1f} s")
     return build
@@ -201,8 +203,9 @@ def run_runner(build: Path, bundle: Path, x: np.ndarray, tmp: Path, *extra: str)
     inp = tmp / "x.f32"
     x.astype("<f4").tofile(inp)
     runner = require_tool(build / "edgeexit_runner", "the edgeexit_runner build")
+    # errors="replace": ExecuTorch's own log lines quote names from a damaged program byte for byte
     return subprocess.run([runner, str(bundle), str(inp), str(len(x)), *extra], check=False, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, errors="replace", timeout=120)
 
 
 @pytest.fixture(scope="session")
@@ -295,7 +298,8 @@ def test_nan_input_is_refused(cpp_build, android_bundle, inputs, tmp_path):
 
 def run_bare(build: Path, bundle: Path, *args: str) -> subprocess.CompletedProcess:
     runner = require_tool(build / "edgeexit_runner", "the edgeexit_runner build")
-    return subprocess.run([runner, str(bundle), *args], check=False, capture_output=True, text=True, timeout=300)
+    return subprocess.run([runner, str(bundle), *args], check=False, capture_output=True, text=True, errors="replace",
+                          timeout=300)
 
 
 def test_verify_passes_on_a_fresh_bundle(cpp_build, android_bundle):
@@ -345,7 +349,7 @@ def test_profile_writes_the_device_profile(cpp_build, android_bundle, tmp_path):
     assert res.stdout == ""
     got = json.loads(out.read_text())
     assert list(got) == ["format", "runner", "backend", "bundle_checksum", "device", "versions", "warmup", "rounds",
-                         "calls", "batches", "peak_rss_mb"]
+                         "calls", "batches", "peak_rss_mb", "executed"]
     assert (got["format"], got["runner"], got["backend"]) == ("edgeexit-device-profile/1", "cpp", "executorch")
     assert got["bundle_checksum"] == manifest["checksum"]
     from edgeexit.device_runner import device_info, profile_device
@@ -365,6 +369,8 @@ def test_profile_writes_the_device_profile(cpp_build, android_bundle, tmp_path):
     assert set(got) == set(py) - {"runner_location"}, set(py) ^ set(got)
     assert set(got["batches"]["1"]) == set(py["batches"]["1"])
     assert got["device"] == py["device"]
+    # the same work behind every entry (tests/test_cpp_trust.py checks the forced exits on more thresholds)
+    assert got["executed"] == py["executed"], (got["executed"], py["executed"])
 
 
 def test_profile_defaults_and_a_batch_outside_the_range(cpp_build, android_bundle):

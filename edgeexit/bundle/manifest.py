@@ -281,8 +281,12 @@ def content_digest(raw: dict[str, Any]) -> str:
 
 
 def json_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of manifest.json, as the device-side runners read it."""
+    """The JSON Schema (draft 7) of manifest.json. Draft 7 because the C++ runner validates with valijson, which
+    speaks draft 7, and pydantic's output is valid draft 7 as it stands (`$defs` is reached by plain JSON-pointer
+    `$ref`s, no `$ref` has sibling keywords, no 2019+ keyword is used): tests/test_cpp_trust.py checks it with
+    jsonschema's Draft7Validator. The C++ runner compiles in its own copy (targets/executorch/schema/), kept equal to
+    this by a test; the copy a bundle ships is for readers, never what a runner trusts."""
     schema = Manifest.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
     schema["$id"] = f"https://edgeexit.dev/schemas/manifest-v{SCHEMA_VERSION}.json"
     return schema

@@ -1,6 +1,10 @@
 """ExecuTorch backend: the bundle's `.pte` (one method per segment, XNNPACK-delegated) on ExecuTorch's own runtime
 (`executorch.runtime`), with the same exit loop; arrays are CPU torch tensors, so compaction is the torch backend's.
-The C++ runner under targets/executorch runs the same program on a device."""
+The C++ runner under targets/executorch runs the same program on a device.
+
+Programs are loaded with ExecuTorch's InternalConsistency verification (its flatbuffer verifier and semantic checks;
+said explicitly, not left to the default), and every error ExecuTorch raises while loading or running a program
+becomes a BundleError: a damaged or hostile program fails cleanly, never with a traceback."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from edgeexit.bundle import TensorSpec
 from edgeexit.bundle.manifest import SegmentRef
 from edgeexit.errors import BundleError, RuntimeMissingError
 from edgeexit.runtime.backend import check_io
+from edgeexit.runtime.pte_check import pte_problem
 from edgeexit.runtime.torch_pt2 import TorchBackend
 
 
@@ -30,10 +35,14 @@ class PteSegment:
         if method not in program.method_names:
             raise BundleError(f"{path.name} has no method {method}", got=sorted(program.method_names), expected=method,
                               hint="rebuild the bundle")
-        self.method = program.load_method(method)
-        meta = self.method.metadata
-        got_in = [meta.input_tensor_meta(i).sizes() for i in range(meta.num_inputs())]
-        got_out = [meta.output_tensor_meta(i).sizes() for i in range(meta.num_outputs())]
+        self.where = f"{path.name} method {method}"
+        try:
+            self.method = program.load_method(method)
+            meta = self.method.metadata
+            got_in = [meta.input_tensor_meta(i).sizes() for i in range(meta.num_inputs())]
+            got_out = [meta.output_tensor_meta(i).sizes() for i in range(meta.num_outputs())]
+        except (RuntimeError, IndexError, ValueError, MemoryError) as err:  # what ExecuTorch's bindings raise
+            raise _damaged(f"ExecuTorch cannot load {self.where}", err) from err
         # the program records the largest batch as the batch dimension: compare the other dimensions
         check_io(path, "inputs", inputs, [i.name for i in inputs], [[-1, *s[1:]] for s in got_in])
         check_io(path, "outputs", outputs, [o.name for o in outputs], [[-1, *s[1:]] for s in got_out])
@@ -41,7 +50,19 @@ class PteSegment:
         self._names = [o.name for o in outputs]
 
     def run(self, feeds: Mapping[str, object]) -> Mapping[str, object]:
-        return dict(zip(self._names, self.method.execute([feeds[i.name] for i in self.inputs])))
+        try:
+            outs = self.method.execute([feeds[i.name] for i in self.inputs])
+        except (RuntimeError, IndexError, ValueError, MemoryError) as err:
+            raise _damaged(f"ExecuTorch failed to execute {self.where}", err) from err
+        if len(outs) != len(self._names):
+            raise BundleError(f"{self.where} returned another number of outputs than the manifest says",
+                              got=len(outs), expected=len(self._names), hint="rebuild the bundle")
+        return dict(zip(self._names, outs))
+
+
+def _damaged(what: str, err: Exception) -> BundleError:
+    return BundleError(what, got=f"{type(err).__name__}: {str(err)[:200]}", expected="a program edgeexit wrote",
+                       hint="the program is damaged or was not written by edgeexit; rebuild the bundle")
 
 
 class ExecuTorchBackend(TorchBackend):
@@ -59,5 +80,16 @@ class ExecuTorchBackend(TorchBackend):
                               hint="rebuild the bundle")
         program = self._programs.get(path)
         if program is None:
-            program = self._programs[path] = self.runtime.load_program(str(path))
+            from executorch.runtime import Verification
+
+            problem = pte_problem(Path(path).read_bytes())  # before ExecuTorch reads a byte of it (pte_check.py)
+            if problem:
+                raise BundleError(f"{Path(path).name} is not a program ExecuTorch can run safely: {problem}",
+                                  got="a damaged or hostile program", expected="a .pte edgeexit wrote",
+                                  hint="the program is damaged or was not written by edgeexit; rebuild the bundle")
+            try:
+                program = self.runtime.load_program(str(path), verification=Verification.InternalConsistency)
+            except (RuntimeError, ValueError, MemoryError) as err:
+                raise _damaged(f"ExecuTorch cannot load {path.name}", err) from err
+            self._programs[path] = program
         return PteSegment(program, path, ref.method, inputs, outputs)

@@ -148,6 +148,10 @@ class EarlyExitRuntime:
         self._reference = reference
         self._inputs = [s.inputs[0].name for s in self.segments]
         self._gather: dict[int, object] = {}  # exit k -> the buffer survivors of exit k are gathered into
+        self._answer_at: int | None = None  # forced(k): every sample answers at k
+        # when a list: what the loop executes, "segmentK" per segment run and "testK" per exit test (the profile
+        # records it; the C++ runner writes the same names)
+        self.trace: list[str] | None = None
 
     @property
     def num_exits(self) -> int:
@@ -191,8 +195,15 @@ class EarlyExitRuntime:
         return rt
 
     def forced(self, k: int) -> "EarlyExitRuntime":
-        """Every sample answers at exit k (the earlier exits never answer and are not scored)."""
-        return self.with_thresholds([None] * k + [-math.inf] + [None] * (self.num_exits - k - 1))
+        """Every sample answers at exit k: segments 0..k run, and the exit tests of the earlier exits that have a
+        threshold run too, but nobody leaves there (a sample that answers at k in the real loop paid for those
+        tests: on a GPU backend each is a device-to-host copy and a sync); no test at k itself. The time of this run
+        is the profile's `exit{k}`; the C++ runner's ee_run_forced does the same work."""
+        if not 0 <= k < self.num_exits:
+            raise ConfigError(f"no exit {k}", got=k, expected=f"0 <= k < {self.num_exits}")
+        rt = self.with_thresholds(self.thresholds)
+        rt._answer_at = k
+        return rt
 
     def check_input(self, x: np.ndarray) -> np.ndarray:
         return check_input(x, self.input_shape)
@@ -227,10 +238,13 @@ class EarlyExitRuntime:
         live = None  # output row of every sample still running; None: all of them, in order (nothing exited yet)
         cur = be.upload(x)
         last = self.num_exits - 1
+        trace = self.trace
         for k, segment in enumerate(self.segments):
             outs = segment.run({self._inputs[k]: cur})
+            if trace is not None:
+                trace.append(f"segment{k}")
             threshold = self.thresholds[k]
-            if k == last:
+            if k == last or k == self._answer_at:
                 be.scatter(result, live, outs[LOGITS], None)
                 exits_out[slice(None) if live is None else live] = k
                 break
@@ -238,13 +252,15 @@ class EarlyExitRuntime:
                 cur = outs[FEATURES]
                 continue
             done = be.exit_flags(outs[SCORE], threshold)
+            if trace is not None:
+                trace.append(f"test{k}")
             n_done = int(np.count_nonzero(done))
             if n_done < len(done):  # a NaN score never exits (NaN >= t is false): find it rather than run on
                 scored = be.exit_flags(outs[SCORE], -math.inf)
                 if not scored.all():
                     row = int(np.flatnonzero(~scored)[0])
                     raise nonfinite_error(self._exit_label(k), start + int(row if live is None else live[row]), "score")
-            if n_done == 0:
+            if n_done == 0 or self._answer_at is not None:  # forced: tested, nobody leaves before the answer
                 cur = outs[FEATURES]
                 continue
             if n_done == len(done):

@@ -5,6 +5,7 @@
 //   edgeexit.nlohmannJsonDir <prefix>/share/cmake/nlohmann_json
 //   edgeexit.valijsonDir     <prefix>/lib/cmake/valijson
 //   edgeexit.bundledProgramSchemaDir  <executorch source>/devtools/bundled_program/schema (the test vectors' schema)
+//   edgeexit.programSchemaDir  <executorch source>/schema (program.fbs: the .pte check before ExecuTorch reads it)
 //   edgeexit.flatc                    a host flatc of the same release as
 //   edgeexit.flatbuffersInclude       <executorch source>/third-party/flatbuffers/include
 // Not built on the machines that develop edgeexit (no Android SDK there); tests/test_android_jvm.py runs the same
@@ -31,6 +32,7 @@ android {
                     "-Dnlohmann_json_DIR=${required("edgeexit.nlohmannJsonDir")}",
                     "-Dvalijson_DIR=${required("edgeexit.valijsonDir")}",
                     "-DEDGEEXIT_BUNDLED_PROGRAM_SCHEMA_DIR=${required("edgeexit.bundledProgramSchemaDir")}",
+                    "-DEDGEEXIT_PROGRAM_SCHEMA_DIR=${required("edgeexit.programSchemaDir")}",
                     "-DEDGEEXIT_FLATC=${required("edgeexit.flatc")}",
                     "-DEDGEEXIT_FLATBUFFERS_INCLUDE=${required("edgeexit.flatbuffersInclude")}",
                     "-DANDROID_STL=c++_shared"

@@ -1,7 +1,9 @@
 /* edgeexit: run an early-exit bundle (ExecuTorch .pte, XNNPACK) from C, Kotlin (JNI) or Swift.
  *
- * A runtime is opened once per bundle; ee_open verifies the bundle first (manifest against its JSON Schema,
- * relative paths only, every listed file's sha256) and loads nothing it has not verified.
+ * A runtime is opened once per bundle; ee_open verifies the bundle first, in the Python loader's order (the
+ * manifest's checksum, the manifest against the JSON Schema compiled into this library, relative paths only, every
+ * listed file's sha256, no unlisted file), and loads nothing it has not verified; programs are loaded with
+ * ExecuTorch's InternalConsistency verification.
  *
  *   ee_runtime* rt = ee_open("/data/bundle");
  *   if (!rt) { fprintf(stderr, "%s\n", ee_last_error()); ... }
@@ -31,7 +33,7 @@ typedef struct ee_runtime ee_runtime;
 
 enum {
   EE_OK = 0,
-  EE_ERR_ARGUMENT = 1, /* a NULL pointer, n < 1, an input holding NaN or inf, k out of range */
+  EE_ERR_ARGUMENT = 1, /* a NULL pointer, n < 1 or absurdly large, an input holding NaN or inf, k out of range */
   EE_ERR_BUNDLE = 2,   /* the bundle is missing, malformed, tampered with or does not match its program */
   EE_ERR_RUNTIME = 3,  /* ExecuTorch failed to load or execute a method */
   EE_ERR_INTERNAL = 4, /* anything else (out of memory, ...) */
@@ -47,8 +49,9 @@ EE_API ee_runtime* ee_open(const char* bundle_dir);
  * Returns EE_OK or an EE_ERR_* code. */
 EE_API int ee_run(ee_runtime* rt, const float* x, int64_t n, int64_t* predictions, int32_t* exits, float* logits);
 
-/* ee_run with every sample answering at exit k: segments 0..k run (their exit tests too, but no sample leaves
- * before k), whatever the thresholds. The cost of answering at exit k, as the profile measures it. */
+/* ee_run with every sample answering at exit k: segments 0..k run, and the exit tests of the earlier exits that
+ * have a threshold (no sample leaves there), no test at k: the cost of answering at exit k, as the profile measures
+ * it. The Python runtime's forced(k) does the same work. */
 EE_API int ee_run_forced(ee_runtime* rt, int k, const float* x, int64_t n, int64_t* predictions, int32_t* exits,
                          float* logits);
 
@@ -93,7 +96,8 @@ EE_API double ee_verify_tolerance(const ee_runtime* rt);  /* the tolerance of th
  * calls, entries alternating with the order rotated every round, after `warmup` calls of each. Entries: full and
  * full_repeat (the reference method twice: their ratio is the measurement's noise), exitK (the exit loop forced to
  * answer at exit K), segmentK (on its real input), headK and staticK (when the manifest names those methods).
- * Images are random normal (seeded). Returns the JSON text, valid until the next ee_profile or ee_close; NULL on
+ * Images are random normal (seeded). "executed" lists per entry what one call ran ("full", "segmentK", "testK",
+ * "headK", "staticK"), as the Python device runner lists it. Returns the JSON text, valid until the next ee_profile or ee_close; NULL on
  * failure (see ee_last_error). */
 EE_API const char* ee_profile(ee_runtime* rt, const int64_t* batches, int num_batches, int rounds, int calls,
                               int warmup, uint64_t seed);

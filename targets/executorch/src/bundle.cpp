@@ -1,12 +1,15 @@
 #include "bundle.h"
 
 #include <algorithm>
+#include <dirent.h>
+#include <sys/stat.h>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "canonical_json.h"
 #include "error.h"
 #include "schema.h"
 #include "sha256.h"
@@ -17,7 +20,7 @@ namespace {
 using nlohmann::json;
 
 constexpr const char* kManifest = "manifest.json";
-constexpr const char* kSchema = "manifest.schema.json";
+constexpr size_t kMaxManifestBytes = 16 << 20;  // a manifest is a few kB; refuse to parse a huge one
 constexpr const char* kBundled = "pte/program.bpte";  // edgeexit.export.lower_pte.BUNDLED
 constexpr int kSchemaVersion = 2;
 
@@ -30,7 +33,7 @@ std::string real_path(const std::string& path) {
   return out;
 }
 
-json read_json(const std::string& path, const std::string& what) {
+std::string read_text(const std::string& path, const std::string& what) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     throw BundleError("not a bundle: " + what + " is missing", path, what + " in the bundle directory",
@@ -38,11 +41,56 @@ json read_json(const std::string& path, const std::string& what) {
   }
   std::stringstream text;
   text << in.rdbuf();
+  return text.str();
+}
+
+json parse_json(const std::string& text, const std::string& path) {
   try {
-    return json::parse(text.str());
-  } catch (const json::parse_error& err) {
+    return json::parse(text);
+  } catch (const json::exception& err) {
     throw BundleError(path + " is not valid JSON", err.what(), "the file edgeexit wrote",
                       "the file was edited or truncated; rebuild the bundle");
+  }
+}
+
+// The checksum exactly as Python's edgeexit.bundle.manifest.digest computes it (canonical_json.h).
+void check_checksum(const std::string& text, const json& manifest) {
+  const std::string want = sha256_hex(canonical_manifest_json(text));
+  auto got = manifest.find("checksum");
+  const std::string have = got != manifest.end() && got->is_string() ? got->get<std::string>() : "";
+  if (have != want) {
+    throw BundleError("manifest.json was modified after the bundle was written",
+                      "checksum " + (have.empty() ? std::string("none") : have.substr(0, 12) + "..."),
+                      "checksum " + want.substr(0, 12) + "...",
+                      "thresholds and exits must come from `edgeexit calibrate` / `edgeexit export`; rebuild the "
+                      "bundle instead of editing it");
+  }
+}
+
+// Every file under the bundle must be listed in `files` (manifest.json aside), as the Python loader requires: an
+// unlisted file was not written by edgeexit. Directories are walked without following links.
+void check_no_unlisted(const std::string& root, const std::string& rel, const json& files, int depth = 0) {
+  const std::string dir = rel.empty() ? root : root + "/" + rel;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) throw BundleError("cannot list the bundle directory", dir, "a readable directory");
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  for (const std::string& name : names) {
+    const std::string child = rel.empty() ? name : rel + "/" + name;
+    struct stat st {};
+    if (::lstat((root + "/" + child).c_str(), &st) != 0) continue;
+    if (S_ISDIR(st.st_mode) && depth < 32) {
+      check_no_unlisted(root, child, files, depth + 1);
+    } else if (child != kManifest && !files.contains(child)) {
+      throw BundleError("the bundle holds a file its manifest does not list", child,
+                        "only the files in manifest.json's `files` (and manifest.json)",
+                        "edgeexit did not write it: remove it, or copy the bundle again from its source");
+    }
   }
 }
 
@@ -83,22 +131,6 @@ void check_sha256(const std::string& root, const std::string& rel, const std::st
                       "sha256 " + want.substr(0, 12) + "...",
                       "the bundle was tampered with or damaged in transfer; rebuild or copy it again");
   }
-}
-
-// The schema file is trusted only once its sha256 matches the manifest's `files` (read before validation, so
-// checked by hand here).
-void check_schema_file(const json& manifest, const std::string& root) {
-  auto files = manifest.find("files");
-  if (files == manifest.end() || !files->is_object()) {
-    throw BundleError("manifest.json has no `files` table", "no files object", "files: {path: sha256}",
-                      kReexportHint);
-  }
-  auto entry = files->find(kSchema);
-  if (entry == files->end() || !entry->is_string()) {
-    throw BundleError(std::string("manifest.json does not list ") + kSchema + " in `files`",
-                      "no sha256 for it", "files[\"manifest.schema.json\"]: sha256", kReexportHint);
-  }
-  check_sha256(root, kSchema, entry->get<std::string>());
 }
 
 TensorSpec read_tensor(const json& j) {
@@ -231,7 +263,13 @@ Bundle load_bundle(const std::string& dir) {
   if (root.empty()) {
     throw BundleError("bundle not found", dir, "a bundle directory", "run `edgeexit export` first");
   }
-  const json manifest = read_json(root + "/" + kManifest, kManifest);
+  const std::string text = read_text(root + "/" + kManifest, kManifest);
+  if (text.size() > kMaxManifestBytes) {
+    throw BundleError("manifest.json is too large", std::to_string(text.size()) + " bytes",
+                      "at most " + std::to_string(kMaxManifestBytes) + " bytes", kReexportHint);
+  }
+  canonical_manifest_json(text);  // refuses what Python's json cannot read (and bounds the nesting) first
+  const json manifest = parse_json(text, root + "/" + kManifest);
   if (!manifest.is_object()) {
     throw BundleError("manifest.json is not a JSON object", manifest.type_name(), "object", kReexportHint);
   }
@@ -241,8 +279,9 @@ Bundle load_bundle(const std::string& dir) {
                       version == manifest.end() ? "none" : version->dump(), std::to_string(kSchemaVersion),
                       "a newer edgeexit wrote it, or it was edited; " + std::string(kReexportHint));
   }
-  check_schema_file(manifest, root);
-  validate_manifest(manifest, read_json(root + "/" + kSchema, kSchema));
+  // The Python loader's order: checksum, types (the compiled-in schema), paths, then every file's sha256.
+  check_checksum(text, manifest);
+  validate_manifest(manifest);
 
   const json& formats = manifest.at("formats");
   if (std::find(formats.begin(), formats.end(), json("pte")) == formats.end()) {
@@ -287,9 +326,8 @@ Bundle load_bundle(const std::string& dir) {
     }
   }
   if (files.contains(kBundled)) b.bundled = kBundled;
-  for (auto it = files.begin(); it != files.end(); ++it) {
-    if (it.key() != kSchema) check_sha256(root, it.key(), it.value().get<std::string>());  // the schema was above
-  }
+  for (auto it = files.begin(); it != files.end(); ++it) check_sha256(root, it.key(), it.value().get<std::string>());
+  check_no_unlisted(root, "", files);
   return b;
 }
 

@@ -1,5 +1,5 @@
 // A verified bundle: what the exit loop needs from manifest.json (schema v2), read only after the manifest
-// matched the bundle's manifest.schema.json and every listed file matched its sha256.
+// matched its checksum and the compiled-in schema and every listed file matched its sha256.
 #pragma once
 
 #include <array>
@@ -50,9 +50,10 @@ struct Bundle {
   std::string bundled;           // the BundledProgram with the test vectors (relative); "" when the bundle has none
 };
 
-// Verifies the bundle at `dir` in the Python loader's order (the checksum aside): the manifest against
-// manifest.schema.json (itself checked against its sha256 first), the consistency rules of the schema's model,
-// every listed path (relative, inside the bundle), then every listed file's sha256. Throws edgeexit::Error.
+// Verifies the bundle at `dir` in the Python loader's order: the manifest's checksum (recomputed exactly as Python's
+// digest does), the manifest against the schema compiled into this runner, the consistency rules of the schema's
+// model, every listed path (relative, inside the bundle), every listed file's sha256, and no file the manifest does
+// not list. Throws edgeexit::Error.
 Bundle load_bundle(const std::string& dir);
 
 }  // namespace edgeexit

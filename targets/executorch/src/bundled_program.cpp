@@ -27,7 +27,10 @@ std::string read_value(const bp::Value* value, VectorTensor* out) {
   }
   if (t->sizes()) out->dims.assign(t->sizes()->begin(), t->sizes()->end());
   size_t numel = 1;
-  for (int32_t d : out->dims) numel *= d < 0 ? 0 : size_t(d);
+  for (int32_t d : out->dims) {
+    numel *= d < 0 ? 0 : size_t(d);
+    if (numel > (size_t(1) << 28)) return "has absurd dims " + dims_str(out->dims);  // no product overflows
+  }
   const size_t bytes = t->data() ? t->data()->size() : 0;
   if (out->dims.empty() || bytes != numel * sizeof(float)) {
     return "holds " + std::to_string(bytes) + " bytes for dims " + dims_str(out->dims);

@@ -1,5 +1,6 @@
 // The C API of include/edgeexit.h over edgeexit::Runtime: no exception crosses it; failures set a thread-local
 // message and return NULL or an EE_ERR_* code.
+#include <cstdio>
 #include <exception>
 #include <memory>
 #include <new>
@@ -14,7 +15,6 @@
 
 struct ee_runtime {
   std::unique_ptr<edgeexit::Runtime> runtime;
-  std::vector<float> logits;  // scratch for ee_run calls that pass logits = NULL
   std::unique_ptr<edgeexit::Verification> verification;  // of the last ee_verify
   std::string profile;                                   // of the last ee_profile
 };
@@ -23,8 +23,38 @@ namespace {
 
 thread_local std::string g_last_error;
 
+// A message can quote bytes from a damaged bundle (a method name of a flipped program): keep ASCII text and valid
+// 2- and 3-byte UTF-8, write anything else as \xNN, so that ee_last_error is always valid (modified) UTF-8; JNI's
+// NewStringUTF aborts the JVM on invalid bytes, and Swift's String(cString:) would replace them silently.
+std::string printable(const std::string& in) {
+  std::string out;
+  for (size_t i = 0; i < in.size();) {
+    const auto c = static_cast<unsigned char>(in[i]);
+    size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : 0;
+    bool ok = n > 0 && i + n <= in.size();
+    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(in[i + k]) & 0xC0) == 0x80;
+    if (ok && n == 3) {  // no overlong form, no surrogate
+      const unsigned c1 = static_cast<unsigned char>(in[i + 1]);
+      ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0);
+    }
+    if (ok) {
+      out.append(in, i, n);
+      i += n;
+    } else if ((c >= 0x20 && c < 0x7F) || c == '\n' || c == '\t') {
+      out += char(c);
+      ++i;
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02x", c);
+      out += buf;
+      ++i;
+    }
+  }
+  return out;
+}
+
 int fail(int code, const std::string& message) {
-  g_last_error = message;
+  g_last_error = printable(message);
   return code;
 }
 
@@ -55,12 +85,7 @@ int run(ee_runtime* rt, const float* x, int64_t n, int64_t* predictions, int32_t
     if (n < 1) {
       throw edgeexit::ArgumentError("ee_run: n must be at least 1", std::to_string(n), "n >= 1");
     }
-    float* out = logits;
-    if (out == nullptr) {
-      rt->logits.resize(size_t(n * rt->runtime->bundle().num_classes));
-      out = rt->logits.data();
-    }
-    rt->runtime->run(x, n, predictions, exits, out, answer_at);
+    rt->runtime->run(x, n, predictions, exits, logits, answer_at);  // logits NULL: a chunk's scratch, not n's
   });
 }
 
@@ -73,7 +98,7 @@ ee_runtime* ee_open(const char* bundle_dir) {
   guarded([&] {
     if (bundle_dir == nullptr) throw edgeexit::ArgumentError("ee_open: bundle_dir is NULL", "NULL", "a directory");
     auto rt = std::make_unique<edgeexit::Runtime>(edgeexit::load_bundle(bundle_dir));
-    handle = new ee_runtime{std::move(rt), {}, nullptr, {}};
+    handle = new ee_runtime{std::move(rt), nullptr, {}};
   });
   return handle;
 }

@@ -89,6 +89,11 @@ Json peak_rss_mb() {
 #endif
 }
 
+// Records what a profile entry ran, in the runtime's trace when one is set (see Runtime::trace).
+void note(Runtime& rt, const std::string& what) {
+  if (rt.trace != nullptr) rt.trace->push_back(what);
+}
+
 // What one batch size times: name -> one call. The inputs live in `inputs` (stable addresses).
 struct Entries {
   std::vector<std::pair<std::string, std::function<void()>>> calls;
@@ -126,8 +131,8 @@ void make_entries(Runtime& rt, int64_t batch, std::mt19937_64& gen, Entries* out
 
   BoundMethod& full = rt.method(b.reference);
   // Twice the same work: their ratio is the measurement's own noise (the host reads it as such).
-  out->calls.emplace_back("full", [&full, x, batch] { full.execute(x, batch); });
-  out->calls.emplace_back("full_repeat", [&full, x, batch] { full.execute(x, batch); });
+  out->calls.emplace_back("full", [&rt, &full, x, batch] { full.execute(x, batch), note(rt, "full"); });
+  out->calls.emplace_back("full_repeat", [&rt, &full, x, batch] { full.execute(x, batch), note(rt, "full"); });
   for (size_t k = 0; k < n; ++k) {
     out->calls.emplace_back("exit" + std::to_string(k), [&rt, out, x, batch, k] {
       rt.run(x, batch, out->predictions.data(), out->exits.data(), out->logits.data(), int(k));
@@ -136,7 +141,9 @@ void make_entries(Runtime& rt, int64_t batch, std::mt19937_64& gen, Entries* out
   for (size_t k = 0; k < n; ++k) {
     BoundMethod* seg = segments[k];
     float* in = feeds[k];
-    out->calls.emplace_back("segment" + std::to_string(k), [seg, in, batch] { seg->execute(in, batch); });
+    out->calls.emplace_back("segment" + std::to_string(k), [&rt, seg, in, batch, k] {
+      seg->execute(in, batch), note(rt, "segment" + std::to_string(k));
+    });
   }
   for (size_t k = 0; k < n; ++k) {
     if (!b.exits[k].head) continue;
@@ -149,12 +156,16 @@ void make_entries(Runtime& rt, int64_t batch, std::mt19937_64& gen, Entries* out
       out->inputs.push_back(normal(size_t(batch * head.input_numel()), gen));
       in = out->inputs.back().data();
     }
-    out->calls.emplace_back("head" + std::to_string(k), [&head, in, batch] { head.execute(in, batch); });
+    out->calls.emplace_back("head" + std::to_string(k), [&rt, &head, in, batch, k] {
+      head.execute(in, batch), note(rt, "head" + std::to_string(k));
+    });
   }
   for (size_t k = 0; k < n; ++k) {
     if (!b.exits[k].static_model) continue;
     BoundMethod& net = rt.method(*b.exits[k].static_model);
-    out->calls.emplace_back("static" + std::to_string(k), [&net, x, batch] { net.execute(x, batch); });
+    out->calls.emplace_back("static" + std::to_string(k), [&rt, &net, x, batch, k] {
+      net.execute(x, batch), note(rt, "static" + std::to_string(k));
+    });
   }
   // full_repeat half a round away from full: right after it, it would find the weights still in cache and come out
   // faster (25 % at batch 1 on a 2-core x86 box), so the pair would measure the cache, not the noise.
@@ -185,10 +196,25 @@ std::string profile_json(Runtime& rt, const ProfileOptions& o) {
   }
   std::mt19937_64 gen(o.seed);
   Json by_batch = Json::object();
+  Json executed = Json::object();
   for (int64_t batch : batches) {
     Entries entries;
     make_entries(rt, batch, gen, &entries);
     auto& calls = entries.calls;
+    if (executed.empty()) {  // what each entry runs (the same at every batch size): one traced call each
+      for (auto& entry : calls) {
+        std::vector<std::string> trace;
+        rt.trace = &trace;
+        try {
+          entry.second();
+        } catch (...) {
+          rt.trace = nullptr;
+          throw;
+        }
+        rt.trace = nullptr;
+        executed[entry.first] = trace;
+      }
+    }
     for (auto& entry : calls) {
       for (int w = 0; w < o.warmup; ++w) entry.second();
     }
@@ -224,6 +250,7 @@ std::string profile_json(Runtime& rt, const ProfileOptions& o) {
   out["calls"] = o.calls;
   out["batches"] = by_batch;
   out["peak_rss_mb"] = peak_rss_mb();
+  out["executed"] = executed;
   return out.dump() + "\n";
 }
 

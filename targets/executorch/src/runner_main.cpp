@@ -187,13 +187,16 @@ bool read_input(const char* path, size_t count, std::vector<float>* x, std::stri
   std::fseek(f, 0, SEEK_END);
   long size = std::ftell(f);
   std::fseek(f, 0, SEEK_SET);
-  x->resize(count);
-  bool ok = size >= 0 && size_t(size) == count * sizeof(float) &&
-            std::fread(x->data(), sizeof(float), count, f) == count;
+  // The file's size is checked before anything is allocated: N comes from the command line.
+  bool ok = size >= 0 && count != 0 && size_t(size) / sizeof(float) == count && size_t(size) % sizeof(float) == 0;
+  if (ok) {
+    x->resize(count);
+    ok = std::fread(x->data(), sizeof(float), count, f) == count;
+  }
   std::fclose(f);
   if (!ok) {
     *problem = std::string("input ") + path + " has the wrong size | got: " + std::to_string(size) +
-               " bytes | expected: " + std::to_string(count * sizeof(float)) +
+               " bytes | expected: " + (count ? std::to_string(count * sizeof(float)) : std::string("N x C x H x W x 4")) +
                " bytes (N x C x H x W float32) | hint: write it with numpy: x.astype('<f4').tofile(path)";
   }
   return ok;
@@ -229,7 +232,10 @@ int main(int argc, char** argv) {
   ee_input_shape(rt, chw);
   std::vector<float> x;
   std::string problem;
-  if (!read_input(argv[2], size_t(n * chw[0] * chw[1] * chw[2]), &x, &problem)) {
+  const long long sample = chw[0] * chw[1] * chw[2];
+  // n x C x H x W overflowing is as wrong as a file of the wrong size (count 0 never matches a file)
+  const size_t count = n > (1LL << 46) / (long long)sizeof(float) / sample ? 0 : size_t(n * sample);
+  if (!read_input(argv[2], count, &x, &problem)) {
     std::fprintf(stderr, "edgeexit_runner: %s\n", problem.c_str());
     ee_close(rt);
     return 1;

@@ -1,5 +1,6 @@
 #include "runtime.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -8,6 +9,7 @@
 #include <executorch/runtime/backend/interface.h>
 
 #include "error.h"
+#include "program_check.h"
 
 namespace edgeexit {
 namespace {
@@ -17,6 +19,12 @@ using executorch::extension::Module;
 using executorch::runtime::EValue;
 using executorch::runtime::MethodMeta;
 using executorch::runtime::TensorInfo;
+
+// The most floats one bound output buffer may hold (1 GiB): far above what an edgeexit bundle needs (batch.max
+// times a feature map), far below what would exhaust a phone.
+constexpr int64_t kMaxBufferFloats = int64_t(1) << 28;
+// More bytes than any buffer of a process can hold (64 TiB, a quarter of a 48-bit address space).
+constexpr int64_t kMaxInputBytes = int64_t(1) << 46;
 
 std::string et_error(executorch::runtime::Error err) {
   return std::string(executorch::runtime::to_string(err)) + " (ExecuTorch error " + std::to_string(int(err)) + ")";
@@ -43,7 +51,12 @@ BoundMethod::BoundMethod(Module& module, const std::string& file, const std::str
     throw BundleError(file + " has no method " + method, et_error(meta.error()), "method " + method, kReexportHint);
   }
   for (size_t i = 0; i < meta->num_backends(); ++i) {
-    const char* name = meta->get_backend_name(i).get();
+    auto backend = meta->get_backend_name(i);
+    if (!backend.ok()) {
+      throw BundleError(where_ + " names a backend that cannot be read", et_error(backend.error()),
+                        "a program edgeexit wrote", kReexportHint);
+    }
+    const char* name = backend.get();
     if (("," + delegates_ + ",").find("," + std::string(name) + ",") == std::string::npos) {
       delegates_ += (delegates_.empty() ? "" : ",") + std::string(name);  // one entry per backend
     }
@@ -73,8 +86,22 @@ BoundMethod::BoundMethod(Module& module, const std::string& file, const std::str
                         "re-export with this edgeexit: `edgeexit export --run-dir RUN --target android`");
     }
   };
-  TensorInfo in = meta->input_tensor_meta(0).get();
+  // A damaged program can have a method whose tensor metadata cannot be read: Result::get() would abort.
+  auto tensor_meta = [&](bool input, size_t i) {
+    auto t = input ? meta->input_tensor_meta(i) : meta->output_tensor_meta(i);
+    if (!t.ok()) {
+      throw BundleError(where_ + " has unreadable " + (input ? "input " : "output ") + std::to_string(i) + " metadata",
+                        et_error(t.error()), "a program edgeexit wrote", kReexportHint);
+    }
+    return t.get();
+  };
+  TensorInfo in = tensor_meta(true, 0);
   unplanned(in, "input");
+  for (int32_t d : in.sizes()) {
+    if (d < 1) {
+      throw BundleError(where_ + " input has a dim < 1", sizes_str(in), "positive dims", kReexportHint);
+    }
+  }
   batch_bound_ = in.sizes()[0];
   input_sample_.assign(in.sizes().begin() + 1, in.sizes().end());
 
@@ -84,13 +111,24 @@ BoundMethod::BoundMethod(Module& module, const std::string& file, const std::str
                        "a loadable method", "an operator or delegate may be missing from this build");
   }
   for (size_t i = 0; i < meta->num_outputs(); ++i) {
-    TensorInfo out = meta->output_tensor_meta(i).get();
+    TensorInfo out = tensor_meta(false, i);
     unplanned(out, "output " + std::to_string(i));
     // Rows up to the program's batch bound: ExecuTorch checks a bound buffer against the tensor's largest size.
     std::vector<int32_t> sizes(out.sizes().begin(), out.sizes().end());
     output_sample_.emplace_back(sizes.begin() + 1, sizes.end());
+    // The buffer is allocated here, so its size is checked first: a hostile program may state any dims.
     int64_t numel = 1;
-    for (int32_t d : output_sample_.back()) numel *= d;
+    bool absurd = sizes[0] < 1;
+    for (int32_t d : output_sample_.back()) {
+      absurd |= d < 1;
+      if (!absurd) numel *= d;
+      absurd |= numel > kMaxBufferFloats;
+    }
+    if (absurd || sizes[0] > kMaxBufferFloats / numel) {
+      throw BundleError(where_ + " output " + std::to_string(i) + " has absurd dims", sizes_str(out),
+                        "positive dims, at most " + std::to_string(kMaxBufferFloats) + " floats per buffer",
+                        "the program is damaged or was not written by edgeexit; rebuild the bundle");
+    }
     output_numel_.push_back(numel);
     outputs_.emplace_back(size_t(sizes[0]) * size_t(numel));
     auto buffer = executorch::extension::from_blob(outputs_.back().data(), sizes);
@@ -179,8 +217,12 @@ BoundMethod& Runtime::method(const std::string& file, const std::string& name) {
   auto& module = programs_[file];
   if (!module) {
     const std::string path = bundle_.root + "/" + file;
+    check_program(path, file);  // what ExecuTorch's verification leaves unchecked (program_check.h)
     auto loaded = std::make_unique<Module>(path, Module::LoadMode::Mmap);
-    auto err = loaded->load();
+    // InternalConsistency: ExecuTorch's flatbuffer verifier and its semantic checks (tensor numel overflow, list
+    // element types) before anything in the program is read; Minimal (the default) only looks at the header, and a
+    // damaged or hostile program then crashes the process instead of failing here.
+    auto err = loaded->load(executorch::runtime::Program::Verification::InternalConsistency);
     if (err != executorch::runtime::Error::Ok) {
       throw RuntimeError("ExecuTorch cannot load " + file, et_error(err), "a .pte program of ExecuTorch 1.5",
                          "was the bundle exported with the ExecuTorch version this runner links?");
@@ -209,6 +251,15 @@ void Runtime::run(const float* x, int64_t n, int64_t* predictions, int32_t* exit
                         "0 <= k < " + std::to_string(segments_.size()));
   }
   const int64_t sample = bundle_.input_shape[0] * bundle_.input_shape[1] * bundle_.input_shape[2];
+  const int64_t classes = bundle_.num_classes;
+  // No buffer of this process can hold more than kMaxInputBytes: a larger n is a caller's mistake (or an
+  // overflow), refused before x is read or anything is allocated.
+  if (n < 1 || n > kMaxInputBytes / int64_t(sizeof(float)) / std::max(sample, classes)) {
+    throw ArgumentError("n is not a batch size this runtime can take", std::to_string(n),
+                        "1 <= n <= " + std::to_string(kMaxInputBytes / int64_t(sizeof(float)) / std::max(sample, classes)) +
+                            " (n x C x H x W float32 must fit in memory)",
+                        "pass the number of samples in x");
+  }
   double sum = 0;
   for (int64_t i = 0; i < n * sample; ++i) sum += x[i];  // one pass; NaN or inf anywhere makes it non-finite
   if (!std::isfinite(sum)) {
@@ -218,18 +269,19 @@ void Runtime::run(const float* x, int64_t n, int64_t* predictions, int32_t* exit
                         "check the preprocessing of these images");
   }
   std::fill(segment_ms_.begin(), segment_ms_.end(), 0.0);
-  const int64_t classes = bundle_.num_classes;
   const bool forced = answer_at >= 0;
   const size_t stop = forced ? size_t(answer_at) : segments_.size() - 1;
+  if (logits == nullptr) scratch_.resize(size_t(bundle_.max_batch * classes));  // one chunk's logits, not n's
   for (int64_t s = 0; s < n; s += bundle_.max_batch) {
-    int64_t m = std::min(bundle_.max_batch, n - s);
-    run_chunk(x + s * sample, m, logits + s * classes, exits + s, stop, forced);
-  }
-  for (int64_t i = 0; i < n; ++i) {  // argmax, first maximum on ties (as numpy's argmax)
-    const float* row = logits + i * classes;
-    int64_t best = 0;
-    for (int64_t c = 1; c < classes; ++c) best = row[c] > row[best] ? c : best;
-    predictions[i] = best;
+    const int64_t m = std::min(bundle_.max_batch, n - s);
+    float* out = logits ? logits + s * classes : scratch_.data();
+    run_chunk(x + s * sample, m, out, exits + s, stop, forced);
+    for (int64_t i = 0; i < m; ++i) {  // argmax, first maximum on ties (as numpy's argmax)
+      const float* row = out + i * classes;
+      int64_t best = 0;
+      for (int64_t c = 1; c < classes; ++c) best = row[c] > row[best] ? c : best;
+      predictions[s + i] = best;
+    }
   }
 }
 
@@ -246,6 +298,7 @@ void Runtime::run_chunk(const float* x, int64_t n, float* logits_out, int32_t* e
     auto t0 = std::chrono::steady_clock::now();
     seg.method->execute(cur, m);
     segment_ms_[k] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (trace != nullptr) trace->push_back("segment" + std::to_string(k));
     const float* lg = seg.method->output(size_t(seg.logits));
     if (k == answer_at) {
       for (int64_t i = 0; i < m; ++i) {
@@ -261,6 +314,9 @@ void Runtime::run_chunk(const float* x, int64_t n, float* logits_out, int32_t* e
     }
     // Exiting rows answer now; the others move up in place (row i to row kept <= i), so the features buffer
     // becomes the next segment's input with no gather buffer.
+    // The exit test runs forced or not (a sample that answers at a later exit paid for it in the real loop);
+    // forced, nobody leaves.
+    if (trace != nullptr) trace->push_back("test" + std::to_string(k));
     const float* score = seg.method->output(size_t(seg.score));
     const int64_t row = seg.method->output_numel(size_t(seg.features));
     int64_t kept = 0;

@@ -54,9 +54,11 @@ class Runtime {
  public:
   explicit Runtime(Bundle bundle);  // loads every segment's method and binds the output buffers it owns
 
-  // x: n samples (n x C x H x W); writes predictions [n], exits [n] and logits [n x num_classes]. With
-  // answer_at = k >= 0 the loop runs as usual up to exit k (exit tests included, thresholds ignored: no sample
-  // leaves before k) and all answer at k: the cost of answering at exit k, as the profile measures it.
+  // x: n samples (n x C x H x W); writes predictions [n], exits [n] and logits [n x num_classes] (logits may be
+  // NULL: a chunk-sized scratch buffer is used). With answer_at = k >= 0 the loop runs as usual up to exit k (the
+  // exit tests of the exits that have a threshold included, but no sample leaves before k) and all answer at k,
+  // without a test there: the cost of answering at exit k, as the profile measures it. The Python runtime's
+  // forced(k) does the same work (tests/test_cpp_trust.py compares the traces).
   void run(const float* x, int64_t n, int64_t* predictions, int32_t* exits, float* logits, int answer_at = -1);
 
   // A method of a program of the bundle, loaded (and its outputs bound) on first use: the reference, heads and
@@ -66,6 +68,10 @@ class Runtime {
 
   const Bundle& bundle() const { return bundle_; }
   const std::vector<double>& segment_ms() const { return segment_ms_; }  // of the last run, per segment
+
+  // When set, run() appends what it executes: "segmentK" per segment run, "testK" per exit test (the profile's
+  // record of what each entry did; the Python runtime writes the same names).
+  std::vector<std::string>* trace = nullptr;
   const std::string& delegates(int k) const { return segments_[k].method->delegates(); }
 
  private:
@@ -84,6 +90,7 @@ class Runtime {
   std::vector<Segment> segments_;
   std::vector<int64_t> live_;  // output row of each sample still running
   std::vector<double> segment_ms_;
+  std::vector<float> scratch_;  // one chunk's logits when the caller passes none
 };
 
 }  // namespace edgeexit

@@ -1,8 +1,7 @@
-// Validation of manifest.json against the bundle's manifest.schema.json with valijson.
-//
-// valijson speaks draft 7; the schema says draft 2020-12. What the manifest's schema uses ($defs reached through
-// "#/$defs/..." JSON pointers, const, enum, anyOf, propertyNames, numeric exclusiveMinimum, additionalProperties)
-// means the same in both drafts, and valijson ignores $schema and $id, so the schema is parsed as written.
+// Validation of manifest.json against the schema compiled into this runner (schema/manifest.schema.json, which a
+// test keeps equal to Python's edgeexit.bundle.manifest.json_schema()), with valijson, JSON Schema draft 7 (the
+// draft the schema states). The manifest.schema.json a bundle ships is never what the runner trusts: a forger who
+// replaces it (with `{}`, say) and re-seals the manifest changes nothing here.
 #pragma once
 
 #include <nlohmann/json_fwd.hpp>
@@ -10,6 +9,6 @@
 namespace edgeexit {
 
 // Throws edgeexit::Error (EE_ERR_BUNDLE) naming the first failing JSON paths and the value found at the first.
-void validate_manifest(const nlohmann::json& manifest, const nlohmann::json& schema);
+void validate_manifest(const nlohmann::json& manifest);
 
 }  // namespace edgeexit

@@ -93,4 +93,10 @@ std::string sha256_file(const std::string& path) {
   return h.hexdigest();
 }
 
+std::string sha256_hex(const std::string& bytes) {
+  Sha256 h;
+  h.update(bytes.data(), bytes.size());
+  return h.hexdigest();
+}
+
 }  // namespace edgeexit

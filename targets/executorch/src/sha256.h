@@ -25,4 +25,7 @@ class Sha256 {
 // The lowercase hex sha256 of a file's bytes; throws edgeexit::Error (EE_ERR_BUNDLE) when it cannot be read.
 std::string sha256_file(const std::string& path);
 
+// The lowercase hex sha256 of bytes in memory.
+std::string sha256_hex(const std::string& bytes);
+
 }  // namespace edgeexit
