@@ -67,6 +67,7 @@ Text = Annotated[str, Field(max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")
 Word = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")]
 BatchKey = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,6}$")]
 Entry = Annotated[str, Field(pattern=r"^(full|full_repeat|(exit|segment|head|static)[0-9]{1,3})$")]
+Step = Annotated[str, Field(pattern=r"^(full|(segment|test|head|static)[0-9]{1,3})$")]
 
 
 class _Strict(BaseModel):
@@ -97,6 +98,8 @@ class DeviceProfile(_Strict):
     batches: Annotated[dict[BatchKey, Annotated[dict[Entry, Annotated[list[Ms], Field(min_length=1)]],
                                                Field(min_length=1, max_length=4096)]], Field(min_length=1, max_length=64)]
     peak_rss_mb: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] | None = None
+    # what each entry ran, once, untimed ("segmentK", "testK", "headK", "staticK", "full"): both runners must agree
+    executed: Annotated[dict[Entry, Annotated[list[Step], Field(max_length=256)]], Field(max_length=4096)] | None = None
 
     @model_validator(mode="after")
     def _one_figure_per_round(self) -> "DeviceProfile":
