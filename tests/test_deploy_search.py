@@ -256,3 +256,64 @@ def test_cost_model_of_one_profile_predicts_another(unpruned_bundle):
     res = search_deployments(scores, correct, LatencyCost(model, 1), Objective(max_drop=0.5))
     assert res.chosen.cost <= min(d.cost for d in res.statics if d.accuracy >= res.full.accuracy - 0.005)
     json.loads(res.model_dump_json())  # the report stores it
+
+
+# --------------------------------------------------------------------------------------------------
+# a deployment that ends before the original final exit ships and runs (issue 18, item 5)
+
+
+def _cut(built, dest, keep: list[int]):
+    """A run directory whose pruned.pt keeps exactly `keep` of the tiny build's trained network (as `edgeexit prune`
+    writes it), calibrated and exported for cpu through the CLI; returns (bundle, unpruned net, kept sub-network)."""
+    from edgeexit.cli import app
+    from edgeexit.rundir import RunDir
+    from edgeexit.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+
+    run, _ = built
+    dest.mkdir(parents=True)
+    shutil.copy(run / "checkpoint.pt", dest / "checkpoint.pt")
+    rd = RunDir(dest)
+    ckpt = load_checkpoint(rd.checkpoint)
+    net = model_from_checkpoint(ckpt)[0].eval()
+    sub = net.select_exits(keep).eval()
+    save_checkpoint(rd.pruned, {**{k: v for k, v in ckpt.items() if k != "format"}, "state_dict": sub.state_dict(),
+                                "kept_exits": keep, "unpruned_state_dict": ckpt["state_dict"],
+                                "ensemble": {"mode": "unif", "weights": [1 / len(keep)] * len(keep)},
+                                "provenance": {"checkpoint_sha256": rd.sha256(rd.checkpoint)}})
+    cli = CliRunner()
+    for args in (["calibrate", "--run-dir", str(dest), "--budget", "0.7"], ["export", "--run-dir", str(dest)]):
+        res = cli.invoke(app, args)
+        assert res.exit_code == 0, res.output
+    return dest / "bundle", net, sub
+
+
+@pytest.mark.parametrize("keep", [[0, 1], [1]], ids=["exits-0-1", "static-1"])
+def test_a_bundle_ending_before_the_final_exit_runs_everywhere_and_passes_compare(built, tmp_path, keep):
+    import torch
+
+    from edgeexit.bundle import load_bundle
+    from edgeexit.cli import app
+    from edgeexit.runtime import EarlyExitRuntime
+
+    path, net, sub = _cut(built, tmp_path / "run", keep)
+    bundle = load_bundle(path)
+    m = bundle.manifest
+    assert len(bundle.exits) == len(keep) and keep[-1] < net.num_exits - 1
+    assert [e.name for e in bundle.exits] == [net.exit_names[k] for k in keep]
+    # the reference stays the unsplit ORIGINAL model: "fraction of the full model" keeps its meaning
+    assert m.reference.macs == m.full_macs > bundle.exits[-1].cumulative_macs
+    x = np.random.default_rng(0).standard_normal((16, *bundle.input_shape)).astype(np.float32)
+    with torch.no_grad():
+        want_last = sub(torch.from_numpy(x))[-1].numpy()
+        want_ref = net.unsplit()(torch.from_numpy(x)).numpy()
+    for backend in ("onnxruntime", "torch"):
+        rt = EarlyExitRuntime.open(bundle, backend)
+        try:
+            forced = rt.forced(len(keep) - 1).run(x)
+            assert np.abs(forced.logits - want_last).max() < 1e-4, backend
+            assert np.abs(rt.reference().run(x) - want_ref).max() < 1e-4, backend
+            assert rt.run(x).exit_index.max() <= len(keep) - 1
+        finally:
+            rt.close()
+    res = CliRunner().invoke(app, ["compare", str(path), "--backends", "onnxruntime,torch"])
+    assert res.exit_code == 0 and "PASS" in res.output, res.output
