@@ -317,3 +317,16 @@ def test_a_bundle_ending_before_the_final_exit_runs_everywhere_and_passes_compar
             rt.close()
     res = CliRunner().invoke(app, ["compare", str(path), "--backends", "onnxruntime,torch"])
     assert res.exit_code == 0 and "PASS" in res.output, res.output
+    if len(keep) > 1:  # and on ExecuTorch (XNNPACK .pte, Python runtime), with its BundledProgram test cases
+        android = tmp_path / "android"
+        res = CliRunner().invoke(app, ["export", "--run-dir", str(tmp_path / "run"), "--target", "android",
+                                       "--out", str(android)])
+        assert res.exit_code == 0, res.output
+        rt = EarlyExitRuntime.open(load_bundle(android), "executorch")
+        try:
+            assert np.abs(rt.forced(len(keep) - 1).run(x).logits - want_last).max() < 1e-4
+            assert np.abs(rt.reference().run(x) - want_ref).max() < 1e-4
+        finally:
+            rt.close()
+        res = CliRunner().invoke(app, ["compare", str(android)])
+        assert res.exit_code == 0 and "PASS" in res.output and "executorch" in res.output, res.output
