@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from edgeexit.deploy import (CostModel, LatencyCost, MacCost, Objective, fit_cost_model, search_deployments,
                              validation_arrays)
-from edgeexit.errors import BudgetError, ConfigError, ShapeError
+from edgeexit.errors import BudgetError, ConfigError, DeviceError, ShapeError
 
 # --------------------------------------------------------------------------------------------------
 # synthetic profiles: entries made from known parameters (see edgeexit.deploy.costmodel)
@@ -46,7 +46,7 @@ def cost_of(S, H, D, L, batch_tables=None) -> CostModel:
     return fit_cost_model(fake_profile(batch_tables or {1: fake_table(S, H, D, L)}))
 
 
-def test_cost_model_recovers_a_consistent_profile_and_round_trips():
+def test_cost_model_recovers_a_consistent_profile_and_round_trips(tmp_path):
     S, H, D, L = [1.0, 2.5, 4.0], [0.1, 0.2], 0.05, 0.02
     m = cost_of(S, H, D, L)
     b = m.batches[0]
@@ -56,10 +56,16 @@ def test_cost_model_recovers_a_consistent_profile_and_round_trips():
     # a single exit is the measured static truncation (the unsplit model at the final exit)
     assert m.predict([1]) == 2.5 and m.predict([2]) == 4.0
     # forced to the last kept exit: every run; with reach fractions: the later runs weighted by them
-    assert m.predict([0, 2]) == pytest.approx(S[0] + L + (S[2] - S[0] + H[0] + D))
+    assert m.predict([0, 2]) == pytest.approx(S[0] + L + (S[2] - S[0] + H[0] + D)) == pytest.approx(m.forced_ms([0, 2]))
+    assert m.forced_ms([0]) == pytest.approx(S[0] + L)  # the loop around one segment: the profile's cumulative0
     assert m.predict([0, 1, 2], [1, 0.4, 0.1]) == pytest.approx(
         S[0] + L + 0.4 * (S[1] - S[0] + H[0] + D) + 0.1 * (S[2] - S[1] + H[1] + D))
     assert CostModel.from_json(m.to_json()) == m
+    m.save(tmp_path / "costmodel.json")
+    assert CostModel.load(tmp_path / "costmodel.json") == m
+    m.check_bundle("ab" * 32)
+    with pytest.raises(DeviceError, match="another bundle"):
+        m.check_bundle("cd" * 32)
     with pytest.raises(ConfigError, match="not a cost model"):
         CostModel.from_json('{"num_exits": "three"}')
     with pytest.raises(ConfigError, match="sorted, distinct"):
@@ -225,32 +231,43 @@ def unpruned_bundle(built, tmp_path_factory):
     return d / "bundle"
 
 
+def _errors(model: CostModel, profile: dict) -> list[float]:
+    """Relative error of the model's prediction of every cumulative, static and unsplit entry of `profile`."""
+    out = []
+    for b, table in profile["batches"].items():
+        for k, row in enumerate(table["exits"]):
+            out.append(abs(model.forced_ms(list(range(k + 1)), batch=int(b)) / row["cumulative"]["p50_ms"] - 1))
+            if row["static"] is not None:
+                out.append(abs(model.predict([k], batch=int(b)) / row["static"]["p50_ms"] - 1))
+        out.append(abs(model.predict([model.num_exits - 1], batch=int(b)) / table["full"]["p50_ms"] - 1))
+    return out
+
+
 def test_cost_model_of_one_profile_predicts_another(unpruned_bundle):
     from edgeexit.bundle import load_bundle
     from edgeexit.profile import profile_bundle
 
     bundle = load_bundle(unpruned_bundle)
-    first, second = (profile_bundle(bundle, rounds=25, calls=3, warmup=3) for _ in range(2))
+    first = profile_bundle(bundle, rounds=25, calls=3, warmup=3)
     model = fit_cost_model(first)
     assert model.ends_at_final and model.num_exits == len(bundle.exits) >= 3
     assert model.bundle_checksum == bundle.manifest.checksum and model.backend == "onnxruntime"
     assert CostModel.from_json(model.to_json()) == model
-    other = fit_cost_model(second)
-    # the stated bound: the model's own leave-one-out error plus the noise of both profiles
-    bound = model.error() + model.noise() + other.noise()
-    print(f"\ncost model on the tiny profile: leave-one-out error {model.error():.3f}, profile noise "
-          f"{model.noise():.3f} / {other.noise():.3f}, bound {bound:.3f}")
-    worst = 0.0
-    for b, table in second["batches"].items():
-        for k, row in enumerate(table["exits"]):
-            measured = row["cumulative"]["p50_ms"]
-            predicted = model.predict(list(range(k + 1)), batch=int(b))
-            worst = max(worst, abs(predicted / measured - 1))
-            if row["static"] is not None:
-                worst = max(worst, abs(model.predict([k], batch=int(b)) / row["static"]["p50_ms"] - 1))
-        worst = max(worst, abs(model.predict([model.num_exits - 1], batch=int(b)) / table["full"]["p50_ms"] - 1))
-    print(f"worst relative error on the second profile: {worst:.3f}")
-    assert worst <= bound
+    # The stated bound: the model's own leave-one-out error plus the noise of both profiles. A noisy profile (the
+    # profiler's own verdict: the unsplit model timed twice disagrees by > 3 %) is measured again, as the report
+    # tells a user to; on a shared 2-core box at batch 1 the entries are ~20 us and a single entry can still jump.
+    for attempt in range(3):
+        second = profile_bundle(bundle, rounds=25, calls=3, warmup=3)
+        other = fit_cost_model(second)
+        bound = model.error() + model.noise() + other.noise()
+        errors = _errors(model, second)
+        print(f"\ncost model on the tiny profile: leave-one-out error {model.error():.3f}, profile noise "
+              f"{model.noise():.3f} / {other.noise():.3f}, bound {bound:.3f}; on the second profile: median "
+              f"{np.median(errors):.3f}, worst {max(errors):.3f}")
+        assert np.median(errors) <= bound
+        if max(errors) <= bound or (model.trusted and other.trusted):
+            break
+    assert max(errors) <= bound
     # the search runs on it: never slower (predicted) than the fastest static truncation meeting the drop
     scores, correct = _synthetic(exit1_as_final=False)
     res = search_deployments(scores, correct, LatencyCost(model, 1), Objective(max_drop=0.5))

@@ -30,14 +30,17 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Annotated, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeexit.errors import ConfigError, DeviceError
+from edgeexit.jsonio import write_atomic
 
 FORMAT = "edgeexit-costmodel/1"
+FILE = "costmodel.json"  # its name in a run directory, next to profile.json
 Ms = Annotated[float, Field(allow_inf_nan=False)]
 END_FRACTION = 0.99  # a last exit at >= 99 % of the unsplit model's MACs is the original final exit
 
@@ -97,6 +100,25 @@ class CostModel(_Model):
         except ValueError as err:
             raise ConfigError("not a cost model", got=str(err).splitlines()[0][:200], expected=FORMAT,
                               hint="fit it again from the run's profile.json") from None
+
+    def save(self, path: Path) -> None:
+        """Written atomically (a reader never sees half a model)."""
+        write_atomic(Path(path), self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "CostModel":
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise ConfigError("cannot read the cost model", got=f"{path}: {err.strerror}", expected=f"a {FILE}",
+                              hint="fit it from the run's profile (edgeexit profile, then the build)") from None
+        return cls.from_json(text)
+
+    def check_bundle(self, checksum: str) -> None:
+        """Refuse a model fitted on another bundle's profile (as a stale profile is refused)."""
+        if self.bundle_checksum != checksum:
+            raise DeviceError("the cost model was fitted on another bundle's profile", got=self.bundle_checksum,
+                              expected=checksum, hint="profile the unpruned bundle again and refit")
 
     # --- what it states
 
@@ -168,6 +190,12 @@ class CostModel(_Model):
                               expected=f"{len(ks)} values")
         first, runs = self.run_times(ks, batch)
         return first + sum(self._interp(r, batch * float(pi)) for r, pi in zip(runs, p[1:]))
+
+    def forced_ms(self, exits: Sequence[int], batch: int = 1) -> float:
+        """The exit loop over `exits` with every sample answering at the last: what the profile's `cumulative` entries
+        time for exits 0..k (one exit: the loop around a single segment, not the static truncation)."""
+        first, runs = self.run_times(exits, batch)
+        return first + sum(self._interp(r, float(batch)) for r in runs)
 
     def linear(self, exits: Sequence[int], batch: int = 1) -> tuple[float, np.ndarray]:
         """A linear stand-in for `predict` that the search optimises: (constant, cumulative per-sample cost [m]) with

@@ -35,6 +35,8 @@ from edgeexit.errors import BudgetError, ConfigError, ShapeError
 MAX_EXITS = 12  # 4095 subsets; the search is exhaustive over them
 LAGRANGE_STEPS = 10
 MAX_SWEEPS = 8
+POLISH_STARTS = 4
+QUANTILE_STARTS = (0.2, 0.4, 0.6, 0.8)
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
@@ -339,6 +341,9 @@ def _front(sub: _Subset, const: float, objective: Objective, floor_hits: int | N
                     lo = math.log(lam)
                 else:
                     hi = math.log(lam)
+    # more starts, spread over the exits: at each kept exit the top share q of all samples would leave
+    for q in QUANTILE_STARTS:
+        points.append(np.array([int(np.searchsorted(sub.ex.leave[k], q * n)) for k in sub.ks[:-1]]))
     # polish the feasible points under the real constraint
     feasible = []
     for cuts in points:
@@ -347,15 +352,19 @@ def _front(sub: _Subset, const: float, objective: Objective, floor_hits: int | N
             feasible.append((cuts, hits, total))
     if not feasible:
         return points
+    # a local search: polish the best few feasible starts (the relaxation's points differ in which exits take whom)
     if floor_hits is not None:
-        start = min(feasible, key=lambda f: (f[2], -f[1]))[0]
-        polished = sub.ascend(start, "floor", floor_hits)
-        if cap_total is not None and sub.totals(polished)[1] > cap_total:
-            polished = start
+        starts = sorted(feasible, key=lambda f: (f[2], -f[1]))[:POLISH_STARTS]
     else:
-        start = max(feasible, key=lambda f: (f[1], -f[2]))[0]
-        polished = sub.ascend(start, "cap", cap_total)
-    points.append(polished)
+        starts = sorted(feasible, key=lambda f: (-f[1], f[2]))[:POLISH_STARTS]
+    for start, _, _ in starts:
+        if floor_hits is not None:
+            polished = sub.ascend(start, "floor", floor_hits)
+            if cap_total is not None and sub.totals(polished)[1] > cap_total:
+                continue
+        else:
+            polished = sub.ascend(start, "cap", cap_total)
+        points.append(polished)
     return points
 
 
