@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgeexit.deploy import (CostModel, LatencyCost, MacCost, Objective, fit_cost_model, search_deployments,
-                             validation_arrays)
+from edgeexit.deploy import (CostModel, LatencyCost, MacCost, Objective, fit_cost_model, make_objective,
+                             search_deployments, validation_arrays)
 from edgeexit.errors import BudgetError, ConfigError, DeviceError, ShapeError
 
 # --------------------------------------------------------------------------------------------------
@@ -175,6 +175,10 @@ def test_search_refuses_what_nothing_meets():
     assert "best reachable within the budget" in str(err.value)
     with pytest.raises(ShapeError):
         search_deployments(scores[:, :2], correct, cost, Objective(max_drop=0.5))
+    for bad in ({}, {"latency_ms": -1.0}, {"max_drop": math.nan}, {"latency_ms": 1.0, "macs_fraction": 0.5}):
+        with pytest.raises(ConfigError, match="not a deployment objective"):
+            make_objective(**bad)
+    assert make_objective(max_drop=0.5, latency_ms=3.0) == Objective(max_drop=0.5, latency_ms=3.0)
 
 
 def test_validation_arrays_score_as_calibration_does():
@@ -253,6 +257,8 @@ def test_cost_model_of_one_profile_predicts_another(unpruned_bundle):
     assert model.ends_at_final and model.num_exits == len(bundle.exits) >= 3
     assert model.bundle_checksum == bundle.manifest.checksum and model.backend == "onnxruntime"
     assert CostModel.from_json(model.to_json()) == model
+    macs = MacCost.from_manifest(bundle.manifest).linear(list(range(model.num_exits)))[1]
+    assert np.allclose(macs, [e.cumulative_macs / bundle.manifest.full_macs for e in bundle.exits])
     # The stated bound: the model's own leave-one-out error plus the noise of both profiles. A noisy profile (the
     # profiler's own verdict: the unsplit model timed twice disagrees by > 3 %) is measured again, as the report
     # tells a user to; on a shared 2-core box at batch 1 the entries are ~20 us and a single entry can still jump.

@@ -9,11 +9,12 @@ from edgeexit.deploy.search import (
     MacCost,
     Objective,
     SearchResult,
+    make_objective,
     search_deployments,
     validation_arrays,
 )
 
 __all__ = [
     "BatchFit", "CostModel", "Deployment", "DeploymentCost", "LatencyCost", "MacCost", "Objective", "SearchResult",
-    "fit_cost_model", "read_cost_model", "search_deployments", "validation_arrays",
+    "fit_cost_model", "make_objective", "read_cost_model", "search_deployments", "validation_arrays",
 ]

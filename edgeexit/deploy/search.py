@@ -103,9 +103,14 @@ class MacCost:
         self.full = float(full_macs)
 
     @classmethod
+    def from_costs(cls, costs) -> "MacCost":
+        """From `edgeexit.models.costs.count_costs` of the unpruned network."""
+        return cls(costs.segment_macs, costs.head_macs, costs.full_macs)
+
+    @classmethod
     def from_manifest(cls, manifest) -> "MacCost":
-        """From an unpruned bundle's manifest (per exit: `macs` of the segment with its head, `head_macs`)."""
-        return cls([e.macs - e.head_macs for e in manifest.exits], [e.head_macs for e in manifest.exits],
+        """From an unpruned bundle's manifest (per exit: `macs` of the segment without its head, `head_macs`)."""
+        return cls([e.macs for e in manifest.exits], [e.head_macs for e in manifest.exits],
                    manifest.full_macs)
 
     def linear(self, exits):
@@ -157,6 +162,19 @@ class Objective(_Model):
         if self.macs_fraction is not None:
             parts.append(f"within {self.macs_fraction:g} of the unsplit model's MACs")
         return ("fastest " if self.max_drop is not None else "most accurate ") + ", ".join(parts)
+
+
+def make_objective(*, max_drop: float | None = None, latency_ms: float | None = None,
+                   macs_fraction: float | None = None) -> Objective:
+    """An Objective from user input, refused with a ConfigError (not pydantic's) when it is not one."""
+    try:
+        return Objective(max_drop=max_drop, latency_ms=latency_ms, macs_fraction=macs_fraction)
+    except ValueError as err:
+        first = err.errors()[0] if hasattr(err, "errors") else {"msg": str(err)}
+        raise ConfigError("not a deployment objective", got=f"max_drop={max_drop}, latency_ms={latency_ms}, "
+                          f"macs_fraction={macs_fraction}: {first['msg']}",
+                          expected="--max-drop PT (finite), and/or one budget: latency > 0 ms or a MAC fraction > 0",
+                          hint="e.g. --max-drop 0.5, or --budget 3ms@android") from None
 
 
 class Deployment(_Model):
