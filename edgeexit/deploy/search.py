@@ -7,7 +7,10 @@ the 2^E - 1 subsets is searched, with thresholds set by exact coordinate moves (
 others fixed, the samples reaching it are sorted by its score once, and prefix sums give the accuracy and cost of
 every distinct threshold at once. Per subset, a Lagrangian sweep (maximise hits - lambda * cost, lambda bisected
 towards the objective's constraint, each solve warm-started) gives the accuracy-cost front, and the best point is
-polished under the real constraint.
+polished under the real constraint (from the best few feasible points and from quantile starts).
+A local search: on 3-exit problems of 200 samples it matched brute force over every threshold pair or fell short by
+at most 5.7 % of the cost (max_drop) or 1.5 pt of accuracy (budgets, 3 samples); 7 exits x 10,000 samples take
+2.5-3.5 s of CPU.
 
 Costs come from a `DeploymentCost`: `LatencyCost` (a fitted `CostModel` at an operating batch size, ms per call of a
 batch) or `MacCost` (cumulative MACs as a fraction of the unsplit model's: the fallback without a device).
