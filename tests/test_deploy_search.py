@@ -1,0 +1,355 @@
+"""Issue 18's core: the cost model fitted from a profile of the unpruned bundle, and the one search over deployments
+(exit subsets x thresholds, static truncations included) it costs."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgeexit.deploy import (CostModel, LatencyCost, MacCost, Objective, fit_cost_model, make_objective,
+                             search_deployments, validation_arrays)
+from edgeexit.errors import BudgetError, ConfigError, DeviceError, ShapeError
+
+# --------------------------------------------------------------------------------------------------
+# synthetic profiles: entries made from known parameters (see edgeexit.deploy.costmodel)
+
+
+def _stat(ms: float) -> dict:
+    return {"p50_ms": float(ms), "p10_ms": float(ms), "p90_ms": float(ms), "spread": 0.0, "rounds": 10}
+
+
+def fake_table(S, H, D, L) -> dict:
+    """One batch table of `edgeexit.profile.summarise` for an unpruned bundle whose truth is S, H, D, L."""
+    E = len(S)
+    exits = []
+    for k in range(E):
+        seg = S[0] if k == 0 else S[k] - S[k - 1] + H[k - 1]
+        exits.append({"index": k, "name": f"e{k}", "macs_fraction": (k + 1) / E,
+                      "cumulative": _stat(S[k] + sum(H[:k]) + k * D + L), "segment": _stat(seg),
+                      "head": _stat(H[k]) if k < E - 1 else None, "static": _stat(S[k]) if k < E - 1 else None})
+    return {"full": _stat(S[-1]), "exits": exits, "noise": {"noise": 0.0}}
+
+
+def fake_profile(tables: dict[int, dict]) -> dict:
+    return {"format": "edgeexit-profile/2", "backend": "onnxruntime", "device": "local", "target": "cpu",
+            "host": "test", "trusted": True, "batches": {str(b): t for b, t in tables.items()},
+            "provenance": {"bundle_checksum": "ab" * 32}}
+
+
+def cost_of(S, H, D, L, batch_tables=None) -> CostModel:
+    return fit_cost_model(fake_profile(batch_tables or {1: fake_table(S, H, D, L)}))
+
+
+def test_cost_model_recovers_a_consistent_profile_and_round_trips(tmp_path):
+    S, H, D, L = [1.0, 2.5, 4.0], [0.1, 0.2], 0.05, 0.02
+    m = cost_of(S, H, D, L)
+    b = m.batches[0]
+    assert np.allclose(b.s_ms, S) and np.allclose(b.h_ms, H)
+    assert b.boundary_ms == pytest.approx(D) and b.loop_ms == pytest.approx(L)
+    assert m.error() < 1e-9 and m.ends_at_final and m.bundle_checksum == "ab" * 32
+    # a single exit is the measured static truncation (the unsplit model at the final exit)
+    assert m.predict([1]) == 2.5 and m.predict([2]) == 4.0
+    # forced to the last kept exit: every run; with reach fractions: the later runs weighted by them
+    assert m.predict([0, 2]) == pytest.approx(S[0] + L + (S[2] - S[0] + H[0] + D)) == pytest.approx(m.forced_ms([0, 2]))
+    assert m.forced_ms([0]) == pytest.approx(S[0] + L)  # the loop around one segment: the profile's cumulative0
+    assert m.predict([0, 1, 2], [1, 0.4, 0.1]) == pytest.approx(
+        S[0] + L + 0.4 * (S[1] - S[0] + H[0] + D) + 0.1 * (S[2] - S[1] + H[1] + D))
+    assert CostModel.from_json(m.to_json()) == m
+    m.save(tmp_path / "costmodel.json")
+    assert CostModel.load(tmp_path / "costmodel.json") == m
+    m.check_bundle("ab" * 32)
+    with pytest.raises(DeviceError, match="another bundle"):
+        m.check_bundle("cd" * 32)
+    with pytest.raises(ConfigError, match="not a cost model"):
+        CostModel.from_json('{"num_exits": "three"}')
+    with pytest.raises(ConfigError, match="sorted, distinct"):
+        m.predict([2, 0])
+
+
+def test_cost_model_interpolates_the_live_batch():
+    S1, S8 = [1.0, 2.0, 3.0], [4.0, 9.0, 14.0]
+    m = fit_cost_model(fake_profile({1: fake_table(S1, [0.1, 0.1], 0.05, 0.0),
+                                     8: fake_table(S8, [0.2, 0.2], 0.10, 0.0)}))
+    run1, run8 = S1[2] - S1[0] + 0.1 + 0.05, S8[2] - S8[0] + 0.2 + 0.10
+    # batch 8, half of it reaches the second run: a live batch of 4, between the profiled 1 and 8
+    assert m.predict([0, 2], [1, 0.5], batch=8) == pytest.approx(S8[0] + run1 + (run8 - run1) * 3 / 7)
+    # a quarter of a sample on average: that share of one sample's run
+    assert m.predict([0, 2], [1, 0.25], batch=1) == pytest.approx(S1[0] + 0.25 * run1)
+    const, cum = m.linear([0, 2], batch=8)
+    assert const + 0.5 * cum[1] == pytest.approx(m.predict([0, 2], [1, 0.5], batch=8))
+    with pytest.raises(ConfigError, match="outside what was profiled"):
+        m.predict([0, 2], batch=16)
+
+
+# --------------------------------------------------------------------------------------------------
+# the search on synthetic validation arrays
+
+
+def _arrays(n=2000, seed=0):
+    """Three exits: exit 0 right and confident on the easy 70 %, unsure elsewhere; exit 1 as good as the final exit
+    or not (`same`); the final exit right on 95 %."""
+    rng = np.random.default_rng(seed)
+    easy = rng.random(n) < 0.7
+    final = rng.random(n) < 0.95
+    c0 = np.where(easy, final | (rng.random(n) < 0.98), rng.random(n) < 0.2)
+    s0 = np.where(easy, 0.9 + 0.05 * rng.random(n), 0.3 + 0.3 * rng.random(n))
+    return rng, easy, final, c0, s0
+
+
+def _synthetic(exit1_as_final: bool):
+    rng, easy, final, c0, s0 = _arrays()
+    c1 = final.copy() if exit1_as_final else final & (rng.random(len(final)) < 0.8)
+    correct = np.stack([c0, c1, final], axis=1)
+    scores = np.stack([s0, rng.random(len(final)), rng.random(len(final))], axis=1).astype(np.float32)
+    return scores, correct
+
+
+def test_search_picks_a_static_truncation_when_the_latency_table_makes_it_fastest():
+    scores, correct = _synthetic(exit1_as_final=True)
+    # every boundary costs 5 ms and the loop 2 ms: no early-exit deployment beats the 2 ms truncation at exit 1
+    model = cost_of([1.0, 2.0, 10.0], [0.1, 0.1], 5.0, 2.0)
+    res = search_deployments(scores, correct, LatencyCost(model, 1), Objective(max_drop=0.5))
+    assert res.chosen.kind == "static" and res.chosen.exits == [1] and res.chosen.cost == 2.0
+    assert res.chosen.accuracy >= res.full.accuracy - 0.005
+    assert res.subsets == 7 and [d.exits for d in res.statics] == [[0], [1], [2]] and res.full.kind == "full"
+    assert any(d.kind == "early_exit" for d in res.candidates)
+
+
+def test_search_picks_an_early_exit_subset_when_that_is_faster():
+    scores, correct = _synthetic(exit1_as_final=False)
+    model = cost_of([1.0, 5.0, 10.0], [0.1, 0.1], 0.01, 0.01)
+    res = search_deployments(scores, correct, LatencyCost(model, 1), Objective(max_drop=0.5))
+    best_static = min(d.cost for d in res.statics if d.accuracy >= res.full.accuracy - 0.005)
+    assert res.chosen.kind == "early_exit" and res.chosen.exits[0] == 0 and res.chosen.exits[-1] == 2
+    assert res.chosen.cost < 0.6 * best_static and res.chosen.accuracy >= res.full.accuracy - 0.005
+    assert res.chosen.thresholds[-1] is None and all(math.isfinite(t) for t in res.chosen.thresholds[:-1])
+    assert res.chosen.exit_fractions[0] > 0.5 and sum(res.chosen.exit_fractions) == pytest.approx(1.0)
+    # the cost is the model's prediction at the deployment's own reach fractions
+    reach = np.cumsum(res.chosen.exit_fractions[::-1])[::-1]
+    assert res.chosen.cost == pytest.approx(model.predict(res.chosen.exits, reach))
+
+
+def test_search_ends_the_network_early_when_a_middle_exit_is_as_good():
+    scores, correct = _synthetic(exit1_as_final=True)
+    res = search_deployments(scores, correct, LatencyCost(cost_of([1.0, 5.0, 10.0], [0.1, 0.1], 0.01, 0.01), 1),
+                             Objective(max_drop=0.5))
+    assert res.chosen.exits == [0, 1] and res.chosen.kind == "early_exit"
+    # its thresholds replay: the first kept exit lets out the samples scoring at least its threshold
+    leave = scores[:, 0] >= res.chosen.thresholds[0]
+    assert leave.mean() == pytest.approx(res.chosen.exit_fractions[0])
+    acc = np.where(leave, correct[:, 0], correct[:, 1]).mean()
+    assert acc == pytest.approx(res.chosen.accuracy)
+
+
+def test_search_within_a_latency_or_mac_budget():
+    scores, correct = _synthetic(exit1_as_final=False)
+    model = cost_of([1.0, 5.0, 10.0], [0.1, 0.1], 0.01, 0.01)
+    res = search_deployments(scores, correct, LatencyCost(model, 1), Objective(latency_ms=4.0))
+    assert res.chosen.cost <= 4.0 and res.chosen.accuracy >= max(d.accuracy for d in res.statics if d.cost <= 4.0)
+    macs = MacCost([1.0, 4.0, 5.0], [0.01, 0.01, 0.01], 10.03)
+    res = search_deployments(scores, correct, macs, Objective(macs_fraction=0.5))
+    assert res.unit == "macs_fraction" and res.chosen.cost <= 0.5 and res.chosen.kind == "early_exit"
+    with pytest.raises(ConfigError, match="unit"):
+        search_deployments(scores, correct, macs, Objective(latency_ms=3.0))
+
+
+def test_search_refuses_what_nothing_meets():
+    scores, correct = _synthetic(exit1_as_final=False)
+    cost = LatencyCost(cost_of([1.0, 5.0, 10.0], [0.1, 0.1], 0.01, 0.01), 1)
+    with pytest.raises(BudgetError) as err:
+        search_deployments(scores, correct, cost, Objective(latency_ms=0.5))
+    msg = str(err.value)
+    assert "no deployment fits the budget" in msg and ">= 1 ms" in msg and "exits [0]" in msg
+    with pytest.raises(BudgetError) as err:  # 10 pt better than the unsplit model: out of reach
+        search_deployments(scores, correct, cost, Objective(max_drop=-10))
+    msg = str(err.value)
+    assert "allowed accuracy drop" in msg and "best reachable is" in msg
+    with pytest.raises(BudgetError) as err:  # within 0.5 pt and 2 ms: only exit 0 fits 2 ms, and it is far worse
+        search_deployments(scores, correct, cost, Objective(max_drop=0.5, latency_ms=2.0))
+    assert "best reachable within the budget" in str(err.value)
+    with pytest.raises(ShapeError):
+        search_deployments(scores[:, :2], correct, cost, Objective(max_drop=0.5))
+    for bad in ({}, {"latency_ms": -1.0}, {"max_drop": math.nan}, {"latency_ms": 1.0, "macs_fraction": 0.5}):
+        with pytest.raises(ConfigError, match="not a deployment objective"):
+            make_objective(**bad)
+    assert make_objective(max_drop=0.5, latency_ms=3.0) == Objective(max_drop=0.5, latency_ms=3.0)
+
+
+def test_validation_arrays_score_as_calibration_does():
+    from edgeexit.calibrate import exit_scores
+
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((3, 50, 4)).astype(np.float32)
+    labels = rng.integers(0, 4, 50)
+    scores, correct = validation_arrays(logits, labels, temperatures=[2.0, 1.0, 1.0])
+    assert scores.shape == correct.shape == (50, 3)
+    assert np.array_equal(scores[:, 1], exit_scores(logits, "max_softmax")[1])
+    assert np.array_equal(scores[:, 0], exit_scores(logits / 2, "max_softmax")[0])
+    assert np.array_equal(correct, (logits.argmax(-1) == labels).T)
+
+
+def test_search_over_7_exits_and_10000_samples_is_fast():
+    """A benchmark: issue 18 asks for seconds; the bound here is generous for a loaded CI box."""
+    rng = np.random.default_rng(0)
+    n, E = 10_000, 7
+    difficulty = rng.random(n)
+    p = np.clip(np.linspace(0.3, 0.95, E)[None] + 0.5 - difficulty[:, None], 0.02, 0.99)
+    correct = rng.random((n, E)) < p
+    scores = (np.where(correct, 0.7, 0.4) + 0.25 * rng.standard_normal((n, E))).astype(np.float32)
+    S = np.cumsum(np.linspace(1.0, 2.0, E))
+    model = fit_cost_model(fake_profile({1: fake_table(S, [0.05] * (E - 1), 0.03, 0.02),
+                                         8: fake_table(S * 6, [0.2] * (E - 1), 0.1, 0.05)}))
+    for objective, batch in ((Objective(max_drop=0.5), 1), (Objective(latency_ms=float(S[-1] * 3)), 8)):
+        t = time.perf_counter()
+        res = search_deployments(scores, correct, LatencyCost(model, batch), objective)
+        took = time.perf_counter() - t
+        print(f"\ndeployment search, {E} exits x {n} samples, {objective.describe()}, batch {batch}: {took:.2f} s, "
+              f"{len(res.candidates)} candidates, chose exits {res.chosen.exits}")
+        assert took < 30 and res.subsets == 2 ** E - 1
+        assert {tuple(d.exits) for d in res.candidates} == {tuple(k for k in range(E) if m >> k & 1)
+                                                              for m in range(1, 2 ** E)}
+
+
+# --------------------------------------------------------------------------------------------------
+# a real tiny profile
+
+
+@pytest.fixture(scope="module")
+def unpruned_bundle(built, tmp_path_factory):
+    """The tiny build's trained (unpruned) network, calibrated and exported for cpu: every exit, the last one final."""
+    from edgeexit.cli import app
+
+    run, _ = built
+    d = tmp_path_factory.mktemp("unpruned")
+    shutil.copy(run / "checkpoint.pt", d / "checkpoint.pt")
+    cli = CliRunner()
+    for args in (["calibrate", "--run-dir", str(d), "--budget", "0.7"], ["export", "--run-dir", str(d)]):
+        res = cli.invoke(app, args)
+        assert res.exit_code == 0, res.output
+    return d / "bundle"
+
+
+def _errors(model: CostModel, profile: dict) -> list[float]:
+    """Relative error of the model's prediction of every cumulative, static and unsplit entry of `profile`."""
+    out = []
+    for b, table in profile["batches"].items():
+        for k, row in enumerate(table["exits"]):
+            out.append(abs(model.forced_ms(list(range(k + 1)), batch=int(b)) / row["cumulative"]["p50_ms"] - 1))
+            if row["static"] is not None:
+                out.append(abs(model.predict([k], batch=int(b)) / row["static"]["p50_ms"] - 1))
+        out.append(abs(model.predict([model.num_exits - 1], batch=int(b)) / table["full"]["p50_ms"] - 1))
+    return out
+
+
+def test_cost_model_of_one_profile_predicts_another(unpruned_bundle):
+    from edgeexit.bundle import load_bundle
+    from edgeexit.profile import profile_bundle
+
+    bundle = load_bundle(unpruned_bundle)
+    first = profile_bundle(bundle, rounds=25, calls=3, warmup=3)
+    model = fit_cost_model(first)
+    assert model.ends_at_final and model.num_exits == len(bundle.exits) >= 3
+    assert model.bundle_checksum == bundle.manifest.checksum and model.backend == "onnxruntime"
+    assert CostModel.from_json(model.to_json()) == model
+    macs = MacCost.from_manifest(bundle.manifest).linear(list(range(model.num_exits)))[1]
+    assert np.allclose(macs, [e.cumulative_macs / bundle.manifest.full_macs for e in bundle.exits])
+    # The stated bound: the model's own leave-one-out error plus the noise of both profiles. A noisy profile (the
+    # profiler's own verdict: the unsplit model timed twice disagrees by > 3 %) is measured again, as the report
+    # tells a user to; on a shared 2-core box at batch 1 the entries are ~20 us and a single entry can still jump.
+    for attempt in range(3):
+        second = profile_bundle(bundle, rounds=25, calls=3, warmup=3)
+        other = fit_cost_model(second)
+        bound = model.error() + model.noise() + other.noise()
+        errors = _errors(model, second)
+        print(f"\ncost model on the tiny profile: leave-one-out error {model.error():.3f}, profile noise "
+              f"{model.noise():.3f} / {other.noise():.3f}, bound {bound:.3f}; on the second profile: median "
+              f"{np.median(errors):.3f}, worst {max(errors):.3f}")
+        assert np.median(errors) <= bound
+        if max(errors) <= bound or (model.trusted and other.trusted):
+            break
+    assert max(errors) <= bound
+    # the search runs on it: never slower (predicted) than the fastest static truncation meeting the drop
+    scores, correct = _synthetic(exit1_as_final=False)
+    res = search_deployments(scores, correct, LatencyCost(model, 1), Objective(max_drop=0.5))
+    assert res.chosen.cost <= min(d.cost for d in res.statics if d.accuracy >= res.full.accuracy - 0.005)
+    json.loads(res.model_dump_json())  # the report stores it
+
+
+# --------------------------------------------------------------------------------------------------
+# a deployment that ends before the original final exit ships and runs (issue 18, item 5)
+
+
+def _cut(built, dest, keep: list[int]):
+    """A run directory whose pruned.pt keeps exactly `keep` of the tiny build's trained network (as `edgeexit prune`
+    writes it), calibrated and exported for cpu through the CLI; returns (bundle, unpruned net, kept sub-network)."""
+    from edgeexit.cli import app
+    from edgeexit.rundir import RunDir
+    from edgeexit.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+
+    run, _ = built
+    dest.mkdir(parents=True)
+    shutil.copy(run / "checkpoint.pt", dest / "checkpoint.pt")
+    rd = RunDir(dest)
+    ckpt = load_checkpoint(rd.checkpoint)
+    net = model_from_checkpoint(ckpt)[0].eval()
+    sub = net.select_exits(keep).eval()
+    save_checkpoint(rd.pruned, {**{k: v for k, v in ckpt.items() if k != "format"}, "state_dict": sub.state_dict(),
+                                "kept_exits": keep, "unpruned_state_dict": ckpt["state_dict"],
+                                "ensemble": {"mode": "unif", "weights": [1 / len(keep)] * len(keep)},
+                                "provenance": {"checkpoint_sha256": rd.sha256(rd.checkpoint)}})
+    cli = CliRunner()
+    for args in (["calibrate", "--run-dir", str(dest), "--budget", "0.7"], ["export", "--run-dir", str(dest)]):
+        res = cli.invoke(app, args)
+        assert res.exit_code == 0, res.output
+    return dest / "bundle", net, sub
+
+
+@pytest.mark.parametrize("keep", [[0, 1], [1]], ids=["exits-0-1", "static-1"])
+def test_a_bundle_ending_before_the_final_exit_runs_everywhere_and_passes_compare(built, tmp_path, keep):
+    import torch
+
+    from edgeexit.bundle import load_bundle
+    from edgeexit.cli import app
+    from edgeexit.runtime import EarlyExitRuntime
+
+    path, net, sub = _cut(built, tmp_path / "run", keep)
+    bundle = load_bundle(path)
+    m = bundle.manifest
+    assert len(bundle.exits) == len(keep) and keep[-1] < net.num_exits - 1
+    assert [e.name for e in bundle.exits] == [net.exit_names[k] for k in keep]
+    # the reference stays the unsplit ORIGINAL model: "fraction of the full model" keeps its meaning
+    assert m.reference.macs == m.full_macs > bundle.exits[-1].cumulative_macs
+    x = np.random.default_rng(0).standard_normal((16, *bundle.input_shape)).astype(np.float32)
+    with torch.no_grad():
+        want_last = sub(torch.from_numpy(x))[-1].numpy()
+        want_ref = net.unsplit()(torch.from_numpy(x)).numpy()
+    for backend in ("onnxruntime", "torch"):
+        rt = EarlyExitRuntime.open(bundle, backend)
+        try:
+            forced = rt.forced(len(keep) - 1).run(x)
+            assert np.abs(forced.logits - want_last).max() < 1e-4, backend
+            assert np.abs(rt.reference().run(x) - want_ref).max() < 1e-4, backend
+            assert rt.run(x).exit_index.max() <= len(keep) - 1
+        finally:
+            rt.close()
+    res = CliRunner().invoke(app, ["compare", str(path), "--backends", "onnxruntime,torch"])
+    assert res.exit_code == 0 and "PASS" in res.output, res.output
+    if len(keep) > 1:  # and on ExecuTorch (XNNPACK .pte, Python runtime), with its BundledProgram test cases
+        android = tmp_path / "android"
+        res = CliRunner().invoke(app, ["export", "--run-dir", str(tmp_path / "run"), "--target", "android",
+                                       "--out", str(android)])
+        assert res.exit_code == 0, res.output
+        rt = EarlyExitRuntime.open(load_bundle(android), "executorch")
+        try:
+            assert np.abs(rt.forced(len(keep) - 1).run(x).logits - want_last).max() < 1e-4
+            assert np.abs(rt.reference().run(x) - want_ref).max() < 1e-4
+        finally:
+            rt.close()
+        res = CliRunner().invoke(app, ["compare", str(android)])
+        assert res.exit_code == 0 and "PASS" in res.output and "executorch" in res.output, res.output
