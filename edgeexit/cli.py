@@ -9,24 +9,15 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from edgeexit import cli_options as flags
 from edgeexit import options as opt
 from edgeexit.cli_guard import GuardedGroup
-from edgeexit.cli_options import (
-    AGAIN_MODEL,
-    AGAIN_MODEL_KWARGS,
-    BACKEND,
-    PRECISION,
-    RUN_DIR,
-    TARGET,
-    TEMPERATURE,
-    shared_train_options,
-)
+from edgeexit.cli_options import options
 from edgeexit.errors import ConfigError, EdgeExitError
 
 # GuardedGroup: the one top-level handler, no command ends in a traceback for a full disk or a bad path
@@ -41,18 +32,8 @@ def _fail(err: EdgeExitError) -> None:
 
 
 @app.command()
-@shared_train_options()
-def train(
-    run_dir: Path = RUN_DIR,
-    amp: bool = typer.Option(True, help="mixed precision (float16 autocast + GradScaler) on CUDA"),
-    freeze_bn: bool = typer.Option(False, help="BatchNorm statistics fixed (fine-tuning with small batches)"),
-    sync_bn: bool = typer.Option(False, help="SyncBatchNorm across torchrun ranks (CUDA only)"),
-    patience: int = typer.Option(12, min=1),
-    resume: bool = typer.Option(False, help="continue from run-dir/checkpoint.pt, with its settings"),
-    adopt: bool = typer.Option(False, help="with --resume: go on with the settings given now where they differ from "
-                                           "the checkpoint's (learning rate, schedule, batch size, limits...)"),
-    shared: dict = None,
-):
+@options(flags.TRAIN, flags.TRAIN_SHARED)
+def train(run_dir, amp, freeze_bn, sync_bn, patience, resume, adopt, shared):
     """Train the exit network (AEP loss by default) and write RUN_DIR/checkpoint.pt.
 
     Data-parallel on several GPUs or nodes: `torchrun --nproc_per_node N -m edgeexit train ARGS`
@@ -88,16 +69,8 @@ def _trained(run) -> Path:
 
 
 @app.command()
-def prune(
-    run_dir: Path = RUN_DIR,
-    mode: Optional[str] = typer.Option(None, help="AEP weight mode desc | asc | mix | unif (default: the training mode)"),
-    limit: Optional[int] = typer.Option(None, min=1, help="use the first N validation samples"),
-    show: int = typer.Option(10, min=1, help="how many subsets to list"),
-    budget: Optional[str] = typer.Option(None, help="keep the subset with the best early-exit accuracy under this "
-                                                    "MACs budget (0.5, 20e6macs) instead of AEP's best ensemble"),
-    model: Optional[str] = AGAIN_MODEL,
-    model_kwargs: Optional[str] = AGAIN_MODEL_KWARGS,
-):
+@options(flags.PRUNE)
+def prune(run_dir, mode, limit, show, budget, model, model_kwargs):
     """Prune to the best exit subset on validation (AEP's ensemble rule, or under a budget); writes RUN/pruned.pt(.json)."""
     from edgeexit.pipeline import prune_stage
     from edgeexit.rundir import RunDir
@@ -115,19 +88,8 @@ def prune(
 
 
 @app.command()
-def calibrate(
-    run_dir: Path = RUN_DIR,
-    budget: str = typer.Option("0.5", help="fraction of full MACs (0.5), '20e6macs', '5ms@cpu', or a preset name"),
-    policy: str = typer.Option("search", help="search | fractions | fixed | gater"),
-    score: Optional[str] = typer.Option(None, help="max_softmax (default) | margin | neg_entropy | confidence | gater; "
-                                                   "fixed uses confidence, gater the gater's P_k"),
-    recipe: str = typer.Option("default", help="calibration-set recipe in calibration/recipes (default, quick) or a path"),
-    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="T of the fixed policy (EENet confidence, in [0, 1])"),
-    limit: Optional[int] = typer.Option(None, min=1, help="calibrate on the first N samples of the recipe's split"),
-    temperature: bool = TEMPERATURE,
-    model: Optional[str] = AGAIN_MODEL,
-    model_kwargs: Optional[str] = AGAIN_MODEL_KWARGS,
-):
+@options(flags.CALIBRATE)
+def calibrate(run_dir, budget, policy, score, recipe, threshold, limit, temperature, model, model_kwargs):
     """Choose exit thresholds for a budget; writes RUN/calibration.json and the accuracy/cost curves (JSON, PNG)."""
     from edgeexit.pipeline import calibrate_stage, read_profile
     from edgeexit.rundir import RunDir
@@ -154,18 +116,8 @@ def calibrate(
 
 
 @app.command()
-def profile(
-    run_dir: Path = RUN_DIR,
-    backend: Optional[str] = BACKEND,
-    device: str = typer.Option("local", help="local | ssh://[user@]host[:port][?python=PATH&identity=KEY"
-                                             "&known_hosts=FILE] | adb://SERIAL"),
-    batches: Optional[str] = typer.Option(None, help="batch sizes, e.g. 1,8 (default: 1 and the bundle's largest)"),
-    rounds: int = typer.Option(30, min=1, help="alternating rounds; each figure is a median over rounds"),
-    calls: int = typer.Option(3, min=1, help="back-to-back calls per entry and round (their median)"),
-    runner: Optional[str] = typer.Option(None, help="python | cpp (local: python; adb: cpp)"),
-    runner_binary: Optional[Path] = typer.Option(None, help="the C++ runner (edgeexit_runner) for cpp / adb"),
-    etdump: bool = typer.Option(False, help="ExecuTorch bundles: also per-segment and per-operator times from ETDump"),
-):
+@options(flags.PROFILE)
+def profile(run_dir, backend, device, batches, rounds, calls, runner, runner_binary, etdump):
     """Per-exit latency of RUN/bundle on a device and backend (default: this machine, the bundle's own backend),
     the unsplit model timed beside it, the run's own noise; writes RUN/profile.json and attaches it to the bundle."""
     from edgeexit import jsonio
@@ -200,14 +152,8 @@ def profile(
 
 
 @app.command()
-def export(
-    run_dir: Path = RUN_DIR,
-    target: str = TARGET,
-    precision: Optional[str] = PRECISION,
-    out: Optional[Path] = typer.Option(None, help="bundle path (default RUN_DIR/bundle); must be absent, empty or a bundle"),
-    model: Optional[str] = AGAIN_MODEL,
-    model_kwargs: Optional[str] = AGAIN_MODEL_KWARGS,
-):
+@options(flags.EXPORT)
+def export(run_dir, target, precision, out, model, model_kwargs):
     """Split into torch.export programs, lower them for the target (checked against torch), write the verified bundle."""
     from edgeexit.pipeline import export_stage
     from edgeexit.rundir import RunDir
@@ -226,29 +172,18 @@ def export(
 
 
 def _engines_hint(bundle, path: Path) -> bool:
-    """Say the command that builds a TensorRT bundle's engines on its device; whether there was one to say."""
-    from edgeexit.engines import engines_to_build
+    """Say the command that builds the bundle's engines on its device, if it needs them; whether there was one."""
+    from edgeexit.tables import engines_hint
 
-    command = engines_to_build(bundle, path)
-    if command:
-        console.print(f"[bold]on the {escape(bundle.manifest.target)} itself:[/] {escape(command)}  (verifies the bundle, "
-                      "builds its TensorRT engines into a new version of it, then profiles them there)", soft_wrap=True)
-    return command is not None
+    hint = engines_hint(bundle, path)
+    if hint:
+        console.print(hint, soft_wrap=True)
+    return hint is not None
 
 
 @app.command()
-def engines(
-    bundle: Path = typer.Argument(..., help="the bundle to build engines for, e.g. RUN/bundle"),
-    out: Optional[Path] = typer.Option(None, help="where the new bundle version goes (default: BUNDLE itself)"),
-    trtexec: Optional[str] = typer.Option(None, help="build with this trtexec (JetPack: /usr/src/tensorrt/bin/trtexec) "
-                                                     "instead of TensorRT's Python builder"),
-    workspace_mb: Optional[int] = typer.Option(None, min=1, help="builder workspace limit in MiB"),
-    compute_capability: Optional[list[str]] = typer.Option(None, help="TensorRT-RTX without a GPU: build for this "
-                                                                      "compute capability (e.g. 8.6; repeatable)"),
-    flavour: Optional[str] = typer.Option(None, help="tensorrt | tensorrt_rtx (default: tensorrt if importable)"),
-    profile_after: bool = typer.Option(True, "--profile/--no-profile", help="profile the engines afterwards "
-                                                                            "(needs a CUDA device and RUN/bundle)"),
-):
+@options(flags.ENGINES)
+def engines(bundle, out, trtexec, workspace_mb, compute_capability, flavour, profile_after):
     """Verify a jetson / cuda bundle, build its TensorRT engines here from its ONNX into a new version of the bundle,
     then profile them (run it on the Jetson or GPU host that will run them)."""
     import subprocess
@@ -270,14 +205,8 @@ def engines(
 
 
 @app.command("eval")
-def eval_(
-    bundle: Path = typer.Argument(..., help="a bundle directory"),
-    backend: Optional[str] = BACKEND,
-    split: str = typer.Option("test"),
-    batch_size: int = typer.Option(64, min=1),
-    limit: Optional[int] = typer.Option(None, min=1),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the figures as JSON"),
-):
+@options(flags.EVAL)
+def eval_(bundle, backend, split, batch_size, limit, json_out):
     """Accuracy, exit histogram, MACs and wall time of the bundle against the unsplit model (same backend)."""
     from edgeexit import jsonio
     from edgeexit.evaluate import evaluate_bundle
@@ -293,23 +222,9 @@ def eval_(
 
 
 @app.command()
-@shared_train_options(epochs=typer.Option(3, min=1, help="short by default so the whole job fits ~10 min on 2 cores"),
-                      lr=typer.Option(1e-3), schedule=typer.Option("cosine", help="learning rate: cosine (annealed "
-                                                                       "to 0, good for short runs) | constant"))
-def build(
-    target: str = TARGET,
-    run_dir: Path = RUN_DIR,
-    temperature: bool = TEMPERATURE,
-    budget: str = typer.Option("0.6"),
-    policy: Optional[str] = typer.Option(None, help="default: search for aep, fixed (h >= 0.5) for eenet, gater "
-                                                    "(P_k >= 0.5) for budget"),
-    score: Optional[str] = typer.Option(None, help="default: max_softmax for aep, confidence for eenet, gater for budget"),
-    eval_batch_size: int = typer.Option(64, min=1),
-    precision: Optional[str] = PRECISION,
-    prune: bool = typer.Option(True, help="AEP pruning to the best exit subset (aep method only)"),
-    profile_device: str = typer.Option("local", help="where to profile: local | ssh://user@host | adb://SERIAL"),
-    shared: dict = None,
-):
+@options(flags.BUILD, flags.TRAIN_SHARED, epochs=flags.BUILD_EPOCHS, lr=typer.Option(1e-3), schedule=flags.BUILD_SCHEDULE)
+def build(target, run_dir, temperature, budget, policy, score, eval_batch_size, precision, prune, profile_device,
+          shared):
     """train -> prune -> calibrate -> export -> profile -> measure: a bundle with its report, in one go."""
     from edgeexit.recipe import build as build_recipe
     from edgeexit.recipe import on_device_hint
@@ -338,7 +253,8 @@ def build(
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(Path("runs/default"), help="a run directory")):
+@options(flags.REPORT)
+def report(run_dir):
     """The savings report of RUN/bundle again from its evaluation, profile and calibration: RUN/report.md,
     report.json and PNGs, attached to the bundle (report/)."""
     from edgeexit.report import report_table, write_report
@@ -356,13 +272,8 @@ def report(run_dir: Path = typer.Argument(Path("runs/default"), help="a run dire
 
 
 @app.command()
-def compare(
-    bundle: Path = typer.Argument(..., help="a bundle directory"),
-    backends: Optional[str] = typer.Option(None, help="comma-separated (default: every backend available here)"),
-    samples: int = typer.Option(1000, min=0, help="test-split images besides the bundle's test vectors"),
-    tolerance: Optional[float] = typer.Option(None, min=0.0, help="max |Δlogits| (default: by the bundle's precision)"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the comparison as JSON"),
-):
+@options(flags.COMPARE)
+def compare(bundle, backends, samples, tolerance, json_out):
     """Every backend on the same inputs: max |Δlogits| per exit, exit-decision agreement; exit code 1 on failure."""
     from edgeexit import jsonio
     from edgeexit.bundle import load_bundle

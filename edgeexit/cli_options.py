@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import typing
 from pathlib import Path
 from typing import Optional
 
@@ -72,24 +71,24 @@ TRAIN_SHARED: dict[str, tuple[object, typer.models.OptionInfo]] = {
 }
 
 
-def shared_train_options(**overrides: typer.models.OptionInfo):
-    """Add TRAIN_SHARED (with `overrides`: other defaults or help for this command) to a command whose own signature
-    ends in `shared: dict`; the command gets their values in `shared`."""
+def options(*groups: dict, **overrides: typer.models.OptionInfo):
+    """Give a command the options of `groups` (name -> (type, option); `overrides`: another default or help for
+    this command). The command's own signature lists the names only; one that ends in `shared` gets the
+    TRAIN_SHARED values as one dict there (edgeexit.options.train_options makes the typed configs of it)."""
+    merged = {name: spec for group in groups for name, spec in group.items()}
+
     def decorate(fn):
-        hints = typing.get_type_hints(fn)  # the command's own annotations, evaluated in its module
-        own = [p.replace(annotation=hints.get(p.name, p.annotation))
-               for p in inspect.signature(fn).parameters.values() if p.name != "shared"]
-        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
-                                   default=overrides.get(name, option))
-                 for name, (kind, option) in TRAIN_SHARED.items()]
-        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + added
+        takes_shared = "shared" in inspect.signature(fn).parameters
+        params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                                    default=overrides.get(name, option)) for name, (kind, option) in merged.items()]
 
         @functools.wraps(fn)
         def command(**kwargs):
-            shared = {name: kwargs.pop(name) for name in TRAIN_SHARED}
-            return fn(shared=shared, **kwargs)
+            if takes_shared:
+                return fn(shared={name: kwargs.pop(name) for name in TRAIN_SHARED}, **kwargs)
+            return fn(**kwargs)
 
-        command.__signature__ = inspect.Signature(params)
+        command.__signature__ = inspect.Signature(params)  # what typer reads: names, types, options
         command.__annotations__ = {p.name: p.annotation for p in params}
         return command
     return decorate
@@ -97,3 +96,107 @@ def shared_train_options(**overrides: typer.models.OptionInfo):
 
 # -- backend names: the one place the CLI names backends (the backend registry, issue 17 item 2, replaces this) --
 BACKEND = typer.Option(None, help="onnxruntime | onnxruntime-cuda | torch | torch-cuda (default: the bundle's target's)")
+
+
+# -- each command's own options (name -> (type, option)), in the order --help lists them --------------------
+TRAIN = {
+    "run_dir": (Path, RUN_DIR),
+    "amp": (bool, typer.Option(True, help="mixed precision (float16 autocast + GradScaler) on CUDA")),
+    "freeze_bn": (bool, typer.Option(False, help="BatchNorm statistics fixed (fine-tuning with small batches)")),
+    "sync_bn": (bool, typer.Option(False, help="SyncBatchNorm across torchrun ranks (CUDA only)")),
+    "patience": (int, typer.Option(12, min=1)),
+    "resume": (bool, typer.Option(False, help="continue from run-dir/checkpoint.pt, with its settings")),
+    "adopt": (bool, typer.Option(False, help="with --resume: go on with the settings given now where they differ from "
+                                             "the checkpoint's (learning rate, schedule, batch size, limits...)")),
+}
+PRUNE = {
+    "run_dir": (Path, RUN_DIR),
+    "mode": (Optional[str], typer.Option(None, help="AEP weight mode desc | asc | mix | unif (default: the training mode)")),
+    "limit": (Optional[int], typer.Option(None, min=1, help="use the first N validation samples")),
+    "show": (int, typer.Option(10, min=1, help="how many subsets to list")),
+    "budget": (Optional[str], typer.Option(None, help="keep the subset with the best early-exit accuracy under this "
+                                                      "MACs budget (0.5, 20e6macs) instead of AEP's best ensemble")),
+    "model": (Optional[str], AGAIN_MODEL),
+    "model_kwargs": (Optional[str], AGAIN_MODEL_KWARGS),
+}
+CALIBRATE = {
+    "run_dir": (Path, RUN_DIR),
+    "budget": (str, typer.Option("0.5", help="fraction of full MACs (0.5), '20e6macs', '5ms@cpu', or a preset name")),
+    "policy": (str, typer.Option("search", help="search | fractions | fixed | gater")),
+    "score": (Optional[str], typer.Option(None, help="max_softmax (default) | margin | neg_entropy | confidence | gater; "
+                                                     "fixed uses confidence, gater the gater's P_k")),
+    "recipe": (str, typer.Option("default", help="calibration-set recipe in calibration/recipes (default, quick) "
+                                                 "or a path")),
+    "threshold": (float, typer.Option(0.5, min=0.0, max=1.0, help="T of the fixed policy (EENet confidence, in [0, 1])")),
+    "limit": (Optional[int], typer.Option(None, min=1, help="calibrate on the first N samples of the recipe's split")),
+    "temperature": (bool, TEMPERATURE),
+    "model": (Optional[str], AGAIN_MODEL),
+    "model_kwargs": (Optional[str], AGAIN_MODEL_KWARGS),
+}
+PROFILE = {
+    "run_dir": (Path, RUN_DIR),
+    "backend": (Optional[str], BACKEND),
+    "device": (str, typer.Option("local", help="local | ssh://[user@]host[:port][?python=PATH&identity=KEY"
+                                               "&known_hosts=FILE] | adb://SERIAL")),
+    "batches": (Optional[str], typer.Option(None, help="batch sizes, e.g. 1,8 (default: 1 and the bundle's largest)")),
+    "rounds": (int, typer.Option(30, min=1, help="alternating rounds; each figure is a median over rounds")),
+    "calls": (int, typer.Option(3, min=1, help="back-to-back calls per entry and round (their median)")),
+    "runner": (Optional[str], typer.Option(None, help="python | cpp (local: python; adb: cpp)")),
+    "runner_binary": (Optional[Path], typer.Option(None, help="the C++ runner (edgeexit_runner) for cpp / adb")),
+    "etdump": (bool, typer.Option(False, help="ExecuTorch bundles: also per-segment and per-operator times from ETDump")),
+}
+EXPORT = {
+    "run_dir": (Path, RUN_DIR),
+    "target": (str, TARGET),
+    "precision": (Optional[str], PRECISION),
+    "out": (Optional[Path], typer.Option(None, help="bundle path (default RUN_DIR/bundle); must be absent, empty or "
+                                                    "a bundle")),
+    "model": (Optional[str], AGAIN_MODEL),
+    "model_kwargs": (Optional[str], AGAIN_MODEL_KWARGS),
+}
+ENGINES = {
+    "bundle": (Path, typer.Argument(..., help="the bundle to build engines for, e.g. RUN/bundle")),
+    "out": (Optional[Path], typer.Option(None, help="where the new bundle version goes (default: BUNDLE itself)")),
+    "trtexec": (Optional[str], typer.Option(None, help="build with this trtexec (JetPack: /usr/src/tensorrt/bin/trtexec) "
+                                                       "instead of TensorRT's Python builder")),
+    "workspace_mb": (Optional[int], typer.Option(None, min=1, help="builder workspace limit in MiB")),
+    "compute_capability": (Optional[list[str]], typer.Option(None, help="TensorRT-RTX without a GPU: build for this "
+                                                                        "compute capability (e.g. 8.6; repeatable)")),
+    "flavour": (Optional[str], typer.Option(None, help="tensorrt | tensorrt_rtx (default: tensorrt if importable)")),
+    "profile_after": (bool, typer.Option(True, "--profile/--no-profile", help="profile the engines afterwards "
+                                                                              "(needs a CUDA device and RUN/bundle)")),
+}
+EVAL = {
+    "bundle": (Path, typer.Argument(..., help="a bundle directory")),
+    "backend": (Optional[str], BACKEND),
+    "split": (str, typer.Option("test")),
+    "batch_size": (int, typer.Option(64, min=1)),
+    "limit": (Optional[int], typer.Option(None, min=1)),
+    "json_out": (Optional[Path], typer.Option(None, "--json", help="also write the figures as JSON")),
+}
+BUILD = {
+    "target": (str, TARGET),
+    "run_dir": (Path, RUN_DIR),
+    "temperature": (bool, TEMPERATURE),
+    "budget": (str, typer.Option("0.6")),
+    "policy": (Optional[str], typer.Option(None, help="default: search for aep, fixed (h >= 0.5) for eenet, gater "
+                                                      "(P_k >= 0.5) for budget")),
+    "score": (Optional[str], typer.Option(None, help="default: max_softmax for aep, confidence for eenet, gater for "
+                                                     "budget")),
+    "eval_batch_size": (int, typer.Option(64, min=1)),
+    "precision": (Optional[str], PRECISION),
+    "prune": (bool, typer.Option(True, help="AEP pruning to the best exit subset (aep method only)")),
+    "profile_device": (str, typer.Option("local", help="where to profile: local | ssh://user@host | adb://SERIAL")),
+}
+REPORT = {
+    "run_dir": (Path, typer.Argument(Path("runs/default"), help="a run directory")),
+}
+COMPARE = {
+    "bundle": (Path, typer.Argument(..., help="a bundle directory")),
+    "backends": (Optional[str], typer.Option(None, help="comma-separated (default: every backend available here)")),
+    "samples": (int, typer.Option(1000, min=0, help="test-split images besides the bundle's test vectors")),
+    "tolerance": (Optional[float], typer.Option(None, min=0.0, help="max |Δlogits| (default: by the bundle's precision)")),
+    "json_out": (Optional[Path], typer.Option(None, "--json", help="also write the comparison as JSON")),
+}
+BUILD_EPOCHS = typer.Option(3, min=1, help="short by default so the whole job fits ~10 min on 2 cores")
+BUILD_SCHEDULE = typer.Option("cosine", help="learning rate: cosine (annealed to 0, good for short runs) | constant")

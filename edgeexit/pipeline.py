@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ValidationError
 
 import edgeexit
 from edgeexit import jsonio
-from edgeexit.bundle import Bundle, write_bundle
+from edgeexit.bundle import BatchRange, Bundle, Ensemble, Exit, InputInfo, Provenance, Reference, write_bundle
+from edgeexit.bundle.manifest import Probe
 from edgeexit.calibrate.budget import Budget
 from edgeexit.calibrate.calibration import Calibration, read_calibration_file, write_calibration_file
 from edgeexit.compare import VECTORS, write_vectors
@@ -412,52 +414,53 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
 
     last = net.num_exits - 1
 
-    def io(p) -> dict:
-        return {"inputs": [i.model_dump() for i in p.inputs], "outputs": [o.model_dump() for o in p.outputs]}
-
     def populate(tmp: Path) -> dict:
         nonlocal cal
         refs = {fmt: importlib.import_module(LOWERINGS[fmt]).lower_programs([*programs, reference, *extra], tmp,
                                                                            precision=precision)
                 for fmt in formats}
 
-        def probe(name: str) -> dict | None:
+        def segment(p) -> dict:  # the program in every format, and its tensors: what Exit, Probe, Reference share
+            return {"segment": {f: refs[f][p.name] for f in formats}, "inputs": p.inputs, "outputs": p.outputs}
+
+        def probe(name: str) -> Probe | None:
             p = by_name.get(name)
-            return None if p is None else {"segment": {f: refs[f][name] for f in formats}, **io(p)}
+            return None if p is None else Probe(**segment(p))
 
         if precision == "int8":  # quantisation moves the scores: thresholds again, on the int8 program's own
             cal = recalibrate(cal, tmp, refs[formats[0]], formats[0], programs, val, tgt.batch[1], run.sha256(run.calibration))
         write_calibration_file(tmp / "calibration.json", cal)
         write_vectors(tmp / VECTORS, *reference_outputs(programs, spec.shape))
-        return {
-            "exits": [{
-                "index": k, "name": net.exit_names[k], "segment": {f: refs[f][p.name] for f in formats}, **io(p),
-                "macs": costs.segment_macs[k], "head_macs": costs.head_macs[k],
-                "cumulative_macs": costs.cumulative_macs[k],
-                "params": costs.segment_params[k], "head_params": costs.head_params[k],
-                "threshold": manifest_threshold(cal.thresholds[k], k == last), "score": cal.score_kind,
-                "temperature": cal.temperatures[k] if cal.temperatures else 1.0,
-                "head": probe(f"head{k}"), "static": probe(f"static{k}"),
-            } for k, p in enumerate(programs)],
-            "reference": {"segment": {f: refs[f][reference.name] for f in formats}, **io(reference),
-                          "macs": full_macs},
-        }
+        exits = [Exit(index=k, name=net.exit_names[k], **segment(p), macs=costs.segment_macs[k],
+                      head_macs=costs.head_macs[k], cumulative_macs=costs.cumulative_macs[k],
+                      params=costs.segment_params[k], head_params=costs.head_params[k],
+                      threshold=manifest_threshold(cal.thresholds[k], k == last), score=cal.score_kind,
+                      temperature=cal.temperatures[k] if cal.temperatures else 1.0,
+                      head=probe(f"head{k}"), static=probe(f"static{k}"))
+                 for k, p in enumerate(programs)]
+        return {"exits": [e.model_dump(mode="json") for e in exits],
+                "reference": Reference(**segment(reference), macs=full_macs).model_dump(mode="json")}
 
-    fields = {
-        "edgeexit_version": edgeexit.__version__,
-        "format": formats[0], "formats": formats, "precision": precision, "delegate": tgt.delegate,
-        "batch": {"min": tgt.batch[0], "max": tgt.batch[1]}, "target": tgt.name,
-        "input": {"shape": list(spec.shape), "dtype": "float32", "layout": "NCHW", "mean": list(spec.mean),
-                  "std": list(spec.std)},
-        "class_names": list(spec.class_names),
-        "full_macs": full_macs,
-        "ensemble": _ensemble(ckpt, net.num_exits),
-        "model": cfg.to_dict(), "data": asdict(data),
-        "versions": _versions(formats),
-        "provenance": {"checkpoint": checkpoint.name, "checkpoint_sha256": run.sha256(checkpoint),
-                       "calibration_sha256": run.sha256(run.calibration)},
-    }
-    return write_bundle(Path(out) if out is not None else run.bundle, fields, populate, attach)
+    try:
+        fields = {
+            "edgeexit_version": edgeexit.__version__,
+            "format": formats[0], "formats": formats, "precision": precision, "delegate": tgt.delegate,
+            "batch": BatchRange(min=tgt.batch[0], max=tgt.batch[1]), "target": tgt.name,
+            "input": InputInfo(shape=list(spec.shape), mean=list(spec.mean), std=list(spec.std)),
+            "class_names": list(spec.class_names),
+            "full_macs": full_macs,
+            "ensemble": Ensemble(**_ensemble(ckpt, net.num_exits)),
+            "model": cfg.to_dict(), "data": asdict(data),
+            "versions": _versions(formats),
+            "provenance": Provenance(checkpoint=checkpoint.name, checkpoint_sha256=run.sha256(checkpoint),
+                                     calibration_sha256=run.sha256(run.calibration)),
+        }
+        fields = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in fields.items()}
+        return write_bundle(Path(out) if out is not None else run.bundle, fields, populate, attach)
+    except ValidationError as err:  # the manifest's own types refuse what the model gives (an exit name, say)
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()[:5])
+        raise ExportError("the model does not fit the bundle manifest", got=problems,
+                          expected="the manifest v2 types (edgeexit/bundle/manifest.py)") from None
 
 
 QUANT_SAMPLES = 1000  # validation images the int8 observers see

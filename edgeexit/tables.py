@@ -149,3 +149,14 @@ def backbones_table() -> Table:
         t.add_row(name, str(len(bb.blocks)), ", ".join(bb.block_names[i] for i in bb.stages),
                   ", ".join(bb.block_names[i] for i in exit_blocks(bb, "full")))
     return t
+
+
+def engines_hint(bundle, path) -> str | None:
+    """The command that builds a TensorRT bundle's engines on its device; None when it needs none."""
+    from edgeexit.engines import engines_to_build
+
+    command = engines_to_build(bundle, path)
+    if not command:
+        return None
+    return (f"[bold]on the {escape(bundle.manifest.target)} itself:[/] {escape(command)}  (verifies the bundle, "
+            "builds its TensorRT engines into a new version of it, then profiles them there)")
