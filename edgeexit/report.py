@@ -333,15 +333,14 @@ def keep_in_run(run, files: dict[str, str | bytes]) -> None:
 
 def write_report(run) -> tuple[dict, Bundle]:
     """`edgeexit report`: report.json, report.md and the PNGs of RUN/bundle again, written in RUN and attached to a
-    new version of the bundle (under report/). The evaluation and profile are RUN's (else the bundle's attached)
-    files. (A build attaches its report in the one write of its bundle: edgeexit/recipe.py.)"""
+    new version of the bundle (under report/). The evaluation and profile are read from RUN only: the run directory
+    is their one source; the bundle's report/ copies are what ships, never read back (see edgeexit/rundir.py).
+    (A build attaches its report in the one write of its bundle: edgeexit/recipe.py.)"""
     from edgeexit.bundle import REPORTS, add_files, load_bundle
 
     bundle = load_bundle(run.bundle)
-    ev = _read_first("an evaluation", [run.eval_json, bundle.path(f"{REPORTS}eval.json")],
-                     "edgeexit eval RUN/bundle --json RUN/eval.json")
-    prof = _read_first("a profile", [run.profile, bundle.path(f"{REPORTS}profile.json")],
-                       "edgeexit profile --run-dir RUN", read_profile_json)
+    ev = _read_first("an evaluation", [run.eval_json], "edgeexit eval RUN/bundle --json RUN/eval.json")
+    prof = _read_first("a profile", [run.profile], "edgeexit profile --run-dir RUN", read_profile_json)
     rep, files = report_files(run, bundle, ev, prof)
     keep_in_run(run, files)
     bundle = add_files(bundle, {f"{REPORTS}{k}": v for k, v in files.items()}, run.bundle)

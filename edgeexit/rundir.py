@@ -6,6 +6,13 @@ provenance), and the lock that keeps two commands from writing the same run at o
     calibration.json, curves.*    calibrate  <- pruned.pt or checkpoint.pt (its sha256) [+ profile.json]
     bundle/                       export     <- that checkpoint + calibration.json (their sha256)
     profile.json                  profile    <- bundle (its manifest checksum, and the checkpoint behind it)
+    eval.json                     eval       <- bundle (its content sha256)
+    report.{json,md}, *.png       report     <- eval.json + profile.json + the bundle's calibration.json
+
+One source for each: every command reads a run's measurements and report from here, never from the copies a
+bundle carries under report/ (those are what ships beside the model, written from the same bytes). The bundle's
+own calibration.json is the one source of the thresholds it ships (int8 recalibrates them on export); this
+directory's calibration.json is only what export starts from.
 """
 
 from __future__ import annotations
