@@ -5,8 +5,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from edgeexit.errors import ConfigError
+
+if TYPE_CHECKING:  # torch and the data sets load only when a command needs them
+    from edgeexit.calibrate.budget import Budget
+    from edgeexit.models import ModelConfig
+    from edgeexit.models.user import PassedModel
+    from edgeexit.pipeline import DataConfig
+    from edgeexit.targets import Target
+    from edgeexit.train.trainer import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -14,10 +23,10 @@ class TrainOptions:
     """What `edgeexit train` and `edgeexit build` both take: the data, the model and how to train it. `passed`: the
     user's own --model again, for the later stages that rebuild it from the checkpoint."""
 
-    data: "DataConfig"  # noqa: F821 (edgeexit.pipeline, imported lazily: torch)
-    model: "ModelConfig"  # noqa: F821
-    train: "TrainConfig"  # noqa: F821
-    passed: "PassedModel | None" = None  # noqa: F821
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    passed: PassedModel | None = None
 
 
 def train_options(*, dataset: str, backbone: str, exits: str, head: str | None, image_size: int, method: str,
@@ -107,10 +116,10 @@ def model_config(backbone, exits, head, image_size, weights, method, gater_featu
 class BuildChoices:
     """The build's calibration and export choices, checked: the target parsed once, here, for the whole build."""
 
-    target: "Target"  # noqa: F821 (edgeexit.targets)
+    target: Target
     precision: str
     formats: list[str]
-    budget: "Budget"  # noqa: F821
+    budget: Budget
     policy: str
     score: str
 

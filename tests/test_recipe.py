@@ -110,3 +110,38 @@ def test_a_build_loads_each_artifact_once_per_stage_and_writes_its_bundle_once(t
     bundle = run / "bundle"
     for rel in ("report/eval.json", "report/profile.json", "report/report.json", "report/report.md"):
         assert (bundle / rel).is_file(), rel
+
+
+def test_a_millisecond_build_takes_two_passes_and_still_attaches_its_report_in_the_last_write(tmp_path, monkeypatch):
+    """The two-pass route: calibrate for the whole model, export, profile here, calibrate for the milliseconds, export
+    again (with its measurements in that write). No pruning under a millisecond budget."""
+    import json
+
+    counts = _count(monkeypatch)
+    run = tmp_path / "run"
+    res = CliRunner().invoke(app, ["build", "--run-dir", str(run), "--epochs", "1", "--budget", "1000ms@cpu", *QUICK])
+    assert res.exit_code == 0, res.output
+    assert "skipped (--no-prune, a method other than aep, or a millisecond budget)" in res.output.replace("\n", " ")
+    assert not (run / "pruned.pt").exists()
+    assert counts.checkpoint == Counter({"calibrate_stage": 2, "export_stage": 2}), counts.checkpoint
+    assert counts.targets == 1 and counts.bundles == 2
+    assert json.loads((run / "bundle" / "calibration.json").read_text())["cost_unit"] == "ms"
+    assert (run / "bundle" / "report" / "report.json").is_file()
+
+
+def test_train_and_build_take_the_same_shared_options_with_their_own_defaults():
+    import typer.main
+
+    from edgeexit.cli_options import TRAIN_SHARED
+
+    commands = typer.main.get_command(app).commands
+    defaults = {name: {p.name: p.default for p in commands[name].params} for name in ("train", "build")}
+    for name in ("train", "build"):
+        assert set(TRAIN_SHARED) <= set(defaults[name]), name
+    assert (defaults["train"]["epochs"], defaults["build"]["epochs"]) == (100, 3)
+    assert (defaults["train"]["schedule"], defaults["build"]["schedule"]) == ("constant", "cosine")
+    assert {"resume", "adopt", "amp", "patience"} <= set(defaults["train"]) and "resume" not in defaults["build"]
+    # a bad shared option is refused by both, before anything is trained
+    for name in ("train", "build"):
+        res = CliRunner().invoke(app, [name, "--model-kwargs", "[1]", "--model", "m:f"])
+        assert res.exit_code == 2 and "--model-kwargs must be a JSON object" in res.output, res.output
