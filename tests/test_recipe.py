@@ -145,3 +145,18 @@ def test_train_and_build_take_the_same_shared_options_with_their_own_defaults():
     for name in ("train", "build"):
         res = CliRunner().invoke(app, [name, "--model-kwargs", "[1]", "--model", "m:f"])
         assert res.exit_code == 2 and "--model-kwargs must be a JSON object" in res.output, res.output
+
+
+def test_report_reads_a_runs_measurements_from_the_run_directory_only(built, tmp_path):
+    """One source for each artifact: the bundle's report/eval.json ships, it does not stand in for RUN/eval.json."""
+    import shutil
+
+    from conftest import copy_run
+
+    run = copy_run(built, tmp_path / "run", ("checkpoint.pt", "calibration.json", "profile.json"))
+    shutil.copytree(built[0] / "bundle", run / "bundle")
+    assert (run / "bundle" / "report" / "eval.json").is_file()
+    res = CliRunner().invoke(app, ["report", str(run)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "the report needs an evaluation" in res.output and "eval.json" in res.output, res.output
+    assert not (run / "report.json").exists()
