@@ -130,7 +130,12 @@ def build_choices(target: str, precision: str | None, budget_text: str, policy: 
     from edgeexit.calibrate import POLICIES, SCORE_KINDS
     from edgeexit.pipeline import exportable, policy_score
     from edgeexit.targets import load_target
+    from edgeexit.train.distributed import launched_by_torchrun
 
+    if launched_by_torchrun():
+        raise ConfigError("build does not run under torchrun", got="RANK/WORLD_SIZE set", expected="one process",
+                          hint="train with torchrun (-m edgeexit train), then run `edgeexit calibrate` and "
+                          "`edgeexit export` once")
     tgt = load_target(target)
     _, precision, formats = exportable(tgt, precision)
     b = budget(budget_text)

@@ -23,7 +23,6 @@ from typing import Any, Callable
 
 from edgeexit import jsonio
 from edgeexit.bundle import REPORTS, Bundle
-from edgeexit.errors import ConfigError
 from edgeexit.options import BuildChoices, TrainOptions
 from edgeexit.rundir import RunDir
 
@@ -70,13 +69,8 @@ def build(run: RunDir, opts: TrainOptions, choices: BuildChoices, *, temperature
     from edgeexit.profile import profile_bundle
     from edgeexit.report import keep_in_run, report_files
     from edgeexit.tables import cost_summary, noise_note, profile_table, prune_summary, temperature_table
-    from edgeexit.train.distributed import launched_by_torchrun
 
     t0 = time.time()
-    if launched_by_torchrun():
-        raise ConfigError("build does not run under torchrun", got="RANK/WORLD_SIZE set", expected="one process",
-                          hint="train with torchrun (-m edgeexit train), then run `edgeexit calibrate` and "
-                          "`edgeexit export` once")
     method, b, passed = opts.train.method, choices.budget, opts.passed
     rule(f"[bold]1/6 train ({method})")
     result = train_stage(run, opts.data, opts.model, opts.train)
