@@ -222,7 +222,7 @@ def eval_(bundle, backend, split, batch_size, limit, json_out):
 
 
 @app.command()
-@options(flags.BUILD, flags.TRAIN_SHARED, epochs=flags.BUILD_EPOCHS, lr=typer.Option(1e-3), schedule=flags.BUILD_SCHEDULE)
+@options(flags.BUILD, flags.TRAIN_SHARED, epochs=flags.BUILD_EPOCHS, lr=flags.BUILD_LR, schedule=flags.BUILD_SCHEDULE)
 def build(target, run_dir, temperature, budget, policy, score, eval_batch_size, precision, prune, profile_device,
           shared):
     """train -> prune -> calibrate -> export -> profile -> measure: a bundle with its report, in one go."""

@@ -198,5 +198,8 @@ COMPARE = {
     "tolerance": (Optional[float], typer.Option(None, min=0.0, help="max |Δlogits| (default: by the bundle's precision)")),
     "json_out": (Optional[Path], typer.Option(None, "--json", help="also write the comparison as JSON")),
 }
+
+# build trains briefly by default: its own defaults for three of the shared options
 BUILD_EPOCHS = typer.Option(3, min=1, help="short by default so the whole job fits ~10 min on 2 cores")
+BUILD_LR = typer.Option(1e-3)
 BUILD_SCHEDULE = typer.Option("cosine", help="learning rate: cosine (annealed to 0, good for short runs) | constant")
