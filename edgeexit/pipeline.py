@@ -4,8 +4,8 @@
     prune      checkpoint.pt                             -> pruned.pt (+ .json)
     calibrate  checkpoint (pruned or not) + budget       -> calibration.json, curves.{json,png}
     export     that checkpoint + calibration.json        -> bundle/ (programs lowered for the target, manifest v2)
-    evaluate   bundle                                    -> accuracy, exit histogram, MACs, time vs the unsplit model
 
+(Evaluating a bundle: edgeexit/evaluate.py; the whole build in order: edgeexit/recipe.py.)
 Every artifact records the sha256 of what it was made from; a stage refuses a stale or foreign input.
 """
 
@@ -18,26 +18,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ValidationError
 
 import edgeexit
 from edgeexit import jsonio
-from edgeexit.bundle import Bundle, load_bundle, write_bundle
+from edgeexit.bundle import BatchRange, Bundle, Ensemble, Exit, InputInfo, Provenance, Reference, write_bundle
+from edgeexit.bundle.manifest import Probe
 from edgeexit.calibrate.budget import Budget
 from edgeexit.calibrate.calibration import Calibration, read_calibration_file, write_calibration_file
 from edgeexit.compare import VECTORS, write_vectors
 from edgeexit.data import load_dataset
 from edgeexit.data.spec import InputSpec, Splits
 from edgeexit.errors import ConfigError, DatasetError, ExportError
-from edgeexit.measure import side_by_side
 from edgeexit.models import EarlyExitNet, ModelConfig, build_model
 from edgeexit.models.user import PassedModel
 from edgeexit.models.costs import count_costs
 from edgeexit.models.gater import GaterScore, gater_score
 from edgeexit.models.scores import score_fn_torch
-from edgeexit.outputs import collect_outputs, dataset_arrays
+from edgeexit.outputs import collect_outputs
 from edgeexit.prune import PruneResult
 from edgeexit.rundir import RunDir
-from edgeexit.runtime import EarlyExitRuntime, RunResult
+from edgeexit.runtime import EarlyExitRuntime
 from edgeexit.train.checkpoint import (
     load_checkpoint,
     model_from_checkpoint,
@@ -301,14 +302,15 @@ def prune_stage(run: RunDir, *, mode: str | None = None, limit: int | None = Non
                                  "unpruned_state_dict": ckpt["state_dict"],
                                  "ensemble": {"mode": result.mode, "weights": result.weights},
                                  "provenance": {"checkpoint_sha256": run.sha256(run.checkpoint)}})
-    jsonio.write_json(run.pruned_json, {**result.to_dict(), "provenance": {"checkpoint_sha256": run.sha256(run.checkpoint)}})
+    jsonio.write_json(run.pruned_json, {**result.to_dict(), "provenance": {
+        "checkpoint_sha256": run.sha256(run.checkpoint), "pruned_sha256": run.sha256(run.pruned)}})
     return result
 
 
 ALWAYS = ("pt2",)  # every bundle carries its torch.export programs: the torch backend and `compare` run them
 
 
-def exportable(target: str, precision: str | None = None):
+def exportable(target, precision: str | None = None):
     """(target, precision, formats): the target's formats this edgeexit writes at that precision, the target's own
     (first) format always among them; a clear error otherwise (build calls this before it trains). A secondary
     format whose lowering cannot honour the precision (ONNX beside an int8 .pte) is left out: the manifest's
@@ -320,9 +322,9 @@ def exportable(target: str, precision: str | None = None):
     import importlib
 
     from edgeexit.export import LOWERINGS
-    from edgeexit.targets import load_target
+    from edgeexit.targets import Target, load_target
 
-    tgt = load_target(target)
+    tgt = target if isinstance(target, Target) else load_target(target)  # a build parses its target once
     precision = precision or tgt.default_precision
     if precision not in tgt.precision:
         raise ConfigError(f"target {tgt.name} does not offer precision {precision}", got=precision,
@@ -368,11 +370,13 @@ def read_calibration(run: RunDir, checkpoint: Path) -> Calibration:
     return cal
 
 
-def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, target: str = "cpu",
-                 precision: str | None = None, probes: bool = True, model: PassedModel | None = None) -> Bundle:
-    """Split into torch.export programs, lower them to every format of the target (each checked against torch),
-    and write the verified bundle at `out` (default RUN/bundle). `probes`: also each intermediate exit's head alone
-    and the network truncated there, for the profiler (never run by the exit loop)."""
+def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, target="cpu",
+                 precision: str | None = None, probes: bool = True, model: PassedModel | None = None,
+                 attach=None) -> Bundle:
+    """Split into torch.export programs, lower them to every format of the target (a name, or the `Target` a build
+    parsed once; each lowering checked against torch), and write the verified bundle at `out` (default RUN/bundle).
+    `probes`: also each intermediate exit's head alone and the network truncated there, for the profiler (never run
+    by the exit loop). `attach(bundle)`: files measured on it that go into the same write (see write_bundle)."""
     import importlib
 
     from edgeexit.export import LOWERINGS, probe_programs, split_programs
@@ -410,52 +414,53 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
 
     last = net.num_exits - 1
 
-    def io(p) -> dict:
-        return {"inputs": [i.model_dump() for i in p.inputs], "outputs": [o.model_dump() for o in p.outputs]}
-
     def populate(tmp: Path) -> dict:
         nonlocal cal
         refs = {fmt: importlib.import_module(LOWERINGS[fmt]).lower_programs([*programs, reference, *extra], tmp,
                                                                            precision=precision)
                 for fmt in formats}
 
-        def probe(name: str) -> dict | None:
+        def segment(p) -> dict:  # the program in every format, and its tensors: what Exit, Probe, Reference share
+            return {"segment": {f: refs[f][p.name] for f in formats}, "inputs": p.inputs, "outputs": p.outputs}
+
+        def probe(name: str) -> Probe | None:
             p = by_name.get(name)
-            return None if p is None else {"segment": {f: refs[f][name] for f in formats}, **io(p)}
+            return None if p is None else Probe(**segment(p))
 
         if precision == "int8":  # quantisation moves the scores: thresholds again, on the int8 program's own
             cal = recalibrate(cal, tmp, refs[formats[0]], formats[0], programs, val, tgt.batch[1], run.sha256(run.calibration))
         write_calibration_file(tmp / "calibration.json", cal)
         write_vectors(tmp / VECTORS, *reference_outputs(programs, spec.shape))
-        return {
-            "exits": [{
-                "index": k, "name": net.exit_names[k], "segment": {f: refs[f][p.name] for f in formats}, **io(p),
-                "macs": costs.segment_macs[k], "head_macs": costs.head_macs[k],
-                "cumulative_macs": costs.cumulative_macs[k],
-                "params": costs.segment_params[k], "head_params": costs.head_params[k],
-                "threshold": manifest_threshold(cal.thresholds[k], k == last), "score": cal.score_kind,
-                "temperature": cal.temperatures[k] if cal.temperatures else 1.0,
-                "head": probe(f"head{k}"), "static": probe(f"static{k}"),
-            } for k, p in enumerate(programs)],
-            "reference": {"segment": {f: refs[f][reference.name] for f in formats}, **io(reference),
-                          "macs": full_macs},
-        }
+        exits = [Exit(index=k, name=net.exit_names[k], **segment(p), macs=costs.segment_macs[k],
+                      head_macs=costs.head_macs[k], cumulative_macs=costs.cumulative_macs[k],
+                      params=costs.segment_params[k], head_params=costs.head_params[k],
+                      threshold=manifest_threshold(cal.thresholds[k], k == last), score=cal.score_kind,
+                      temperature=cal.temperatures[k] if cal.temperatures else 1.0,
+                      head=probe(f"head{k}"), static=probe(f"static{k}"))
+                 for k, p in enumerate(programs)]
+        return {"exits": [e.model_dump(mode="json") for e in exits],
+                "reference": Reference(**segment(reference), macs=full_macs).model_dump(mode="json")}
 
-    fields = {
-        "edgeexit_version": edgeexit.__version__,
-        "format": formats[0], "formats": formats, "precision": precision, "delegate": tgt.delegate,
-        "batch": {"min": tgt.batch[0], "max": tgt.batch[1]}, "target": tgt.name,
-        "input": {"shape": list(spec.shape), "dtype": "float32", "layout": "NCHW", "mean": list(spec.mean),
-                  "std": list(spec.std)},
-        "class_names": list(spec.class_names),
-        "full_macs": full_macs,
-        "ensemble": _ensemble(ckpt, net.num_exits),
-        "model": cfg.to_dict(), "data": asdict(data),
-        "versions": _versions(formats),
-        "provenance": {"checkpoint": checkpoint.name, "checkpoint_sha256": run.sha256(checkpoint),
-                       "calibration_sha256": run.sha256(run.calibration)},
-    }
-    return write_bundle(Path(out) if out is not None else run.bundle, fields, populate)
+    try:
+        fields = {
+            "edgeexit_version": edgeexit.__version__,
+            "format": formats[0], "formats": formats, "precision": precision, "delegate": tgt.delegate,
+            "batch": BatchRange(min=tgt.batch[0], max=tgt.batch[1]), "target": tgt.name,
+            "input": InputInfo(shape=list(spec.shape), mean=list(spec.mean), std=list(spec.std)),
+            "class_names": list(spec.class_names),
+            "full_macs": full_macs,
+            "ensemble": Ensemble(**_ensemble(ckpt, net.num_exits)),
+            "model": cfg.to_dict(), "data": asdict(data),
+            "versions": _versions(formats),
+            "provenance": Provenance(checkpoint=checkpoint.name, checkpoint_sha256=run.sha256(checkpoint),
+                                     calibration_sha256=run.sha256(run.calibration)),
+        }
+        fields = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in fields.items()}
+        return write_bundle(Path(out) if out is not None else run.bundle, fields, populate, attach)
+    except ValidationError as err:  # the manifest's own types refuse what the model gives (an exit name, say)
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()[:5])
+        raise ExportError("the model does not fit the bundle manifest", got=problems,
+                          expected="the manifest v2 types (edgeexit/bundle/manifest.py)") from None
 
 
 QUANT_SAMPLES = 1000  # validation images the int8 observers see
@@ -522,65 +527,8 @@ def _ensemble(ckpt: dict, num_exits: int) -> dict:
     return {"mode": mode, "weights": aep_weights(num_exits, mode, "output").tolist()}
 
 
-def test_split(bundle: Bundle, split: str = "test", limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Images and labels of a split of the data the bundle was trained on."""
-    data = DataConfig(**bundle.manifest.data)
-    splits = data.load(bundle.manifest.input.shape[0])
-    dataset = {"test": splits.test, "val": splits.val, "train": splits.train}.get(split)
-    if dataset is None:
-        raise ConfigError("unknown split", got=split, expected="test, val or train")
-    return dataset_arrays(dataset, limit)
+def test_split(bundle: Bundle, split: str = "test", limit: int | None = None):
+    """Images and labels of a split of the data the bundle was trained on (edgeexit.evaluate.test_split)."""
+    from edgeexit.evaluate import test_split as split_of
 
-
-def evaluate_bundle(bundle_dir: Path, *, backend: str | None = None, split: str = "test", batch_size: int = 64,
-                    limit: int | None = None, repeats: int = 3, time_batches: int | None = None,
-                    threads: int | None = None, single_samples: int = 300) -> dict:
-    """Accuracy, exit histogram, MACs and wall time of the early-exit runtime vs the unsplit model, both on the same
-    backend (default: the one the bundle's target runs on)."""
-    for name, value in (("batch_size", batch_size), ("limit", limit)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"{name} must be an integer >= 1", got=value, expected="e.g. 64")
-    bundle = load_bundle(Path(bundle_dir))
-    x, y = test_split(bundle, split, limit)
-    runtime = EarlyExitRuntime.open(bundle, backend, threads=threads)
-    full = runtime.reference()
-    ee_preds, ee_exits, full_preds = [], [], []
-    for i in range(0, len(x), batch_size):
-        r = runtime.run(x[i:i + batch_size])
-        ee_preds.append(r.predictions)
-        ee_exits.append(r.exit_index)
-        full_preds.append(full.run(x[i:i + batch_size]).argmax(1))
-    ee_preds, ee_exits, full_preds = map(np.concatenate, (ee_preds, ee_exits, full_preds))
-    # each exit alone on every sample (the static truncations' accuracy, for the report's baseline)
-    exit_correct = np.zeros(len(bundle.exits), np.int64)
-    for i in range(0, len(x), batch_size):
-        for k, o in enumerate(runtime.exit_outputs(x[i:i + batch_size])):
-            exit_correct[k] += int((o["logits"].argmax(1) == y[i:i + batch_size]).sum())
-    cum = np.array([e.cumulative_macs for e in bundle.exits], dtype=np.float64)
-    runs = {"early_exit": runtime.run, "full": full.run}
-    timing = side_by_side(runs, x, batch_size, repeats=repeats, max_batches=time_batches)
-    by_batch = {str(batch_size): timing.ratio("early_exit", "full")}
-    if batch_size != 1 and single_samples:  # per-call overhead shows at batch 1: measure it too
-        one = side_by_side(runs, x[:single_samples], 1, repeats=repeats, max_batches=time_batches)
-        by_batch = {"1": one.ratio("early_exit", "full"), **by_batch}
-    n_exits = len(bundle.exits)
-    full_macs = bundle.manifest.full_macs
-    return {
-        "bundle": str(bundle.root), "bundle_checksum": bundle.manifest.checksum,
-        "bundle_content_sha256": bundle.manifest.content_sha256, "backend": runtime.backend.name,
-        "split": split, "samples": int(len(y)),
-        "batch_size": batch_size,
-        "full_accuracy": float((full_preds == y).mean()),
-        "early_exit_accuracy": float((ee_preds == y).mean()),
-        "exit_histogram": RunResult.histogram(ee_exits, n_exits),
-        "exit_accuracy": (exit_correct / max(1, len(y))).tolist(),
-        "exit_names": [e.name for e in bundle.exits],
-        "mean_macs": float(cum[ee_exits].mean()),
-        "full_macs": int(full_macs),
-        "macs_fraction": float(cum[ee_exits].mean() / full_macs),
-        "latency_fraction": timing.ratio("early_exit", "full"),
-        "latency_fraction_by_batch": by_batch,
-        "per_image_ms": {k: timing.per_image_ms(k) for k in timing.seconds},
-        "timed_batches": len(timing.seconds["full"]),
-        "agreement_with_full": float((ee_preds == full_preds).mean()),
-    }
+    return split_of(bundle, split, limit)

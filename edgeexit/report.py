@@ -301,33 +301,47 @@ def _read_first(what: str, paths: list[Path], hint: str, reader=None) -> dict:
                       expected="the file", hint=hint)
 
 
-def write_report(run, *, ev: dict | None = None, prof: dict | None = None) -> tuple[dict, Bundle]:
-    """report.json, report.md and the PNGs of RUN/bundle, written in RUN and attached to a new version of the
-    bundle (under report/). The evaluation and profile default to RUN's (else the bundle's attached) files."""
+def report_files(run, bundle: Bundle, ev: dict, prof: dict) -> tuple[dict, dict[str, str | bytes]]:
+    """The report of `bundle` from its evaluation and profile (and the calibration it carries, the run's curves),
+    and every file that goes under the bundle's report/: the report, its PNGs, the evaluation and profile."""
     import tempfile
 
     from edgeexit import jsonio
-    from edgeexit.bundle import REPORTS, add_files, load_bundle
 
-    bundle = load_bundle(run.bundle)
-    ev = ev or _read_first("an evaluation", [run.eval_json, bundle.path(f"{REPORTS}eval.json")],
-                           "edgeexit eval RUN/bundle --json RUN/eval.json")
-    prof = prof or _read_first("a profile", [run.profile, bundle.path(f"{REPORTS}profile.json")],
-                               "edgeexit profile --run-dir RUN", read_profile_json)
     cal_path = bundle.path("calibration.json")
     cal = jsonio.read_json(cal_path) if cal_path.is_file() else None
     curves = jsonio.read_json(run.curves_json) if run.curves_json.is_file() else None
     rep = report_data(bundle, ev, prof, cal, curves)
-    text = markdown(rep)
-    files: dict[str, str | bytes] = {"report.json": jsonio.dumps(rep), "report.md": text,
+    files: dict[str, str | bytes] = {"report.json": jsonio.dumps(rep), "report.md": markdown(rep),
                                      "eval.json": jsonio.dumps(ev), "profile.json": jsonio.dumps(prof)}
     with tempfile.TemporaryDirectory(prefix=".report-", dir=run.root) as tmp:
         for name, path in plot_report(rep, Path(tmp)).items():
             files[path.name] = path.read_bytes()
     if run.curves_png.is_file():
         files[run.curves_png.name] = run.curves_png.read_bytes()
+    return rep, files
+
+
+def keep_in_run(run, files: dict[str, str | bytes]) -> None:
+    """The report (JSON, Markdown, PNGs) beside the run's eval.json and profile.json, where people look for it."""
+    from edgeexit import jsonio
+
     for name, data in files.items():
         if name not in ("eval.json", "profile.json", "curves.png"):
             jsonio.write_atomic(run.root / name, data)
+
+
+def write_report(run) -> tuple[dict, Bundle]:
+    """`edgeexit report`: report.json, report.md and the PNGs of RUN/bundle again, written in RUN and attached to a
+    new version of the bundle (under report/). The evaluation and profile are read from RUN only: the run directory
+    is their one source; the bundle's report/ copies are what ships, never read back (see edgeexit/rundir.py).
+    (A build attaches its report in the one write of its bundle: edgeexit/recipe.py.)"""
+    from edgeexit.bundle import REPORTS, add_files, load_bundle
+
+    bundle = load_bundle(run.bundle)
+    ev = _read_first("an evaluation", [run.eval_json], "edgeexit eval RUN/bundle --json RUN/eval.json")
+    prof = _read_first("a profile", [run.profile], "edgeexit profile --run-dir RUN", read_profile_json)
+    rep, files = report_files(run, bundle, ev, prof)
+    keep_in_run(run, files)
     bundle = add_files(bundle, {f"{REPORTS}{k}": v for k, v in files.items()}, run.bundle)
     return rep, bundle

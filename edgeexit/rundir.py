@@ -6,6 +6,13 @@ provenance), and the lock that keeps two commands from writing the same run at o
     calibration.json, curves.*    calibrate  <- pruned.pt or checkpoint.pt (its sha256) [+ profile.json]
     bundle/                       export     <- that checkpoint + calibration.json (their sha256)
     profile.json                  profile    <- bundle (its manifest checksum, and the checkpoint behind it)
+    eval.json                     eval       <- bundle (its content sha256)
+    report.{json,md}, *.png       report     <- eval.json + profile.json + the bundle's calibration.json
+
+One source for each: every command reads a run's measurements and report from here, never from the copies a
+bundle carries under report/ (those are what ships beside the model, written from the same bytes). The bundle's
+own calibration.json is the one source of the thresholds it ships (int8 recalibrates them on export); this
+directory's calibration.json is only what export starts from.
 """
 
 from __future__ import annotations
@@ -60,15 +67,28 @@ class RunDir:
         else checkpoint.pt. A pruned.pt cut from an earlier training is refused."""
         if not self.pruned.is_file():
             return self.checkpoint
-        from edgeexit.train.checkpoint import load_checkpoint
-
-        made_from = (load_checkpoint(self.pruned).get("provenance") or {}).get("checkpoint_sha256")
+        made_from = self._pruned_from()
         if self.checkpoint.is_file() and made_from != self.sha256(self.checkpoint):
             raise StaleArtifactError(f"{self.pruned} was cut from another training than {self.checkpoint}",
                                      got=f"made from sha256 {str(made_from)[:12]}…",
                                      expected=f"sha256 {self.sha256(self.checkpoint)[:12]}…",
                                      hint=f"re-run `edgeexit prune --run-dir {self.root}` (or delete pruned.pt)")
         return self.pruned
+
+    def _pruned_from(self) -> str | None:
+        """The sha256 of the checkpoint pruned.pt was cut from: pruned.json says it, with pruned.pt's own sha256
+        (so a build does not load the whole pruned checkpoint only for that); else pruned.pt's own record."""
+        from edgeexit import jsonio
+
+        try:
+            record = jsonio.read_json(self.pruned_json).get("provenance") or {}
+        except (OSError, ValueError, RecursionError, AttributeError):
+            record = {}
+        if isinstance(record, dict) and record.get("pruned_sha256") == self.sha256(self.pruned):
+            return record.get("checkpoint_sha256")
+        from edgeexit.train.checkpoint import load_checkpoint
+
+        return (load_checkpoint(self.pruned).get("provenance") or {}).get("checkpoint_sha256")
 
     def require_made_from(self, what: Path, recorded: str | None, source: Path, command: str) -> None:
         """Refuse `what` unless it records `source`'s sha256 as what it was made from."""

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from edgeexit.bundle import load_bundle
 from edgeexit.cli import app
 from edgeexit.errors import BundleError, CheckpointError
-from edgeexit.pipeline import evaluate_bundle
+from edgeexit.evaluate import evaluate_bundle
 from edgeexit.runtime import EarlyExitRuntime
 from edgeexit.train.checkpoint import load_checkpoint, model_from_checkpoint
 

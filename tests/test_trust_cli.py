@@ -118,7 +118,7 @@ def test_tolerance_must_be_finite(tmp_path):
 
 
 def test_evaluate_bundle_refuses_an_empty_batch(tmp_path):
-    from edgeexit.pipeline import evaluate_bundle
+    from edgeexit.evaluate import evaluate_bundle
 
     with pytest.raises(ConfigError, match="batch_size must be an integer >= 1"):
         evaluate_bundle(tmp_path / "bundle", batch_size=0)

@@ -320,8 +320,8 @@ def test_a_bad_profile_json_is_refused_by_report_and_calibrate(built, tmp_path, 
 def test_device_and_bundle_strings_are_not_rich_markup():
     """A profile and a report whose strings are rich markup render them as text (and "[/]", which would make rich
     raise, renders too)."""
-    from edgeexit.cli import etdump_table, profile_table
     from edgeexit.report import report_table, summary_table
+    from edgeexit.tables import etdump_table, profile_table
 
     stats = {"p50_ms": 1.0, "p10_ms": 1.0, "p90_ms": 1.0, "spread": 0.0, "rounds": 3}
     row = {"index": 0, "name": "[/]", "cumulative": stats, "segment": None, "head": None, "static": None,

@@ -393,10 +393,16 @@ def _permissions(root: Path) -> None:
         os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
 
 
-def write_bundle(dest: Path | str, fields: dict[str, Any], populate: Callable[[Path], dict[str, Any] | None]) -> Bundle:
+def write_bundle(dest: Path | str, fields: dict[str, Any], populate: Callable[[Path], dict[str, Any] | None],
+                 attach: Callable[[Bundle], dict[str, str | bytes]] | None = None) -> Bundle:
     """Write a bundle: `populate(tmpdir)` writes every file (and may return manifest fields that only writing them
     tells, e.g. where each segment went); this adds `files` (sha256 of each), the JSON Schema and the checksum,
     validates the manifest, fsyncs, and swaps the new version in at `dest` atomically.
+
+    `attach(bundle)`: files measured on the finished bundle (evaluation, profile, report) that go into this same
+    write. It gets the complete, verified version before anything points at it (a fresh process can load it: a
+    profile runs there); its files are added beside hard links of the others (hashed once, where they were written)
+    and only that version is swapped in, so readers see one new bundle, not one per attachment.
 
     `fields` are the manifest fields other than schema_version, files and checksum. `dest` must be absent, an empty
     directory, or a bundle edgeexit wrote and nobody changed: nothing else is ever replaced.
@@ -411,35 +417,76 @@ def write_bundle(dest: Path | str, fields: dict[str, Any], populate: Callable[[P
         fields = {**fields, **(populate(tmp) or {})}
         jsonio.write_json(tmp / SCHEMA_FILE, json_schema())
         jsonio.write_atomic(tmp / BUNDLE_MARK, BUNDLE_MARK_TEXT)
-        files = {}
-        for p in sorted(tmp.rglob("*")):
-            if p == tmp / jsonio.WRITER_MARK:
-                continue  # the writer's own marker: removed before the directory becomes a version
-            if p.is_symlink():
-                raise BundleError("a bundle may not contain links", got=str(p.relative_to(tmp)), expected="plain files")
-            if p.is_file():
-                _fsync_file(p)
-                files[p.relative_to(tmp).as_posix()] = sha256(p)
-        raw = jsonio.to_jsonable({**fields, "schema_version": SCHEMA_VERSION, "files": files})
-        raw["checksum"] = digest(raw)
-        manifest = _validate(raw, dest)
-        jsonio.write_json(tmp / MANIFEST, raw)
-        _permissions(tmp)
-        for d in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
-            fsync_dir(d)
-        version = parent / f".{dest.name}-v{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
-        os.replace(tmp, version)
-        # until it is dropped, the marker proves the unlinked version is ours (to prune) if this writer dies here
-        jsonio.drop_marker(version)
-        fsync_dir(version)
-        fsync_dir(parent)
+        version, manifest = _seal(tmp, dest, fields, _hash_new(tmp, {}))
     except BaseException:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if attach is not None:
+        version, manifest = _attach(version, manifest, dest, attach)
     _swap_in(version, dest)
     left = _prune_versions(parent, dest.name, version)
     return Bundle(version.resolve(), manifest, tuple(left))
+
+
+def _hash_new(tmp: Path, known: dict[str, str]) -> dict[str, str]:
+    """sha256 of every file in `tmp`; those in `known` (hard links of files hashed when they were written) keep it."""
+    files = {}
+    for p in sorted(tmp.rglob("*")):
+        if p == tmp / jsonio.WRITER_MARK:
+            continue  # the writer's own marker: removed before the directory becomes a version
+        if p.is_symlink():
+            raise BundleError("a bundle may not contain links", got=str(p.relative_to(tmp)), expected="plain files")
+        if p.is_file():
+            rel = p.relative_to(tmp).as_posix()
+            _fsync_file(p)
+            files[rel] = known[rel] if rel in known else sha256(p)
+    return files
+
+
+def _seal(tmp: Path, dest: Path, fields: dict[str, Any], files: dict[str, str]) -> tuple[Path, Manifest]:
+    """Manifest, permissions and fsync of a written temporary directory, renamed to a version beside `dest` (not
+    yet pointed at); the caller removes `tmp` if this raises."""
+    parent = dest.parent
+    raw = jsonio.to_jsonable({**fields, "schema_version": SCHEMA_VERSION, "files": files})
+    raw["checksum"] = digest(raw)
+    manifest = _validate(raw, dest)
+    jsonio.write_json(tmp / MANIFEST, raw)
+    _permissions(tmp)
+    for d in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
+        fsync_dir(d)
+    version = parent / f".{dest.name}-v{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+    os.replace(tmp, version)
+    # until it is dropped, the marker proves the unlinked version is ours (to prune) if this writer dies here
+    jsonio.drop_marker(version)
+    fsync_dir(version)
+    fsync_dir(parent)
+    return version, manifest
+
+
+def _attach(version: Path, manifest: Manifest, dest: Path, attach: Callable[[Bundle], dict[str, str | bytes]]
+            ) -> tuple[Path, Manifest]:
+    """The version with `attach`'s files added, as a new version; the first one (never pointed at) is removed."""
+    tmp = None
+    try:
+        extra = attach(Bundle(version.resolve(), manifest))
+        if not extra:
+            return version, manifest
+        tmp = jsonio.make_temp_dir(dest.parent, dest.name)
+        kept = [r for r in manifest.files if r not in extra]
+        link_files(version, kept, tmp)
+        for rel, data in extra.items():
+            check_relative(rel, tmp)
+            jsonio.write_atomic(tmp / rel, data)
+        fields = manifest.model_dump(mode="json", exclude={"schema_version", "files", "checksum"})
+        final = _seal(tmp, dest, fields, _hash_new(tmp, {r: manifest.files[r] for r in kept}))
+    except BaseException:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(version, ignore_errors=True)  # ours, complete, and nothing points at it
+        raise
+    shutil.rmtree(version, ignore_errors=True)
+    return final
 
 
 def link_files(src: Path, names, dst: Path) -> None:

@@ -1,0 +1,205 @@
+"""Typer options that more than one command takes, declared once. `train` and `build` share the data, model and
+training options through `@shared_train_options`: it adds them to the command's signature and hands the command
+their values as one dict (`shared`), which `edgeexit.options.train_options` turns into the typed configs."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+DATASET = typer.Option("fashion-mnist", help="fashion-mnist | synthetic | folder:/path | cifar10:/path")
+RUN_DIR = typer.Option(Path("runs/default"), "--run-dir", help="where checkpoint, calibration and bundle go")
+TARGET = typer.Option("cpu", help="see `edgeexit targets`")
+PRECISION = typer.Option(None, help="one of the target's precisions (default: its first)")
+AGAIN_MODEL = typer.Option(None, help="a checkpoint of your own model (package.module:function): pass the same --model "
+                                      "again; edgeexit never calls a function named in a file")
+AGAIN_MODEL_KWARGS = typer.Option(None, help="with --model: its keyword arguments as JSON (default: the checkpoint's; "
+                                             "if given, they must equal them)")
+TEMPERATURE = typer.Option(True, help="temperature scaling per exit, fitted on the calibration set (NLL) before the "
+                                      "thresholds (search / fractions with a logit score)")
+LIMIT = typer.Option(None, min=1, help="use the first N samples of the split")
+# numeric bounds: click refuses what is out of range with a usage error (exit code 2) before anything runs
+SEED = typer.Option(0, min=0, max=2**32 - 1, help="seeds weights, data order and splits (numpy takes < 2^32)")
+
+# name -> (type, option): what `train` and `build` both take, in the order --help lists them
+TRAIN_SHARED: dict[str, tuple[object, typer.models.OptionInfo]] = {
+    "dataset": (str, DATASET),
+    "backbone": (str, typer.Option("resnet18", help="see `edgeexit backbones`")),
+    "exits": (str, typer.Option("stages", help="stages | full | blocks | eenet:<pareto|golden|fine|linear|quadratic>:<n> "
+                                               "| comma-separated block indices")),
+    "head": (Optional[str], typer.Option(None, help="aep | plain | pool | bnpool (default: pool for --method eenet, "
+                                                    "else aep)")),
+    "image_size": (int, typer.Option(32, min=1, max=4096, help="input height and width; each backbone has a smallest")),
+    "method": (str, typer.Option("aep", help="aep (weighted ensemble, papers/000) | eenet (confidence + cost L_v2, "
+                                             "papers/002) | budget (bi-level gater, papers/003)")),
+    "weight_mode": (str, typer.Option("unif", help="AEP weights: desc | asc | mix | unif")),
+    "lam": (Optional[float], typer.Option(None, "--lam", help="cost weight λ (default: 1 for eenet, 2 for budget)")),
+    "gater_features": (str, typer.Option("confidence,entropy", help="budget: the gater's inputs, from "
+                                                                    "confidence,margin,entropy")),
+    "gater_period": (int, typer.Option(10, min=1, help="budget: network steps per gater step (papers/003: 10 on CIFAR, "
+                                                       "100 on ImageNet)")),
+    "device": (str, typer.Option("auto", help="auto | cpu | cuda | cuda:N; under torchrun each rank takes "
+                                              "cuda:LOCAL_RANK")),
+    "weights": (Optional[str], typer.Option(None, help="'imagenet' (efficientnet_lite0's shipped weights), or your "
+                                                       "trained model's weights: a state_dict file "
+                                                       "(torch.save(model.state_dict())) or a torch.export archive (a "
+                                                       "whole pickled model or a TorchScript archive is refused: "
+                                                       "loading it could run code)")),
+    "model": (Optional[str], typer.Option(None, help="your own model instead of --backbone: package.module:function "
+                                                     "(returns an nn.Module) or torchvision:<name>; name its split "
+                                                     "points with --exits layer1,layer2")),
+    "model_kwargs": (Optional[str], typer.Option(None, help="keyword arguments of --model as JSON, e.g. "
+                                                            "'{\"num_classes\": 10}'")),
+    "freeze_backbone": (bool, typer.Option(False, help="train the exit heads only: the backbone's weights and BatchNorm "
+                                                       "statistics stay as in --weights, so the final exit answers as "
+                                                       "your model does")),
+    "unfreeze_after": (Optional[int], typer.Option(None, min=1, help="with --freeze-backbone: after N epochs of heads "
+                                                                     "only, train everything jointly")),
+    "epochs": (int, typer.Option(100, min=1)),
+    "batch_size": (int, typer.Option(64, min=1)),
+    "lr": (float, typer.Option(1e-4)),
+    "schedule": (str, typer.Option("constant", help="learning rate: constant (the AEP paper) | cosine (annealed to 0)")),
+    "seed": (int, SEED),
+    "max_steps": (Optional[int], typer.Option(None, min=1, help="cap on steps per epoch (quick runs)")),
+    "limit_train": (Optional[int], LIMIT),
+    "limit_val": (Optional[int], LIMIT),
+    "limit_test": (Optional[int], LIMIT),
+}
+
+
+def options(*groups: dict, **overrides: typer.models.OptionInfo):
+    """Give a command the options of `groups` (name -> (type, option); `overrides`: another default or help for
+    this command). The command's own signature lists the names only; one that ends in `shared` gets the
+    TRAIN_SHARED values as one dict there (edgeexit.options.train_options makes the typed configs of it)."""
+    merged = {name: spec for group in groups for name, spec in group.items()}
+
+    def decorate(fn):
+        takes_shared = "shared" in inspect.signature(fn).parameters
+        params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                                    default=overrides.get(name, option)) for name, (kind, option) in merged.items()]
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            if takes_shared:
+                return fn(shared={name: kwargs.pop(name) for name in TRAIN_SHARED}, **kwargs)
+            return fn(**kwargs)
+
+        command.__signature__ = inspect.Signature(params)  # what typer reads: names, types, options
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+    return decorate
+
+
+# -- backend names: the one place the CLI names backends (the backend registry, issue 17 item 2, replaces this) --
+BACKEND = typer.Option(None, help="onnxruntime | onnxruntime-cuda | torch | torch-cuda (default: the bundle's target's)")
+
+
+# -- each command's own options (name -> (type, option)), in the order --help lists them --------------------
+TRAIN = {
+    "run_dir": (Path, RUN_DIR),
+    "amp": (bool, typer.Option(True, help="mixed precision (float16 autocast + GradScaler) on CUDA")),
+    "freeze_bn": (bool, typer.Option(False, help="BatchNorm statistics fixed (fine-tuning with small batches)")),
+    "sync_bn": (bool, typer.Option(False, help="SyncBatchNorm across torchrun ranks (CUDA only)")),
+    "patience": (int, typer.Option(12, min=1)),
+    "resume": (bool, typer.Option(False, help="continue from run-dir/checkpoint.pt, with its settings")),
+    "adopt": (bool, typer.Option(False, help="with --resume: go on with the settings given now where they differ from "
+                                             "the checkpoint's (learning rate, schedule, batch size, limits...)")),
+}
+PRUNE = {
+    "run_dir": (Path, RUN_DIR),
+    "mode": (Optional[str], typer.Option(None, help="AEP weight mode desc | asc | mix | unif (default: the training mode)")),
+    "limit": (Optional[int], typer.Option(None, min=1, help="use the first N validation samples")),
+    "show": (int, typer.Option(10, min=1, help="how many subsets to list")),
+    "budget": (Optional[str], typer.Option(None, help="keep the subset with the best early-exit accuracy under this "
+                                                      "MACs budget (0.5, 20e6macs) instead of AEP's best ensemble")),
+    "model": (Optional[str], AGAIN_MODEL),
+    "model_kwargs": (Optional[str], AGAIN_MODEL_KWARGS),
+}
+CALIBRATE = {
+    "run_dir": (Path, RUN_DIR),
+    "budget": (str, typer.Option("0.5", help="fraction of full MACs (0.5), '20e6macs', '5ms@cpu', or a preset name")),
+    "policy": (str, typer.Option("search", help="search | fractions | fixed | gater")),
+    "score": (Optional[str], typer.Option(None, help="max_softmax (default) | margin | neg_entropy | confidence | gater; "
+                                                     "fixed uses confidence, gater the gater's P_k")),
+    "recipe": (str, typer.Option("default", help="calibration-set recipe in calibration/recipes (default, quick) "
+                                                 "or a path")),
+    "threshold": (float, typer.Option(0.5, min=0.0, max=1.0, help="T of the fixed policy (EENet confidence, in [0, 1])")),
+    "limit": (Optional[int], typer.Option(None, min=1, help="calibrate on the first N samples of the recipe's split")),
+    "temperature": (bool, TEMPERATURE),
+    "model": (Optional[str], AGAIN_MODEL),
+    "model_kwargs": (Optional[str], AGAIN_MODEL_KWARGS),
+}
+PROFILE = {
+    "run_dir": (Path, RUN_DIR),
+    "backend": (Optional[str], BACKEND),
+    "device": (str, typer.Option("local", help="local | ssh://[user@]host[:port][?python=PATH&identity=KEY"
+                                               "&known_hosts=FILE] | adb://SERIAL")),
+    "batches": (Optional[str], typer.Option(None, help="batch sizes, e.g. 1,8 (default: 1 and the bundle's largest)")),
+    "rounds": (int, typer.Option(30, min=1, help="alternating rounds; each figure is a median over rounds")),
+    "calls": (int, typer.Option(3, min=1, help="back-to-back calls per entry and round (their median)")),
+    "runner": (Optional[str], typer.Option(None, help="python | cpp (local: python; adb: cpp)")),
+    "runner_binary": (Optional[Path], typer.Option(None, help="the C++ runner (edgeexit_runner) for cpp / adb")),
+    "etdump": (bool, typer.Option(False, help="ExecuTorch bundles: also per-segment and per-operator times from ETDump")),
+}
+EXPORT = {
+    "run_dir": (Path, RUN_DIR),
+    "target": (str, TARGET),
+    "precision": (Optional[str], PRECISION),
+    "out": (Optional[Path], typer.Option(None, help="bundle path (default RUN_DIR/bundle); must be absent, empty or "
+                                                    "a bundle")),
+    "model": (Optional[str], AGAIN_MODEL),
+    "model_kwargs": (Optional[str], AGAIN_MODEL_KWARGS),
+}
+ENGINES = {
+    "bundle": (Path, typer.Argument(..., help="the bundle to build engines for, e.g. RUN/bundle")),
+    "out": (Optional[Path], typer.Option(None, help="where the new bundle version goes (default: BUNDLE itself)")),
+    "trtexec": (Optional[str], typer.Option(None, help="build with this trtexec (JetPack: /usr/src/tensorrt/bin/trtexec) "
+                                                       "instead of TensorRT's Python builder")),
+    "workspace_mb": (Optional[int], typer.Option(None, min=1, help="builder workspace limit in MiB")),
+    "compute_capability": (Optional[list[str]], typer.Option(None, help="TensorRT-RTX without a GPU: build for this "
+                                                                        "compute capability (e.g. 8.6; repeatable)")),
+    "flavour": (Optional[str], typer.Option(None, help="tensorrt | tensorrt_rtx (default: tensorrt if importable)")),
+    "profile_after": (bool, typer.Option(True, "--profile/--no-profile", help="profile the engines afterwards "
+                                                                              "(needs a CUDA device and RUN/bundle)")),
+}
+EVAL = {
+    "bundle": (Path, typer.Argument(..., help="a bundle directory")),
+    "backend": (Optional[str], BACKEND),
+    "split": (str, typer.Option("test")),
+    "batch_size": (int, typer.Option(64, min=1)),
+    "limit": (Optional[int], typer.Option(None, min=1)),
+    "json_out": (Optional[Path], typer.Option(None, "--json", help="also write the figures as JSON")),
+}
+BUILD = {
+    "target": (str, TARGET),
+    "run_dir": (Path, RUN_DIR),
+    "temperature": (bool, TEMPERATURE),
+    "budget": (str, typer.Option("0.6")),
+    "policy": (Optional[str], typer.Option(None, help="default: search for aep, fixed (h >= 0.5) for eenet, gater "
+                                                      "(P_k >= 0.5) for budget")),
+    "score": (Optional[str], typer.Option(None, help="default: max_softmax for aep, confidence for eenet, gater for "
+                                                     "budget")),
+    "eval_batch_size": (int, typer.Option(64, min=1)),
+    "precision": (Optional[str], PRECISION),
+    "prune": (bool, typer.Option(True, help="AEP pruning to the best exit subset (aep method only)")),
+    "profile_device": (str, typer.Option("local", help="where to profile: local | ssh://user@host | adb://SERIAL")),
+}
+REPORT = {
+    "run_dir": (Path, typer.Argument(Path("runs/default"), help="a run directory")),
+}
+COMPARE = {
+    "bundle": (Path, typer.Argument(..., help="a bundle directory")),
+    "backends": (Optional[str], typer.Option(None, help="comma-separated (default: every backend available here)")),
+    "samples": (int, typer.Option(1000, min=0, help="test-split images besides the bundle's test vectors")),
+    "tolerance": (Optional[float], typer.Option(None, min=0.0, help="max |Δlogits| (default: by the bundle's precision)")),
+    "json_out": (Optional[Path], typer.Option(None, "--json", help="also write the comparison as JSON")),
+}
+
+# build trains briefly by default: its own defaults for three of the shared options
+BUILD_EPOCHS = typer.Option(3, min=1, help="short by default so the whole job fits ~10 min on 2 cores")
+BUILD_LR = typer.Option(1e-3)
+BUILD_SCHEDULE = typer.Option("cosine", help="learning rate: cosine (annealed to 0, good for short runs) | constant")

@@ -1,0 +1,171 @@
+"""The command line's words as typed configs: a budget string, an exits list, the model / data / training options
+`train` and `build` share (built once into `TrainOptions`), and the checks a build runs before its first epoch."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from edgeexit.errors import ConfigError
+
+if TYPE_CHECKING:  # torch and the data sets load only when a command needs them
+    from edgeexit.calibrate.budget import Budget
+    from edgeexit.models import ModelConfig
+    from edgeexit.models.user import PassedModel
+    from edgeexit.pipeline import DataConfig
+    from edgeexit.targets import Target
+    from edgeexit.train.trainer import TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """What `edgeexit train` and `edgeexit build` both take: the data, the model and how to train it. `passed`: the
+    user's own --model again, for the later stages that rebuild it from the checkpoint."""
+
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    passed: PassedModel | None = None
+
+
+def train_options(*, dataset: str, backbone: str, exits: str, head: str | None, image_size: int, method: str,
+                  weight_mode: str, lam: float | None, gater_features: str, gater_period: int, device: str,
+                  weights: str | None, model: str | None, model_kwargs: str | None, freeze_backbone: bool,
+                  unfreeze_after: int | None, epochs: int, batch_size: int, lr: float, schedule: str, seed: int,
+                  max_steps: int | None, limit_train: int | None, limit_val: int | None, limit_test: int | None,
+                  patience: int = 12, amp: bool = True, freeze_bn: bool = False, sync_bn: bool = False) -> TrainOptions:
+    """The shared options as typed configs, every one checked (a typo must not cost a training run)."""
+    from edgeexit.pipeline import DataConfig
+    from edgeexit.train.trainer import TrainConfig
+
+    data = DataConfig(dataset, image_size, seed, None, limit_train, limit_val, limit_test)
+    cfg = model_config(backbone, exits, head, image_size, weights, method, gater_features, model, model_kwargs)
+    train = TrainConfig(method=method, weight_mode=weight_mode, epochs=epochs, batch_size=batch_size, lr=lr,
+                        patience=patience, seed=seed, max_steps_per_epoch=max_steps, lam=lam, gater_period=gater_period,
+                        device=device, amp=amp, freeze_bn=freeze_bn, sync_bn=sync_bn, schedule=schedule,
+                        freeze_backbone=freeze_backbone, unfreeze_after=unfreeze_after)
+    return TrainOptions(data, cfg, train, passed_model(cfg.model, model_kwargs))
+
+
+def budget(text: str):
+    """'0.5' (fraction of full MACs), '12e6macs', '5ms@jetson', or a preset name from calibration/budgets."""
+    from edgeexit.calibrate.budget import Budget, load_budget_preset
+
+    low = text.strip().lower()
+    try:
+        if low.endswith("macs"):
+            return Budget("macs", float(low[:-4]))
+        if "ms" in low and low.split("@")[0].endswith("ms"):
+            value, _, target = low.partition("@")
+            return Budget("ms", float(value[:-2]), target or None)
+        return Budget("macs_fraction", float(low))
+    except ValueError:
+        return load_budget_preset(text)
+
+
+def exits_option(exits: str):
+    """A placement name, comma-separated block indices, or comma-separated block names / module paths."""
+    text = exits.strip()
+    if not text:
+        return "stages"
+    if text in ("stages", "full", "blocks") or text.startswith("eenet:"):
+        return text
+    if not text[0].isdigit():
+        return [name.strip() for name in text.split(",") if name.strip()]
+    try:
+        return [int(i) for i in text.split(",")]
+    except ValueError:
+        raise ConfigError("bad --exits", got=exits, expected="stages | full | blocks | eenet:<dist>:<n> | e.g. 2,5,8",
+                          hint="block indices are listed by `edgeexit backbones`") from None
+
+
+def passed_model(model: str | None, model_kwargs: str | None):
+    """The --model (--model-kwargs) passed again to a stage that rebuilds a checkpoint's model."""
+    from edgeexit.models.user import PassedModel
+
+    if model is None and model_kwargs is None:
+        return None
+    cfg = model_config("", "stages", None, 32, None, "aep", "", model, model_kwargs)  # the same checks as train's
+    return PassedModel(model, cfg.model_kwargs)
+
+
+def model_config(backbone, exits, head, image_size, weights, method, gater_features, model=None, model_kwargs=None):
+    """The model options; the head defaults to the method's (EENet's Pool block for eenet), the gater is added for
+    the budget method only."""
+    from edgeexit.models import ModelConfig
+
+    kwargs = None
+    if model_kwargs:
+        try:
+            kwargs = json.loads(model_kwargs)
+        except json.JSONDecodeError as err:
+            raise ConfigError("--model-kwargs is not valid JSON", got=model_kwargs, expected='e.g. {"num_classes": 10}',
+                              hint="quote it for the shell: --model-kwargs '{\"num_classes\": 10}'") from err
+        if not isinstance(kwargs, dict):
+            raise ConfigError("--model-kwargs must be a JSON object", got=model_kwargs, expected='{"name": value, ...}')
+        if model is None:
+            raise ConfigError("--model-kwargs needs --model", got=model_kwargs, expected="--model package.module:function")
+    return ModelConfig(backbone=model or backbone, exits=exits_option(exits),
+                       head=head or ("pool" if method == "eenet" else "aep"), image_size=image_size,
+                       weights=str(weights) if weights else None,
+                       gater_features=gater_features if method == "budget" else None, model=model, model_kwargs=kwargs)
+
+
+@dataclass(frozen=True)
+class BuildChoices:
+    """The build's calibration and export choices, checked: the target parsed once, here, for the whole build."""
+
+    target: Target
+    precision: str
+    formats: list[str]
+    budget: Budget
+    policy: str
+    score: str
+
+
+def build_choices(target: str, precision: str | None, budget_text: str, policy: str | None, score: str | None,
+                  method: str, eval_batch_size: int) -> BuildChoices:
+    """Every build option known to be usable, or the error (before the first epoch)."""
+    from edgeexit.calibrate import POLICIES, SCORE_KINDS
+    from edgeexit.pipeline import exportable, policy_score
+    from edgeexit.targets import load_target
+    from edgeexit.train.distributed import launched_by_torchrun
+
+    if launched_by_torchrun():
+        raise ConfigError("build does not run under torchrun", got="RANK/WORLD_SIZE set", expected="one process",
+                          hint="train with torchrun (-m edgeexit train), then run `edgeexit calibrate` and "
+                          "`edgeexit export` once")
+    tgt = load_target(target)
+    _, precision, formats = exportable(tgt, precision)
+    b = budget(budget_text)
+    policy = policy or {"eenet": "fixed", "budget": "gater"}.get(method, "search")
+    if policy not in POLICIES:
+        raise ConfigError("unknown calibration policy", got=policy, expected=" | ".join(POLICIES))
+    if score is not None and score not in SCORE_KINDS:
+        raise ConfigError("unknown exit score", got=score, expected=" | ".join(SCORE_KINDS))
+    score = policy_score(policy, score, default={"eenet": "confidence", "budget": "gater"}.get(method, "max_softmax"))
+    if score == "confidence" and method == "aep":
+        raise ConfigError("the confidence score needs EENet exit blocks", got="--method aep",
+                          expected="--method eenet", hint="score AEP exits by max_softmax, margin or neg_entropy")
+    if score == "gater" and method != "budget":
+        raise ConfigError("the gater score needs a gater", got=f"--method {method}", expected="--method budget")
+    if b.kind == "ms" and b.target not in (None, "cpu"):
+        raise ConfigError("build measures latency on this host", got=budget_text, expected="a MACs budget, or N ms@cpu",
+                          hint=f"for {b.target}, profile on the device and calibrate there with `edgeexit calibrate`")
+    if eval_batch_size < 1:
+        raise ConfigError("--eval-batch-size must be >= 1", got=eval_batch_size)
+    return BuildChoices(tgt, precision, formats, b, policy, score)
+
+
+def batch_list(text: str | None) -> list[int] | None:
+    """--batches: comma-separated batch sizes >= 1."""
+    if not text:
+        return None
+    try:
+        sizes = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise ConfigError("--batches takes integers", got=text, expected="e.g. 1,8") from None
+    if not sizes or min(sizes) < 1:
+        raise ConfigError("--batches takes batch sizes >= 1", got=text, expected="e.g. 1,8")
+    return sizes

@@ -1,0 +1,145 @@
+"""The build recipe: train -> prune -> calibrate -> export (+ evaluate, profile, report) in one go, as `edgeexit
+build` runs it. Which stages run and with what:
+
+- prune: AEP's pruning for the aep method under a MACs budget; skipped for other methods and millisecond budgets,
+  and undone when the kept subset drops the user's own classifier that --freeze-backbone keeps.
+- a millisecond budget takes two passes: calibrate for the whole model, export, profile on this host, then
+  calibrate for the budget from that table (and export again).
+- the bundle is written once: its evaluation, profile and report are measured on the finished version before it
+  is swapped in and attached to that same write (write_bundle's `attach`); nothing loads it again.
+
+The target is parsed once (edgeexit.options.build_choices), each stage loads the checkpoint it uses once (the
+pruned one is chosen by pruned.json, without loading it), and each bundle file is hashed once, where it is written.
+What people see goes through `say` (a line or a rich table) and `rule` (a stage heading): this module prints
+nothing itself.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from edgeexit import jsonio
+from edgeexit.bundle import REPORTS, Bundle
+from edgeexit.options import BuildChoices, TrainOptions
+from edgeexit.rundir import RunDir
+
+
+@dataclass
+class BuildResult:
+    bundle: Bundle
+    evaluation: dict
+    profile: dict
+    report: dict
+    backend: str  # what the evaluation and profile ran on
+    seconds: float
+
+
+def _quiet(*_: Any) -> None:
+    return None
+
+
+def measure_backend(bundle: Bundle, say: Callable[[Any], None] = _quiet) -> str:
+    """The backend a build measures on: the bundle's own when it can run here; else onnxruntime on this CPU, said out
+    loud. (Backend names live here only, for the backend registry to take over.)"""
+    from rich.markup import escape
+
+    from edgeexit.errors import EdgeExitError
+    from edgeexit.runtime import default_backend, make_backend
+
+    try:
+        name = default_backend(bundle)
+        make_backend(name).close()
+        return name
+    except EdgeExitError as err:
+        say(f"[yellow]target {escape(bundle.manifest.target)} cannot run here ({escape(err.what)}); "
+            "measuring on onnxruntime (CPU emulation)[/]")
+        return "onnxruntime"
+
+
+def build(run: RunDir, opts: TrainOptions, choices: BuildChoices, *, temperature: bool = True, prune: bool = True,
+          eval_batch_size: int = 64, profile_device: str = "local", say: Callable[[Any], None] = _quiet,
+          rule: Callable[[str], None] = _quiet) -> BuildResult:
+    """The whole build into `run` (its lock held by the caller). Every option was checked before this is called."""
+    from edgeexit.calibrate import Budget
+    from edgeexit.evaluate import evaluate_bundle
+    from edgeexit.pipeline import calibrate_stage, export_stage, prune_stage, train_stage
+    from edgeexit.profile import profile_bundle
+    from edgeexit.report import keep_in_run, report_files
+    from edgeexit.tables import cost_summary, noise_note, profile_table, prune_summary, temperature_table
+
+    t0 = time.time()
+    method, b, passed = opts.train.method, choices.budget, opts.passed
+    rule(f"[bold]1/6 train ({method})")
+    result = train_stage(run, opts.data, opts.model, opts.train)
+    say("per-exit val accuracy " + " ".join(f"{a:.4f}" for a in result.val_exit_accuracy))
+    rule("[bold]2/6 prune")
+    if prune and method == "aep" and b.kind != "ms":
+        from edgeexit.tables import prune_table
+
+        pr = prune_stage(run, budget=b if choices.policy == "search" else None, score=choices.score, model=passed)
+        say(prune_table(pr, 5))
+        say(prune_summary(pr))
+        if opts.train.freeze_backbone and pr.kept_exits[-1] != len(pr.full["exits"]) - 1:
+            # the pruned network would end before the user's classifier, whose answers --freeze-backbone keeps
+            run.pruned.unlink(missing_ok=True)
+            run.pruned_json.unlink(missing_ok=True)
+            say("[yellow]not pruned: that subset drops your model's own classifier, the final exit "
+                "--freeze-backbone keeps[/]")
+    else:
+        run.pruned.unlink(missing_ok=True)
+        say("skipped (--no-prune, a method other than aep, or a millisecond budget)")
+    trained = run.trained()
+    export = dict(target=choices.target, precision=choices.precision, model=passed)
+    rule("[bold]3/6 calibrate")
+    backend, prof = None, None
+    if b.kind == "ms":  # a latency budget needs the measured table: export once, profile, then calibrate
+        calibrate_stage(run, trained, budget=Budget("macs_fraction", 1.0), policy=choices.policy, score=choices.score,
+                        curves=False, temperature=temperature, model=passed)
+        first = export_stage(run, trained, **export)
+        backend = measure_backend(first, say)
+        prof = profile_bundle(first, backend=backend)
+        jsonio.write_json(run.profile, prof)
+    cal = calibrate_stage(run, trained, budget=b, policy=choices.policy, score=choices.score, profile=prof,
+                          temperature=temperature, model=passed)
+    say(f"thresholds {[round(t, 4) for t in cal.thresholds]}: expected accuracy {cal.accuracy:.4f} "
+        f"at {cost_summary(cal)}")
+    if cal.calibration_error:
+        say(temperature_table(cal))
+    rule("[bold]4/6 export")
+    measured: dict = {}
+
+    def attach(bundle: Bundle) -> dict[str, str | bytes]:
+        """Profile, evaluate and report the finished bundle before it is swapped in: one write for all of it."""
+        name = backend or measure_backend(bundle, say)
+        rule(f"[bold]5/6 profile ({name}, {profile_device})")
+        prof = profile_bundle(bundle, backend=name, device=profile_device)
+        say(profile_table(prof))
+        say(noise_note(prof))
+        rule(f"[bold]6/6 measure and report ({name})")
+        ev = evaluate_bundle(bundle, backend=name, batch_size=eval_batch_size)
+        ev["bundle"] = str(run.bundle)  # where it will be: this version directory is the one before the attachments
+        rep, files = report_files(run, bundle, ev, prof)
+        measured.update(backend=name, prof=prof, ev=ev, rep=rep, files=files)
+        return {f"{REPORTS}{k}": v for k, v in files.items()}
+
+    bundle = export_stage(run, trained, attach=attach, **export)
+    # the run directory keeps what the separate commands read and write (eval.json, profile.json, the report), the
+    # same bytes the bundle's report/ holds
+    jsonio.write_json(run.profile, measured["prof"])
+    jsonio.write_json(run.eval_json, measured["ev"])
+    keep_in_run(run, measured["files"])
+    return BuildResult(bundle, measured["ev"], measured["prof"], measured["rep"], measured["backend"],
+                       time.time() - t0)
+
+
+def on_device_hint(choices: BuildChoices, run_dir: Path, backend: str) -> str | None:
+    """The command that profiles the bundle on its device, when its target profiles there."""
+    target = choices.target
+    if target.profile != "device":
+        return None
+    where = "adb://SERIAL --runner-binary edgeexit_runner" if target.name in ("android", "ios") else "ssh://user@host"
+    return (f"[bold]on the {target.name} itself:[/] edgeexit profile --run-dir {run_dir} --device {where} && "
+            f"edgeexit report {run_dir}  (this build measured {backend} on this machine)")

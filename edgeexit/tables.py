@@ -1,0 +1,162 @@
+"""What the terminal shows: rich tables and one-line summaries of each stage's result. Every string that may come
+from a file or a device is escaped, so rich never reads it as markup. (The report's own tables: edgeexit/report.py.)"""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from rich.table import Table
+
+
+def prune_table(res, show: int) -> Table:
+    budgeted = res.objective == "budget"
+    what = f"early-exit accuracy at {res.budget_macs:,.0f} MACs" if budgeted else f"AEP ensemble ({res.mode})"
+    t = Table(title=f"pruning by {what}: best {show} of {len(res.subsets)} subsets, {res.n_samples} val samples")
+    cols = ["exits", "accuracy"] + (["ensemble accuracy", "expected MACs"] if budgeted else []) + ["params", "MACs"]
+    for col in cols:
+        t.add_column(col, justify="right")
+    rows = [r for r in res.subsets if r["accuracy"] is not None]
+    for row in sorted(rows, key=lambda r: (-r["accuracy"], r["macs"]))[:show]:
+        extra = [f"{row['ensemble_accuracy']:.4f}", f"{row['expected_macs']:,.0f}"] if budgeted else []
+        t.add_row(str(row["exits"]), f"{row['accuracy']:.4f}", *extra, f"{row['params']:,.0f}", f"{row['macs']:,.0f}")
+    return t
+
+
+def prune_summary(res) -> str:
+    full = res.full
+    return (f"kept exits {res.kept_exits} of {len(full['exits'])}: val accuracy {res.accuracy:.4f} (all exits "
+            f"{full['accuracy']:.4f}), params {res.params / full['params']:.3f}x, MACs {res.macs / full['macs']:.3f}x")
+
+
+def calibration_table(cal) -> Table:
+    t = Table(title=f"calibration ({cal.policy}, {cal.score_kind}, {cal.n_samples} samples)")
+    for col in ("exit", "threshold", "fraction exiting", "accuracy alone", f"cost ({cal.cost_unit})"):
+        t.add_column(col, justify="right")
+    for k, (th, fr, acc, c) in enumerate(zip(cal.thresholds, cal.exit_fractions, cal.exit_accuracy, cal.costs)):
+        t.add_row(str(k), f"{th:.4f}", f"{fr:.3f}", f"{acc:.4f}", f"{c:,.3f}" if cal.cost_unit == "ms" else f"{c:,.0f}")
+    return t
+
+
+def temperature_table(cal) -> Table:
+    """Each exit's temperature and its expected calibration error / NLL before and after scaling."""
+    e = cal.calibration_error
+    t = Table(title=f"temperature scaling (fitted by NLL on the {cal.n_samples} calibration samples)")
+    for col in ("exit", "temperature", "ECE before", "ECE after", "NLL before", "NLL after"):
+        t.add_column(col, justify="right")
+    for k, temp in enumerate(cal.temperatures or []):
+        t.add_row(str(k), f"{temp:.3f}", f"{e['ece_before'][k]:.4f}", f"{e['ece_after'][k]:.4f}",
+                  f"{e['nll_before'][k]:.4f}", f"{e['nll_after'][k]:.4f}")
+    return t
+
+
+def cost_summary(cal) -> str:
+    """Mean cost against the original unsplit model (a pruned network's last exit is not the yardstick)."""
+    if cal.cost_unit == "ms":
+        return f"{cal.mean_cost:.3f} ms per image ({cal.cost_fraction:.3f}x the unsplit model's time)"
+    return f"{cal.cost_fraction:.3f}x the original model's MACs"
+
+
+def noise_note(prof: dict) -> str:
+    worst = max(n["noise"] for n in prof["noise"].values())
+    if prof["trusted"]:
+        return (f"noise of this profile (the unsplit model timed twice): {100 * worst:.1f} % "
+                f"(bound {100 * next(iter(prof['noise'].values()))['bound']:.0f} %)")
+    return (f"[yellow]this profile is noisy: the unsplit model timed twice differs by {100 * worst:.1f} %; "
+            "differences smaller than that mean nothing. Profile again on an idle device.[/]")
+
+
+def etdump_table(timings: dict) -> Table:
+    t = Table(title=f"ExecuTorch ETDump, batch {timings['batch_size']} (median of {timings['runs']} runs)")
+    for col in ("method", "ms", "p90 ms", "operators", "slowest operator"):
+        t.add_column(col, justify="right")
+    for m in timings["methods"]:
+        top = m["operators"][0] if m["operators"] else {"name": "-", "ms": 0.0}
+        t.add_row(escape(m["method"]), f"{m['ms']:.3f}", f"{m['p90_ms']:.3f}", str(m["operator_count"]),
+                  f"{escape(top['name'])} {top['ms']:.3f} ms")
+    return t
+
+
+def profile_table(prof: dict, batch: str | None = None) -> Table:
+    batch = batch or str(prof["batch_size"])
+    tb = prof["batches"][batch]
+    t = Table(title=f"per-exit latency, {escape(prof['backend'])} on {escape(prof['device'])}, batch {batch}: p50 ms over "
+                    f"{prof['rounds']} rounds, spread (p90-p10)/p50")
+    for col in ("exit", "after", "answer here", "spread", "/ full", "MACs / full", "segment", "head", "truncated"):
+        t.add_column(col, justify="right")
+
+    def ms(s):
+        return "-" if s is None else f"{s['p50_ms']:.3f}"
+
+    for e in tb["exits"]:
+        c = e["cumulative"]
+        t.add_row(str(e["index"]), escape(e["name"]), ms(c), f"{100 * c['spread']:.0f} %", f"{e['time_fraction']:.3f}",
+                  f"{e['macs_fraction']:.3f}", ms(e["segment"]), ms(e["head"]), ms(e["static"]))
+    f = tb["full"]
+    t.add_row("full", "unsplit", ms(f), f"{100 * f['spread']:.0f} %", "1.000", "1.000", "", "", "")
+    ff = tb["forced_final"]
+    t.caption = (f"forced final exit {ff['ratio']:.3f}x the unsplit model (heads {100 * ff['heads_fraction']:.1f} %); "
+                 f"noise {100 * tb['noise']['noise']:.1f} %")
+    return t
+
+
+def compare_lines(res) -> list:
+    """The comparison table, then one line per backend's decisions and per BundledProgram test case."""
+    first = res.backends[0]
+    t = Table(title=f"compare against {first}: {res.vectors} test vectors + {res.samples} test images, "
+                    f"tolerance {res.tolerance:g}")
+    t.add_column("exit")
+    for name in res.backends[1:]:
+        t.add_column(f"max |Δlogits| {name}", justify="right")
+    for name in res.backends:
+        t.add_column(f"vs vectors {name}", justify="right")
+    for e in res.exits:
+        t.add_row(f"{e['index']} {escape(e['name'])}", *[f"{e['max_abs_logits'][n]:.2e}" for n in res.backends[1:]],
+                  *[f"{e['vs_vectors'][n]:.2e}" if n in e["vs_vectors"] else "-" for n in res.backends])
+    lines: list = [t]
+    for name, a in res.agreement.items():
+        lines.append(f"exit decisions of {name} equal to {first}'s: {100 * a:.2f} % "
+                     f"(need >= {100 * res.min_agreement:.1f} %)")
+    for method, failure in res.bundled.items():
+        lines.append(f"BundledProgram test case of {method}: "
+                     + ("passed" if failure is None else f"[red]failed[/] ({escape(failure)})"))
+    lines.append("[bold green]PASS[/]" if res.passed else "[bold red]FAIL[/]")
+    return lines
+
+
+def targets_table(rows: list[dict]) -> Table:
+    t = Table(title="targets")
+    for col in rows[0]:
+        t.add_column(col)
+    for r in rows:
+        t.add_row(*[escape(", ".join(v)) if isinstance(v, (list, tuple))
+                    else ("✅" if v is True else "❌" if v is False else escape(str(v))) for v in r.values()])
+    return t
+
+
+def backbones_table() -> Table:
+    """The backbones edgeexit has adapters for, with their exits (or why one is not available here)."""
+    from edgeexit.errors import EdgeExitError
+    from edgeexit.models import backbone, exit_blocks, list_backbones
+
+    t = Table(title="backbones")
+    for col in ("name", "blocks", "exits after (stages)", "full"):
+        t.add_column(col)
+    for name in list_backbones():
+        try:
+            bb = backbone(name, num_classes=10, in_channels=3)
+        except EdgeExitError as err:  # e.g. efficientnet_lite0 without the `pretrained` extra
+            t.add_row(name, "", escape(f"not available here: {err.hint or err.what}"), "")
+            continue
+        t.add_row(name, str(len(bb.blocks)), ", ".join(bb.block_names[i] for i in bb.stages),
+                  ", ".join(bb.block_names[i] for i in exit_blocks(bb, "full")))
+    return t
+
+
+def engines_hint(bundle, path) -> str | None:
+    """The command that builds a TensorRT bundle's engines on its device; None when it needs none."""
+    from edgeexit.engines import engines_to_build
+
+    command = engines_to_build(bundle, path)
+    if not command:
+        return None
+    return (f"[bold]on the {escape(bundle.manifest.target)} itself:[/] {escape(command)}  (verifies the bundle, "
+            "builds its TensorRT engines into a new version of it, then profiles them there)")
