@@ -17,6 +17,7 @@ from rich.table import Table
 
 from edgeexit.cli_guard import GuardedGroup
 from edgeexit.errors import ConfigError, EdgeExitError
+from edgeexit.runtime.registry import backend_help
 
 # GuardedGroup: the one top-level handler, no command ends in a traceback for a full disk or a bad path
 app = typer.Typer(cls=GuardedGroup, add_completion=False, no_args_is_help=True,
@@ -24,7 +25,7 @@ app = typer.Typer(cls=GuardedGroup, add_completion=False, no_args_is_help=True,
 console = Console()
 
 DATASET = typer.Option("fashion-mnist", help="fashion-mnist | synthetic | folder:/path | cifar10:/path")
-BACKEND = typer.Option(None, help="onnxruntime | onnxruntime-cuda | torch | torch-cuda (default: the bundle's target's)")
+BACKEND = typer.Option(None, help=backend_help())
 RUN_DIR = typer.Option(Path("runs/default"), "--run-dir", help="where checkpoint, calibration and bundle go")
 
 
@@ -670,17 +671,14 @@ def _check_build_options(target, precision, budget, policy, score, method, eval_
 
 
 def _measure_backend(bundle) -> str:
-    """The bundle's own backend when it can run here; else onnxruntime on this CPU, said out loud."""
-    from edgeexit.runtime import default_backend, make_backend
+    """The bundle's own backend when it can run here; else the CPU emulation, said out loud."""
+    from edgeexit.runtime.registry import measure_backend
 
-    try:
-        name = default_backend(bundle)
-        make_backend(name).close()
-        return name
-    except EdgeExitError as err:
-        console.print(f"[yellow]target {bundle.manifest.target} cannot run here ({escape(err.what)}); "
-                      "measuring on onnxruntime (CPU emulation)[/]")
-        return "onnxruntime"
+    name, why = measure_backend(bundle.manifest)
+    if why is not None:
+        console.print(f"[yellow]target {bundle.manifest.target} cannot run here ({escape(why)}); "
+                      f"measuring on {name} (CPU emulation)[/]")
+    return name
 
 
 @app.command()
