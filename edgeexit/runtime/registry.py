@@ -127,10 +127,6 @@ CPP_RUNNER_FAMILY: Runtime = "executorch"  # what the C++ runner (targets/execut
 FAMILY_OF_FORMAT: dict[str, Runtime] = {s.format: s.family for s in REGISTRY.values()}  # each format: one family
 
 
-def names() -> list[str]:
-    return list(REGISTRY)
-
-
 def spec(name: str) -> BackendSpec:
     """A registered backend by name; a ConfigError naming them all otherwise."""
     if name not in REGISTRY:
