@@ -122,8 +122,19 @@ def test_backends_for_the_android_bundle(android_bundle):
     assert default_backend(m) == "executorch"
     assert backends_for(m) == ["executorch", "onnxruntime", "onnxruntime-cuda", "torch", "torch-cuda"]
     assert registry.emulation_backend(m) == "onnxruntime"
-    assert registry.measure_backend(m) == (("executorch", None) if REGISTRY["executorch"].available().ok
-                                           else ("onnxruntime", registry.measure_backend(m)[1]))
+    if REGISTRY["executorch"].available().ok:
+        assert registry.measure_backend(m) == ("executorch", None)
+
+
+def test_a_bundle_whose_runtime_is_missing_is_measured_on_the_emulation(android_bundle, monkeypatch):
+    """What `build` measures on when the target's runtime is not here: the CPU emulation, and why, with the install."""
+    m = load_bundle(android_bundle).manifest
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "executorch" else real(n, *a))
+    here = available_backends(m)
+    assert "executorch" not in here and here[0] == "onnxruntime" and "torch" in here
+    assert registry.measure_backend(m) == (
+        "onnxruntime", "executorch: missing Python module(s) executorch (pip install -e '.[executorch]')")
 
 
 def resign(bundle: Path, edit) -> None:
