@@ -444,7 +444,8 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
     try:
         fields = {
             "edgeexit_version": edgeexit.__version__,
-            "format": formats[0], "formats": formats, "precision": precision, "delegate": tgt.delegate,
+            "format": formats[0], "formats": formats, "precision": precision, "runtime": tgt.runtime,
+            "delegate": tgt.delegate,
             "batch": BatchRange(min=tgt.batch[0], max=tgt.batch[1]), "target": tgt.name,
             "input": InputInfo(shape=list(spec.shape), mean=list(spec.mean), std=list(spec.std)),
             "class_names": list(spec.class_names),
@@ -471,9 +472,9 @@ def recalibrate(cal: Calibration, root: Path, refs: dict, fmt: str, programs, va
     """`cal`'s policy and budget applied again to the scores of the lowered (e.g. int8) programs in `root` on the
     validation split, as the deployed runtime computes them."""
     from edgeexit.calibrate import policies
-    from edgeexit.runtime import make_backend
+    from edgeexit.runtime.registry import host_backend_of
 
-    be = make_backend({"pte": "executorch", "pt2": "torch", "onnx": "onnxruntime"}[fmt])
+    be = host_backend_of(fmt).make()  # the format's CPU backend: the scores as the deployed runtime computes them
     segments = [be.open_segment(root / refs[p.name].file, refs[p.name], p.inputs, p.outputs, max_batch) for p in programs]
     num_classes = programs[-1].outputs[0].shape[1]
     rt = EarlyExitRuntime(be, segments, [None] * len(segments), [0] * len(segments), val.images.shape[1:], num_classes,
