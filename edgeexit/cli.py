@@ -258,6 +258,8 @@ def calibrate(
                                                    "fixed uses confidence, gater the gater's P_k"),
     recipe: str = typer.Option("default", help="calibration-set recipe in calibration/recipes (default, quick) or a path"),
     threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="T of the fixed policy (EENet confidence, in [0, 1])"),
+    quota: str = typer.Option("rounded", help="fractions policy: rounded (round the running total of exits) | msdnet "
+                                             "(MSDNet's reference rule: floor each exit's quota, held fixed)"),
     limit: Optional[int] = typer.Option(None, min=1, help="calibrate on the first N samples of the recipe's split"),
     temperature: bool = typer.Option(True, help="temperature scaling per exit, fitted on the calibration set (NLL) "
                                                 "before the thresholds (search / fractions with a logit score)"),
@@ -275,7 +277,7 @@ def calibrate(
             checkpoint = _trained(run)
             profile = read_profile(run, checkpoint) if b.kind == "ms" else None
             cal = calibrate_stage(run, checkpoint, budget=b, policy=policy, score=score, recipe=recipe, limit=limit,
-                                  threshold=threshold, profile=profile, temperature=temperature,
+                                  threshold=threshold, profile=profile, temperature=temperature, quota=quota,
                                   model=_passed_model(model, model_kwargs))
     except EdgeExitError as err:
         _fail(err)
