@@ -217,3 +217,37 @@ def test_the_policy_option_matches_the_reference_end_to_end(problem, position):
     assert cal.thresholds == t
     assert cal.accuracy * 100.0 == pytest.approx(acc, abs=1e-9)
     assert cal.mean_cost == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_cli_reaches_the_option_and_refuses_it_for_other_policies(tmp_path):
+    """`edgeexit calibrate --policy fractions --quota msdnet` on a tiny trained run; --quota with another policy,
+    or an unknown rule, exits 2 with the message and leaves the earlier calibration.json as it was."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from edgeexit.cli import app
+
+    runner = CliRunner()
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["train", "--run-dir", str(run), "--epochs", "1", "--dataset", "synthetic", "--backbone",
+                              "tiny_cnn", "--limit-train", "64", "--limit-val", "64", "--limit-test", "32",
+                              "--image-size", "16"])
+    assert res.exit_code == 0, res.output
+    base = ["calibrate", "--run-dir", str(run), "--budget", "0.6"]
+    res = runner.invoke(app, [*base, "--policy", "fractions", "--quota", "msdnet", "--no-temperature"])
+    assert res.exit_code == 0, res.output
+    written = (run / "calibration.json").read_bytes()
+    cal = json.loads(written)
+    assert cal["policy"] == "fractions" and cal["policy_params"]["quota"] == "msdnet"
+    # continuous softmax scores do not tie: every exit but the last takes exactly its floored quota
+    n, q = cal["n_samples"], np.array(cal["target_fractions"], dtype=np.float32)
+    counts = np.rint(n * np.array(cal["exit_fractions"])).astype(int)
+    assert counts[:-1].tolist() == np.floor(np.float32(n) * q[:-1]).astype(int).tolist()
+    assert counts[-1] == n - counts[:-1].sum()
+    for extra, message in ((["--policy", "search", "--quota", "msdnet"], "applies to the fractions policy only"),
+                           (["--policy", "fractions", "--quota", "floor"], "unknown quota rule")):
+        res = runner.invoke(app, [*base, *extra])
+        assert res.exit_code == 2, res.output
+        assert message in res.output and "Traceback" not in res.output
+        assert (run / "calibration.json").read_bytes() == written
