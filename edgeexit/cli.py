@@ -89,7 +89,7 @@ def prune(run_dir, mode, limit, show, budget, model, model_kwargs):
 
 @app.command()
 @options(flags.CALIBRATE)
-def calibrate(run_dir, budget, policy, score, recipe, threshold, limit, temperature, model, model_kwargs):
+def calibrate(run_dir, budget, policy, score, recipe, threshold, quota, limit, temperature, model, model_kwargs):
     """Choose exit thresholds for a budget; writes RUN/calibration.json and the accuracy/cost curves (JSON, PNG)."""
     from edgeexit.pipeline import calibrate_stage, read_profile
     from edgeexit.rundir import RunDir
@@ -102,7 +102,7 @@ def calibrate(run_dir, budget, policy, score, recipe, threshold, limit, temperat
             checkpoint = _trained(run)
             profile = read_profile(run, checkpoint) if b.kind == "ms" else None
             cal = calibrate_stage(run, checkpoint, budget=b, policy=policy, score=score, recipe=recipe, limit=limit,
-                                  threshold=threshold, profile=profile, temperature=temperature,
+                                  threshold=threshold, profile=profile, temperature=temperature, quota=quota,
                                   model=opt.passed_model(model, model_kwargs))
     except EdgeExitError as err:
         _fail(err)

@@ -129,6 +129,8 @@ CALIBRATE = {
     "recipe": (str, typer.Option("default", help="calibration-set recipe in calibration/recipes (default, quick) "
                                                  "or a path")),
     "threshold": (float, typer.Option(0.5, min=0.0, max=1.0, help="T of the fixed policy (EENet confidence, in [0, 1])")),
+    "quota": (str, typer.Option("rounded", help="fractions policy: rounded (round the running total of exits) | msdnet "
+                                                "(MSDNet's reference rule: floor each exit's quota, held fixed)")),
     "limit": (Optional[int], typer.Option(None, min=1, help="calibrate on the first N samples of the recipe's split")),
     "temperature": (bool, TEMPERATURE),
     "model": (Optional[str], AGAIN_MODEL),
