@@ -165,8 +165,8 @@ def compare_backends(bundle: Bundle, backends: list[str] | None = None, *, image
         same = (decisions[name][0] == decisions[first][0]) & (decisions[name][1] == decisions[first][1])
         result.agreement[name] = float(same.mean())
     if any(registry.REGISTRY[name].format == "pte" for name in backends):  # its programs carry their own cases
-        from edgeexit.export.lower_pte import BUNDLED, verify_bundled
-        from edgeexit.export.lower_pte import TOLERANCE as PTE_TOLERANCE
+        from edgeexit.runtime.bundled_program import BUNDLED, verify_bundled
+        from edgeexit.runtime.bundled_program import TOLERANCE as PTE_TOLERANCE
 
         if BUNDLED in bundle.manifest.files:
             methods = [e.segment["pte"].method for e in bundle.exits] + [bundle.manifest.reference.segment["pte"].method]

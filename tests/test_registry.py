@@ -197,3 +197,12 @@ def test_targets_say_export_here_and_run_here():
     assert rows["android"]["run_here"] == rows["android"]["export_here"] == REGISTRY["executorch"].available().ok
     assert load_target("android").runtime == "executorch" and load_target("cuda").runtime == "tensorrt"
     assert run_here(load_target("cpu")) and export_here(load_target("ios")) == REGISTRY["executorch"].available().ok
+
+
+@pytest.mark.parametrize("rel", ["edgeexit/compare.py", "edgeexit/profile.py", "edgeexit/devices.py",
+                                 "edgeexit/device_runner.py", "edgeexit/evaluate.py", "edgeexit/report.py"])
+def test_what_runs_a_bundle_imports_nothing_from_the_build_side(rel):
+    """Running, comparing, profiling and reporting a bundle need nothing from `edgeexit.export` (the build side): a
+    device with the runtime install runs them (issue 17: compare reached into export for the BundledProgram check)."""
+    text = (ROOT / rel).read_text()
+    assert not re.search(r"from edgeexit\.export|import edgeexit\.export|from edgeexit import export", text), rel
