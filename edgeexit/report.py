@@ -91,7 +91,6 @@ def predicted_block(cal: dict | None, prof: dict, ev: dict) -> dict | None:
         "cost_device": p.get("cost_device"), "cost_model_error": p.get("cost_model_error"),
         "profile_noise": p.get("cost_model_noise"), "measured_how": how,
         "deployment": {"exits": p.get("exits"), "names": p.get("exit_names"), "predicted_ms": p["predicted_ms"],
-                       "search_ms": p.get("search_ms"),
                        "measured_ms": measured, "relative_error": _rel(p["predicted_ms"], measured),
                        "val_accuracy": (cal or {}).get("accuracy")},
         "best_static": static,
@@ -247,10 +246,8 @@ def predicted_lines(pr: dict) -> list[str]:
              f"Chosen by the deployment search ({pr['objective']}) from a cost model of the unpruned network profiled "
              f"on `{pr['cost_backend']}` ({pr['cost_device']}); batch {pr['batch']}. The model's leave-one-out error "
              f"is {100 * pr['cost_model_error']:.1f} %, its profile's noise {100 * pr['profile_noise']:.1f} %. "
-             f"Measured: {pr['measured_how']}."
-             + ("" if d.get("search_ms") in (None, d["predicted_ms"]) else
-                f" The search costed it as one plain call of the truncated network ({_ms_cell(d['search_ms'])} ms); "
-                "the bundle runs it through the exit loop, predicted with that loop's overhead."), "",
+             f"Measured: {pr['measured_how']}. Every deployment, a single exit too, is costed as the bundle runs "
+             "it, through the exit loop; the unsplit model as one plain call.", "",
              "| | exits | val accuracy | predicted ms | measured ms | error |", "|---|---|---:|---:|---:|---:|",
              f"| **shipped** | {d['names']} | {_pct(d['val_accuracy'])} | {_ms_cell(d['predicted_ms'])} | "
              f"{_ms_cell(d['measured_ms'])} | {_err_cell(d['relative_error'])} |"]

@@ -169,8 +169,10 @@ def costmodel_note(model) -> str:
     return note if model.trusted else f"[yellow]{note}: a noisy profile, profile again on an idle device[/]"
 
 
-def deployment_table(res, exit_names: list[str], static, backend: str) -> Table:
-    """What the deployment search chose, next to the best static truncation and the unsplit model."""
+def deployment_table(res, exit_names: list[str], static, backend: str, full_ms: float | None = None) -> Table:
+    """What the deployment search chose, next to the best static truncation and the unsplit model (`full_ms`: its
+    time as one plain call, when the search costed it otherwise)."""
+    full = res.full if full_ms is None else res.full.model_copy(update={"cost": float(full_ms)})
     unit = "ms" if res.unit == "ms" else "x MACs"
     where = f", batch {res.batch}" if res.batch is not None else ""
     t = Table(title=escape(f"deployment search: {res.objective.describe()} ({res.subsets} exit subsets, "
@@ -184,9 +186,9 @@ def deployment_table(res, exit_names: list[str], static, backend: str) -> Table:
             return
         names = ", ".join(f"{k}:{exit_names[k]}" for k in d.exits)
         t.add_row(label, escape(names), f"{d.cost:.4g}", f"{100 * d.accuracy:.2f} %",
-                  f"{100 * (d.accuracy - res.full.accuracy):+.2f} pt, {d.cost / res.full.cost:.3f}x")
+                  f"{100 * (d.accuracy - full.accuracy):+.2f} pt, {d.cost / full.cost:.3f}x")
 
     row(f"[bold]chosen ({res.chosen.kind.replace('_', ' ')})[/]", res.chosen)
     row("best static", static)
-    row("unsplit model", res.full)
+    row("unsplit model", full)
     return t

@@ -3,8 +3,9 @@
     validation outputs of the unpruned network (one forward pass, the calibration set of `calibrate`), temperatures
     -> export the unpruned network once for the target (a scratch run directory, removed afterwards) and profile it
        at batch 1, the operating batch and the target's largest -> RUN/costmodel.json
-    -> search every exit subset x thresholds at the operating batch for the objective (a refusal changes nothing
-       but costmodel.json)
+    -> search every exit subset x thresholds at the operating batch for the objective, each costed as the bundle
+       will run it (`ShippedCost`: a single exit too goes through the exit loop); a refusal changes nothing but
+       costmodel.json (a drop nothing meets is refused before the export)
     -> RUN/pruned.pt (+ .json) keeping the chosen exits (none when it keeps them all) and RUN/calibration.json with
        the chosen thresholds; what the shipped deployment was predicted to take rides in its policy_params, so the
        report can put it next to what was measured.
@@ -36,6 +37,21 @@ class Decision:
     backend: str  # what the unpruned network was profiled on (the shipped one is measured on the same)
     batches: list[int]  # the profiled batch sizes (the shipped deployment is profiled at the same)
     exit_names: list[str]  # of the unpruned network
+
+
+class ShippedCost(LatencyCost):
+    """The cost model as a bundle ships a deployment: every deployment, a single exit too, runs through the exit loop
+    (one segment per kept exit, its score included). `LatencyCost` costs a single exit as one plain call of the
+    truncated network (what a user could deploy outside edgeexit); the shipped one-segment bundle pays the loop's
+    overhead on top, which on small models is most of its time. The build decides on what it ships."""
+
+    def linear(self, exits):
+        if len(exits) == 1:
+            return self.model.forced_ms(exits, self.batch), np.zeros(1)
+        return super().linear(exits)
+
+    def predict(self, exits, reach):
+        return self.model.forced_ms(exits, self.batch) if len(exits) == 1 else super().predict(exits, reach)
 
 
 def profile_batches(target, batch: int) -> list[int]:
@@ -89,8 +105,8 @@ def decide(run, choices, *, temperature: bool = True, profile_device: str = "loc
     cm, backend, batches = _profile_unpruned(run, choices, net.num_exits, outs, scores, temps, costs, profile_device,
                                              model, say)
     say(costmodel_note(cm))
-    res = search_deployments(scores, correct, LatencyCost(cm, batch), objective)
-    say(deployment_table(res, net.exit_names, best_static(res), backend))
+    res = search_deployments(scores, correct, ShippedCost(cm, batch), objective)
+    say(deployment_table(res, net.exit_names, best_static(res), backend, cm.full_ms(batch)))
     _write_choice(run, ckpt, net, costs, res, cm, outs, exit_scores(outs.logits if temps is None else
                   scale(outs.logits, np.asarray(temps, dtype=np.float64)), score), temps, calibration_error, choices)
     return Decision(cm, res, backend, batches, list(net.exit_names))
@@ -160,22 +176,15 @@ def _write_choice(run, ckpt, net, costs, res: SearchResult, cm: CostModel, outs,
             subsets=[{"exits": d.exits, "accuracy": d.accuracy, "params": sizes(d.exits)[0], "macs": sizes(d.exits)[1],
                       "predicted_ms": d.cost} for d in res.candidates if d.kind != "early_exit" or d is chosen]))
     checkpoint = run.trained()
-    if len(ks) == 1:
-        # the search costs a static truncation as one plain call; the bundle runs it through the exit loop (one
-        # segment, its score included): predicted as shipped, that loop's own overhead is on top
-        shipped_ms = cm.forced_ms(ks, res.batch)
-        run_costs = np.array([shipped_ms])
-    else:
-        const, cum = LatencyCost(cm, res.batch).linear(ks)
-        # the cumulative ms of answering at each kept exit: exact at batch 1 (a linear stand-in above it)
-        run_costs = np.maximum.accumulate(const + np.asarray(cum, dtype=np.float64))
-        shipped_ms = float(chosen.cost)
+    const, cum = ShippedCost(cm, res.batch).linear(ks)
+    # the cumulative ms of answering at each kept exit: exact at batch 1 (a linear stand-in above it)
+    run_costs = np.maximum.accumulate(const + np.asarray(cum, dtype=np.float64))
+    full_ms = cm.full_ms(res.batch)  # the unsplit model as one plain call: the yardstick
     static = best_static(res)
     obj = res.objective
     params: dict = {"objective": obj.describe(), "batch": int(res.batch), "exits": ",".join(map(str, ks)),
-                    "exit_names": ",".join(net.exit_names[k] for k in ks), "predicted_ms": float(shipped_ms),
-                    "search_ms": float(chosen.cost),
-                    "full_predicted_ms": float(res.full.cost), "full_accuracy": float(res.full.accuracy),
+                    "exit_names": ",".join(net.exit_names[k] for k in ks), "predicted_ms": float(chosen.cost),
+                    "full_predicted_ms": float(full_ms), "full_accuracy": float(res.full.accuracy),
                     "cost_model_error": float(cm.error()), "cost_model_noise": float(cm.noise()),
                     "cost_backend": cm.backend, "cost_device": cm.device, "search_seconds": float(res.seconds)}
     if obj.max_drop is not None:
@@ -186,7 +195,7 @@ def _write_choice(run, ckpt, net, costs, res: SearchResult, cm: CostModel, outs,
     thresholds = [math.inf if t is None else float(t) for t in chosen.thresholds]
     budget = None if obj.latency_ms is None else Budget("ms", float(obj.latency_ms), choices.target.name)
     cal = make_calibration("search", choices.score, thresholds, all_scores[ks], outs.logits.argmax(-1)[ks], outs.labels,
-                           run_costs, "ms", budget, obj.latency_ms, reference_cost=float(res.full.cost),
+                           run_costs, "ms", budget, obj.latency_ms, reference_cost=float(full_ms),
                            policy_params=params, temperatures=None if temps is None else [temps[k] for k in ks])
     cal.provenance = {"checkpoint": checkpoint.name, "checkpoint_sha256": run.sha256(checkpoint),
                       "costmodel_sha256": run.sha256(run.costmodel)}
