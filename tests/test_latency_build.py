@@ -58,6 +58,9 @@ def test_max_drop_build_ships_the_chosen_deployment_with_predicted_vs_measured(d
         assert not (run / "pruned.pt").exists()
     # the chosen deployment meets the drop on validation, and the search never picks one slower than the best static
     assert cal["accuracy"] >= p["full_accuracy"] - 0.05 - 1e-9
+    # the thresholds replayed as the bundle applies them give what the search found
+    assert cal["accuracy"] == pytest.approx(p["search_accuracy"], abs=1e-12)
+    assert cal["mean_cost"] == pytest.approx(p["predicted_ms"], rel=1e-9)
     assert p["predicted_ms"] <= p.get("static_predicted_ms", float("inf")) * (1 + 1e-9)
     assert cal["cost_unit"] == "ms" and cal["score_kind"] == "max_softmax" and len(cal["thresholds"]) == len(chosen)
     assert cal["provenance"]["costmodel_sha256"]
@@ -95,6 +98,8 @@ def test_latency_budget_goes_through_the_same_search_at_the_operating_batch(tmp_
     assert CostModel.load(run / "costmodel.json").batch_sizes == [1, 8, 64]
     cal = json.loads((run / "bundle" / "calibration.json").read_text())
     assert cal["budget"] == {"kind": "ms", "value": 1000.0, "target": "cpu"} and cal["budget_met"] is True
+    assert cal["accuracy"] == pytest.approx(cal["policy_params"]["search_accuracy"], abs=1e-12)
+    assert cal["policy_params"]["predicted_ms"] <= 1000.0
     assert json.loads((run / "report.json").read_text())["predicted"]["batch"] == 8
     assert "8" in json.loads((run / "profile.json").read_text())["batches"]
 

@@ -184,6 +184,7 @@ def _write_choice(run, ckpt, net, costs, res: SearchResult, cm: CostModel, outs,
     obj = res.objective
     params: dict = {"objective": obj.describe(), "batch": int(res.batch), "exits": ",".join(map(str, ks)),
                     "exit_names": ",".join(net.exit_names[k] for k in ks), "predicted_ms": float(chosen.cost),
+                    "search_accuracy": float(chosen.accuracy),
                     "full_predicted_ms": float(full_ms), "full_accuracy": float(res.full.accuracy),
                     "cost_model_error": float(cm.error()), "cost_model_noise": float(cm.noise()),
                     "cost_backend": cm.backend, "cost_device": cm.device, "search_seconds": float(res.seconds)}
