@@ -149,8 +149,7 @@ def _write_choice(run, ckpt, net, costs, res: SearchResult, cm: CostModel, outs,
                   calibration_error, choices) -> None:
     """pruned.pt (+ .json) and calibration.json of the chosen deployment, in the formats prune and calibrate write."""
     from edgeexit.aep import aep_weights
-    from edgeexit.calibrate.budget import Budget
-    from edgeexit.calibrate.calibration import make_calibration, write_calibration_file
+    from edgeexit.calibrate.calibration import write_calibration_file
     from edgeexit.pipeline import write_pruned
     from edgeexit.prune import PruneResult
 
@@ -176,28 +175,8 @@ def _write_choice(run, ckpt, net, costs, res: SearchResult, cm: CostModel, outs,
             subsets=[{"exits": d.exits, "accuracy": d.accuracy, "params": sizes(d.exits)[0], "macs": sizes(d.exits)[1],
                       "predicted_ms": d.cost} for d in res.candidates if d.kind != "early_exit" or d is chosen]))
     checkpoint = run.trained()
-    const, cum = ShippedCost(cm, res.batch).linear(ks)
-    # the cumulative ms of answering at each kept exit: exact at batch 1 (a linear stand-in above it)
-    run_costs = np.maximum.accumulate(const + np.asarray(cum, dtype=np.float64))
-    full_ms = cm.full_ms(res.batch)  # the unsplit model as one plain call: the yardstick
-    static = best_static(res)
-    obj = res.objective
-    params: dict = {"objective": obj.describe(), "batch": int(res.batch), "exits": ",".join(map(str, ks)),
-                    "exit_names": ",".join(net.exit_names[k] for k in ks), "predicted_ms": float(chosen.cost),
-                    "search_accuracy": float(chosen.accuracy),
-                    "full_predicted_ms": float(full_ms), "full_accuracy": float(res.full.accuracy),
-                    "cost_model_error": float(cm.error()), "cost_model_noise": float(cm.noise()),
-                    "cost_backend": cm.backend, "cost_device": cm.device, "search_seconds": float(res.seconds)}
-    if obj.max_drop is not None:
-        params["max_drop"] = float(obj.max_drop)
-    if static is not None:
-        params.update(static_exit=int(static.exits[0]), static_name=net.exit_names[static.exits[0]],
-                      static_predicted_ms=float(static.cost), static_accuracy=float(static.accuracy))
-    thresholds = [math.inf if t is None else float(t) for t in chosen.thresholds]
-    budget = None if obj.latency_ms is None else Budget("ms", float(obj.latency_ms), choices.target.name)
-    cal = make_calibration("search", choices.score, thresholds, all_scores[ks], outs.logits.argmax(-1)[ks], outs.labels,
-                           run_costs, "ms", budget, obj.latency_ms, reference_cost=float(full_ms),
-                           policy_params=params, temperatures=None if temps is None else [temps[k] for k in ks])
+    cal = deployment_calibration(res, cm, all_scores, outs.logits.argmax(-1), outs.labels, score=choices.score,
+                                 exit_names=list(net.exit_names), target=choices.target.name, temperatures=temps)
     cal.provenance = {"checkpoint": checkpoint.name, "checkpoint_sha256": run.sha256(checkpoint),
                       "costmodel_sha256": run.sha256(run.costmodel)}
     if calibration_error:
@@ -206,3 +185,37 @@ def _write_choice(run, ckpt, net, costs, res: SearchResult, cm: CostModel, outs,
     # curves of an earlier MACs calibration describe another network: they must not show up in this report
     run.curves_json.unlink(missing_ok=True)
     run.curves_png.unlink(missing_ok=True)
+
+
+def deployment_calibration(res: SearchResult, cm: CostModel, scores, preds, labels, *, score: str,
+                           exit_names: list[str], target: str, temperatures=None):
+    """The Calibration of the chosen deployment, as `calibrate` writes one: its kept exits' thresholds (None: +inf,
+    nobody leaves there), replayed on the validation set (`scores`, `preds` [E, N] of the unpruned network), costs in
+    predicted ms at the operating batch as shipped, and what the report compares (policy_params)."""
+    from edgeexit.calibrate.budget import Budget
+    from edgeexit.calibrate.calibration import make_calibration
+
+    chosen, obj = res.chosen, res.objective
+    ks = list(chosen.exits)
+    const, cum = ShippedCost(cm, res.batch).linear(ks)
+    # the cumulative ms of answering at each kept exit: exact at batch 1 (a linear stand-in above it)
+    run_costs = np.maximum.accumulate(const + np.asarray(cum, dtype=np.float64))
+    full_ms = cm.full_ms(res.batch)  # the unsplit model as one plain call: the yardstick
+    static = best_static(res)
+    params: dict = {"objective": obj.describe(), "batch": int(res.batch), "exits": ",".join(map(str, ks)),
+                    "exit_names": ",".join(exit_names[k] for k in ks), "predicted_ms": float(chosen.cost),
+                    "search_accuracy": float(chosen.accuracy),
+                    "full_predicted_ms": float(full_ms), "full_accuracy": float(res.full.accuracy),
+                    "cost_model_error": float(cm.error()), "cost_model_noise": float(cm.noise()),
+                    "cost_backend": cm.backend, "cost_device": cm.device, "search_seconds": float(res.seconds)}
+    if obj.max_drop is not None:
+        params["max_drop"] = float(obj.max_drop)
+    if static is not None:
+        params.update(static_exit=int(static.exits[0]), static_name=exit_names[static.exits[0]],
+                      static_predicted_ms=float(static.cost), static_accuracy=float(static.accuracy))
+    thresholds = [math.inf if t is None else float(t) for t in chosen.thresholds]
+    budget = None if obj.latency_ms is None else Budget("ms", float(obj.latency_ms), target)
+    return make_calibration("search", score, thresholds, np.asarray(scores)[ks], np.asarray(preds)[ks],
+                            np.asarray(labels), run_costs, "ms", budget, obj.latency_ms, reference_cost=float(full_ms),
+                            policy_params=params, temperatures=None if temperatures is None else
+                            [temperatures[k] for k in ks])
