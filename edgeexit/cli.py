@@ -89,7 +89,7 @@ def prune(run_dir, mode, limit, show, budget, model, model_kwargs):
 
 @app.command()
 @options(flags.CALIBRATE)
-def calibrate(run_dir, budget, policy, score, recipe, threshold, limit, temperature, model, model_kwargs):
+def calibrate(run_dir, budget, policy, score, recipe, threshold, quota, limit, temperature, model, model_kwargs):
     """Choose exit thresholds for a budget; writes RUN/calibration.json and the accuracy/cost curves (JSON, PNG)."""
     from edgeexit.pipeline import calibrate_stage, read_profile
     from edgeexit.rundir import RunDir
@@ -102,7 +102,7 @@ def calibrate(run_dir, budget, policy, score, recipe, threshold, limit, temperat
             checkpoint = _trained(run)
             profile = read_profile(run, checkpoint) if b.kind == "ms" else None
             cal = calibrate_stage(run, checkpoint, budget=b, policy=policy, score=score, recipe=recipe, limit=limit,
-                                  threshold=threshold, profile=profile, temperature=temperature,
+                                  threshold=threshold, profile=profile, temperature=temperature, quota=quota,
                                   model=opt.passed_model(model, model_kwargs))
     except EdgeExitError as err:
         _fail(err)
@@ -154,7 +154,8 @@ def profile(run_dir, backend, device, batches, rounds, calls, runner, runner_bin
 @app.command()
 @options(flags.EXPORT)
 def export(run_dir, target, precision, out, model, model_kwargs):
-    """Split into torch.export programs, lower them for the target (checked against torch), write the verified bundle."""
+    """Split into one exported program per segment, lower them for the target (each checked against its program),
+    write the verified bundle."""
     from edgeexit.pipeline import export_stage
     from edgeexit.rundir import RunDir
 
@@ -184,8 +185,8 @@ def _engines_hint(bundle, path: Path) -> bool:
 @app.command()
 @options(flags.ENGINES)
 def engines(bundle, out, trtexec, workspace_mb, compute_capability, flavour, profile_after):
-    """Verify a jetson / cuda bundle, build its TensorRT engines here from its ONNX into a new version of the bundle,
-    then profile them (run it on the Jetson or GPU host that will run them)."""
+    """Verify a bundle whose target runs engines, build them here from its ONNX into a new version of the bundle, then
+    profile them (run it on the device or GPU host that will run them; `edgeexit targets` says which targets)."""
     import subprocess
 
     from edgeexit.engines import build_engines, describe, profile_step

@@ -11,6 +11,8 @@ from typing import Optional
 
 import typer
 
+from edgeexit.runtime.registry import backend_help
+
 DATASET = typer.Option("fashion-mnist", help="fashion-mnist | synthetic | folder:/path | cifar10:/path")
 RUN_DIR = typer.Option(Path("runs/default"), "--run-dir", help="where checkpoint, calibration and bundle go")
 TARGET = typer.Option("cpu", help="see `edgeexit targets`")
@@ -94,8 +96,7 @@ def options(*groups: dict, **overrides: typer.models.OptionInfo):
     return decorate
 
 
-# -- backend names: the one place the CLI names backends (the backend registry, issue 17 item 2, replaces this) --
-BACKEND = typer.Option(None, help="onnxruntime | onnxruntime-cuda | torch | torch-cuda (default: the bundle's target's)")
+BACKEND = typer.Option(None, help=backend_help())  # the names come from the backend registry
 
 
 # -- each command's own options (name -> (type, option)), in the order --help lists them --------------------
@@ -128,6 +129,8 @@ CALIBRATE = {
     "recipe": (str, typer.Option("default", help="calibration-set recipe in calibration/recipes (default, quick) "
                                                  "or a path")),
     "threshold": (float, typer.Option(0.5, min=0.0, max=1.0, help="T of the fixed policy (EENet confidence, in [0, 1])")),
+    "quota": (str, typer.Option("rounded", help="fractions policy: rounded (round the running total of exits) | msdnet "
+                                                "(MSDNet's reference rule: floor each exit's quota, held fixed)")),
     "limit": (Optional[int], typer.Option(None, min=1, help="calibrate on the first N samples of the recipe's split")),
     "temperature": (bool, TEMPERATURE),
     "model": (Optional[str], AGAIN_MODEL),

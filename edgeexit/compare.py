@@ -4,7 +4,6 @@ precision, and how often the exit decisions (which exit answers, and with which 
 
 from __future__ import annotations
 
-import importlib.util
 import tokenize
 import zipfile
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ import numpy as np
 
 from edgeexit.bundle import Bundle
 from edgeexit.errors import BundleError, ConfigError, EdgeExitError
-from edgeexit.runtime import BACKENDS, EarlyExitRuntime
+from edgeexit.runtime import EarlyExitRuntime, registry
 
 VECTORS = "vectors.npz"  # inputs [N, C, H, W] and exit{k}_logits / exit{k}_score computed by torch at export
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "int8": 0.25}  # max |Δlogits| per exit
@@ -98,34 +97,7 @@ def _bad(path: Path, why: str, got: object, expected: object) -> BundleError:
 def available_backends(bundle: Bundle) -> list[str]:
     """The backends that can run this bundle here: its formats, and a device where one is needed; the bundle's own
     backend first (the others are compared against it)."""
-    names = []
-    formats = bundle.manifest.formats
-    if "onnx" in formats:
-        names.append("onnxruntime")
-        import onnxruntime
-
-        if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-            names.append("onnxruntime-cuda")
-    if "pte" in formats and importlib.util.find_spec("executorch") is not None:
-        names.append("executorch")
-    if "pt2" in formats and importlib.util.find_spec("torch") is not None:
-        names.append("torch")
-        import torch
-
-        if torch.cuda.is_available():
-            names.append("torch-cuda")
-    if "engine" in formats and any(importlib.util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_rtx")):
-        from edgeexit.runtime.trt_device import cuda_device_count
-
-        if cuda_device_count() > 0:  # never open an engine without a CUDA device (TensorRT segfaults)
-            names.append("tensorrt")
-    from edgeexit.runtime import default_backend
-
-    try:
-        own = default_backend(bundle)
-    except EdgeExitError:
-        return names
-    return sorted(names, key=lambda n: n != own)
+    return registry.available_backends(bundle.manifest)
 
 
 @dataclass
@@ -156,9 +128,9 @@ def compare_backends(bundle: Bundle, backends: list[str] | None = None, *, image
                      tolerance: float | None = None, min_agreement: float | None = None) -> Comparison:
     """Run `backends` (default: every one available here) on the bundle's vectors plus `images`."""
     backends = backends or available_backends(bundle)
-    unknown = [b for b in backends if b not in BACKENDS]
+    unknown = [b for b in backends if b not in registry.REGISTRY]
     if unknown or not backends:
-        raise ConfigError("unknown backend to compare", got=unknown or backends, expected=" | ".join(BACKENDS))
+        raise ConfigError("unknown backend to compare", got=unknown or backends, expected=" | ".join(registry.REGISTRY))
     vectors = read_vectors(bundle)
     parts = ([vectors["inputs"]] if vectors is not None else []) + ([images] if images is not None else [])
     if not parts:
@@ -192,7 +164,7 @@ def compare_backends(bundle: Bundle, backends: list[str] | None = None, *, image
     for name in backends[1:]:
         same = (decisions[name][0] == decisions[first][0]) & (decisions[name][1] == decisions[first][1])
         result.agreement[name] = float(same.mean())
-    if "executorch" in backends:
+    if any(registry.REGISTRY[name].format == "pte" for name in backends):  # its programs carry their own cases
         from edgeexit.export.lower_pte import BUNDLED, verify_bundled
         from edgeexit.export.lower_pte import TOLERANCE as PTE_TOLERANCE
 

@@ -428,6 +428,13 @@ def parse_device(uri: str | None, runner: str | None = None) -> Device:
     return dev
 
 
+def runner_backends(runner: str) -> list[str]:
+    """The backends a runner runs: the Python runner every registered one, the C++ runner its one runtime's."""
+    from edgeexit.runtime.registry import REGISTRY, CPP_RUNNER_FAMILY
+
+    return [n for n, s in REGISTRY.items() if runner != "cpp" or s.family == CPP_RUNNER_FAMILY]
+
+
 def run_profile(device: Device, bundle: Path, options: RunnerOptions, *, runner_binary: Path | None = None) -> dict:
     """The raw profile of `bundle` measured on `device` (stage, run, fetch, clean up)."""
     if device.runner == "cpp":
@@ -439,8 +446,10 @@ def run_profile(device: Device, bundle: Path, options: RunnerOptions, *, runner_
     try:
         device.check()
         remote = device.stage(Path(bundle), runner_binary)
-        if device.runner == "cpp" and options.backend not in (None, "executorch"):
-            raise ConfigError("the C++ runner runs ExecuTorch only", got=options.backend, expected="executorch")
+        allowed = runner_backends(device.runner)
+        if options.backend is not None and options.backend not in allowed:
+            raise ConfigError(f"the {device.runner} runner runs {' | '.join(allowed)} only", got=options.backend,
+                              expected=" | ".join(allowed))
         opts = options if device.runner == "python" else RunnerOptions(None, options.batches, options.rounds,
                                                                        options.calls, options.warmup)
         out = device.out_path()

@@ -163,7 +163,7 @@ def policy_score(policy: str, score: str | None, default: str = "max_softmax") -
 def calibrate_stage(run: RunDir, checkpoint: Path, *, budget: Budget | None, policy: str = "search",
                     score: str | None = None, recipe: str = "default", limit: int | None = None,
                     threshold: float = 0.5, profile: dict | None = None, curves: bool = True,
-                    temperature: bool = True, model: PassedModel | None = None) -> Calibration:
+                    temperature: bool = True, model: PassedModel | None = None, quota: str = "rounded") -> Calibration:
     """Thresholds for `budget` on the recipe's calibration set (validation split by default), written to
     RUN/calibration.json with the anytime and budgeted-batch curves beside it (curves.json, curves.png).
 
@@ -171,6 +171,7 @@ def calibrate_stage(run: RunDir, checkpoint: Path, *, budget: Budget | None, pol
     bundle of this checkpoint); its fractions are of the unsplit model's measured time.
     `temperature`: fit one temperature per exit on the calibration set (NLL) before the thresholds, for the
     policies that score by logits (search, fractions with max_softmax, margin, neg_entropy).
+    `quota`: the fractions policy's count rule, "rounded" | "msdnet" (see `policies.calibrate_fractions`).
     """
     from edgeexit.calibrate import (
         LOGIT_KINDS,
@@ -183,6 +184,9 @@ def calibrate_stage(run: RunDir, checkpoint: Path, *, budget: Budget | None, pol
     )
 
     score = policy_score(policy, score)
+    if quota != "rounded" and policy != "fractions":
+        raise ConfigError("a quota rule applies to the fractions policy only", got=f"--quota {quota} --policy {policy}",
+                          expected="--policy fractions", hint="drop --quota, or calibrate with --policy fractions")
     ckpt = load_checkpoint(checkpoint)
     net, cfg, spec, data = _trained(ckpt, model)
     rec = load_recipe(recipe)
@@ -204,6 +208,8 @@ def calibrate_stage(run: RunDir, checkpoint: Path, *, budget: Budget | None, pol
         options["temperatures"], calibration_error = fit_temperatures(outs.logits, outs.labels)
     if policy == "fixed":
         options["threshold"] = threshold
+    if policy == "fractions":
+        options["quota"] = quota
     if profile is not None:
         options.update(latency_ms=profile["latency_ms"], latency_target=profile["target"])
         if budget is not None and budget.kind == "ms":
@@ -450,7 +456,8 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
     try:
         fields = {
             "edgeexit_version": edgeexit.__version__,
-            "format": formats[0], "formats": formats, "precision": precision, "delegate": tgt.delegate,
+            "format": formats[0], "formats": formats, "precision": precision, "runtime": tgt.runtime,
+            "delegate": tgt.delegate,
             "batch": BatchRange(min=tgt.batch[0], max=tgt.batch[1]), "target": tgt.name,
             "input": InputInfo(shape=list(spec.shape), mean=list(spec.mean), std=list(spec.std)),
             "class_names": list(spec.class_names),
@@ -477,9 +484,9 @@ def recalibrate(cal: Calibration, root: Path, refs: dict, fmt: str, programs, va
     """`cal`'s policy and budget applied again to the scores of the lowered (e.g. int8) programs in `root` on the
     validation split, as the deployed runtime computes them."""
     from edgeexit.calibrate import policies
-    from edgeexit.runtime import make_backend
+    from edgeexit.runtime.registry import host_backend_of
 
-    be = make_backend({"pte": "executorch", "pt2": "torch", "onnx": "onnxruntime"}[fmt])
+    be = host_backend_of(fmt).make()  # the format's CPU backend: the scores as the deployed runtime computes them
     segments = [be.open_segment(root / refs[p.name].file, refs[p.name], p.inputs, p.outputs, max_batch) for p in programs]
     num_classes = programs[-1].outputs[0].shape[1]
     rt = EarlyExitRuntime(be, segments, [None] * len(segments), [0] * len(segments), val.images.shape[1:], num_classes,
@@ -493,6 +500,8 @@ def recalibrate(cal: Calibration, root: Path, refs: dict, fmt: str, programs, va
         options["temperatures"] = cal.temperatures
         if cal.policy == "fractions" and "scheme" in cal.policy_params:
             options["scheme"] = cal.policy_params["scheme"]
+        if cal.policy == "fractions" and "quota" in cal.policy_params:  # int8 keeps the fp32 calibration's rule
+            options["quota"] = cal.policy_params["quota"]
     if cal.policy == "fixed":
         options["threshold"] = cal.policy_params["threshold"]
     if cal.cost_unit == "ms":  # the latency table was measured on the float programs

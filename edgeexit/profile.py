@@ -43,9 +43,9 @@ from edgeexit.devices import (
     validation_summary,
 )
 from edgeexit.errors import ConfigError, DeviceError
+from edgeexit.runtime.registry import host_target
 
 FORMAT = "edgeexit-profile/2"
-HOST_BACKENDS = ("onnxruntime", "torch")  # run locally, they measure this host's CPU (target "cpu")
 NOISE_BOUND = 0.03  # a same-work ratio further than 3 % from 1: the figures of this run are not trusted
 
 
@@ -307,10 +307,11 @@ def summarise(raw: dict, bundle: Bundle, device: str = "local") -> dict:
     batches = {b: summarise_batch(measured, bundle) for b, measured in raw["batches"].items()}
     first = min(batches, key=int)
     head = batches[first]
-    local_host = device == "local" and raw["backend"] in HOST_BACKENDS
+    # a backend that measures this host's CPU when run locally profiles the host's target, not the bundle's
+    host = host_target(raw["backend"]) if device == "local" else None
     out = {
         "format": FORMAT,
-        "target": "cpu" if local_host else m.target,
+        "target": host or m.target,
         "bundle_target": m.target, "backend": raw["backend"], "runner": raw["runner"], "device": device,
         "host": raw["device"].get("hostname"), "device_info": raw["device"], "versions": raw["versions"],
         "rounds": raw["rounds"], "calls": raw["calls"], "warmup": raw["warmup"], "peak_rss_mb": raw.get("peak_rss_mb"),

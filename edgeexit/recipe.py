@@ -45,21 +45,17 @@ def _quiet(*_: Any) -> None:
 
 
 def measure_backend(bundle: Bundle, say: Callable[[Any], None] = _quiet) -> str:
-    """The backend a build measures on: the bundle's own when it can run here; else onnxruntime on this CPU, said out
-    loud. (Backend names live here only, for the backend registry to take over.)"""
+    """The backend a build measures on: the bundle's own when it can run here; else the CPU emulation (from the
+    backend registry), said out loud."""
     from rich.markup import escape
 
-    from edgeexit.errors import EdgeExitError
-    from edgeexit.runtime import default_backend, make_backend
+    from edgeexit.runtime.registry import measure_backend as choose
 
-    try:
-        name = default_backend(bundle)
-        make_backend(name).close()
-        return name
-    except EdgeExitError as err:
-        say(f"[yellow]target {escape(bundle.manifest.target)} cannot run here ({escape(err.what)}); "
-            "measuring on onnxruntime (CPU emulation)[/]")
-        return "onnxruntime"
+    name, why = choose(bundle.manifest)
+    if why is not None:
+        say(f"[yellow]target {escape(bundle.manifest.target)} cannot run here ({escape(why)}); "
+            f"measuring on {name} (CPU emulation)[/]")
+    return name
 
 
 def build(run: RunDir, opts: TrainOptions, choices: BuildChoices, *, temperature: bool = True, prune: bool = True,

@@ -23,10 +23,11 @@ _OPTIONAL = ("extra", "install_hint")
 class Target:
     """A deployment target as described by its TOML file.
 
-    `precision` lists the supported precisions, the default first. `delegate` is the onnxruntime
-    execution provider for ONNX targets, the ExecuTorch delegate for .pte targets, "tensorrt" for TensorRT
-    engines. `requires` are Python modules that must be importable; `extra` is the pip extra that
-    provides them (`pip install -e .[extra]`).
+    `precision` lists the supported precisions, the default first. `runtime` (derived: the family of the
+    registry's backends that runs the first format) is what the bundle runs on; `delegate` is within it the
+    onnxruntime execution provider, the ExecuTorch delegate, "tensorrt" for TensorRT engines (no delegate).
+    `requires` are Python modules that must be importable; `extra` is the pip extra that provides them
+    (`pip install -e .[extra]`).
     """
 
     name: str
@@ -45,6 +46,13 @@ class Target:
     @property
     def default_precision(self) -> str:
         return self.precision[0]
+
+    @property
+    def runtime(self) -> str | None:
+        """The runtime family its bundles run on (the manifest's `runtime`); None: no backend runs its format."""
+        from edgeexit.runtime.registry import family_of
+
+        return family_of(self.formats)
 
 
 @dataclass(frozen=True)
@@ -149,16 +157,10 @@ def _importable(module: str) -> bool:
         return False
 
 
-def _onnxruntime_providers() -> list[str]:
-    import onnxruntime
-
-    return list(onnxruntime.get_available_providers())
-
-
 def check_target(target: Target) -> TargetStatus:
     """Whether `target` can work here: its modules are importable, a CUDA device exists when it
-    needs one, and onnxruntime offers its execution provider. Never creates a TensorRT runtime
-    (that segfaults without a GPU) and imports nothing but onnxruntime and torch."""
+    needs one, and the registry's backend for its runtime and delegate works here. Never creates a TensorRT
+    runtime (that segfaults without a GPU) and imports nothing but onnxruntime and torch."""
     problems = []
     missing = [m for m in target.requires if not _importable(m)]
     if missing:
@@ -169,19 +171,43 @@ def check_target(target: Target) -> TargetStatus:
 
         if not torch.cuda.is_available():
             problems.append("needs a CUDA device (none found here)")
-    # The CPU provider is built into every onnxruntime; other providers depend on the package build.
-    if target.delegate.endswith("ExecutionProvider") and target.delegate != "CPUExecutionProvider":
-        if "onnxruntime" not in missing and _importable("onnxruntime"):
-            if target.delegate not in _onnxruntime_providers():
-                problems.append(f"this onnxruntime has no {target.delegate}")
+    if not problems:  # what the target declares is here: does its own backend work (e.g. the provider)?
+        problems += _run_problems(target)
     if problems and target.install_hint:
         problems.append(target.install_hint)
     return TargetStatus(ok=not problems, reason="; ".join(problems) if problems else "ready")
 
 
+def _run_problems(target: Target) -> list[str]:
+    from edgeexit.runtime.registry import for_family
+
+    backend = for_family(target.runtime, target.delegate)
+    if backend is None:
+        return [f"no backend in this edgeexit runs {target.runtime or target.formats[0]} with {target.delegate}"]
+    ok, reason, install = backend.available()
+    return [] if ok else [f"{backend.name}: {reason} ({install})"]
+
+
+def run_here(target: Target) -> bool:
+    """Its bundles can run on this machine: the registry's backend for its runtime and delegate works here."""
+    from edgeexit.runtime.registry import for_family
+
+    backend = for_family(target.runtime, target.delegate)
+    return backend is not None and backend.available().ok
+
+
+def export_here(target: Target) -> bool:
+    """Its bundles can be written on this machine: each format it exports (not those built on its device) has a
+    CPU backend here that checks the lowering against torch."""
+    from edgeexit.runtime.registry import host_backend_of
+
+    backends = [host_backend_of(f) for f in target.formats]
+    return all(b is None or b.available().ok for b in backends) and any(b is not None for b in backends)
+
+
 def targets_table() -> list[dict[str, Any]]:
     """One row per target for `edgeexit targets`: name, formats, precision, requires (strings for
-    display), works_here (bool) and reason."""
+    display), works_here, export_here and run_here (bools) and reason."""
     rows = []
     for target in list_targets():
         status = check_target(target)
@@ -192,6 +218,8 @@ def targets_table() -> list[dict[str, Any]]:
                 "precision": ", ".join(target.precision),
                 "requires": ", ".join(target.requires) or "-",
                 "works_here": status.ok,
+                "export_here": export_here(target),
+                "run_here": run_here(target),
                 "reason": status.reason,
             }
         )

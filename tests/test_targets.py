@@ -146,7 +146,8 @@ def test_targets_table_rows():
     assert rows["cpu"]["works_here"] is True and rows["cpu"]["formats"] == "onnx"
     assert rows["jetson"]["precision"] == "fp16, int8"
     for row in rows.values():
-        assert list(row) == ["name", "formats", "precision", "requires", "works_here", "reason"]
+        assert list(row) == ["name", "formats", "precision", "requires", "works_here", "export_here", "run_here",
+                             "reason"]
         assert row["works_here"] == check_target(load_target(row["name"])).ok
 
 

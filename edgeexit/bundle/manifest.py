@@ -21,6 +21,8 @@ SCHEMA_FILE = "manifest.schema.json"
 FORMATS = ("onnx", "pte", "engine", "pt2")
 Format = Literal["onnx", "pte", "engine", "pt2"]
 Precision = Literal["fp32", "fp16", "int8"]
+# the runtime family a bundle runs on (edgeexit.runtime.registry: which backends belong to it)
+Runtime = Literal["onnxruntime", "executorch", "tensorrt", "torch"]
 DType = Literal["float32", "float16", "int8", "int32", "int64", "bool"]
 ScoreKind = Literal["max_softmax", "margin", "neg_entropy", "confidence", "gater"]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -156,6 +158,10 @@ class Manifest(_Model):
     format: Format  # what the target runs; the bundle may hold other formats too (`formats`)
     formats: list[Format] = Field(min_length=1, max_length=len(FORMATS))
     precision: Precision
+    # the runtime family the target runs the bundle on (TensorRT: once its engines are built on the device), and
+    # within it `delegate`: onnxruntime's execution provider, the ExecuTorch delegate, the torch device ("tensorrt"
+    # for TensorRT, which has none). Bundles written before `runtime` existed get it from format and delegate.
+    runtime: Runtime
     delegate: Name
     batch: BatchRange
     target: Name
@@ -171,6 +177,18 @@ class Manifest(_Model):
     versions: dict[Name, Annotated[str, Field(max_length=1000)]]
     provenance: Provenance
     checksum: Sha256
+
+    @model_validator(mode="before")
+    @classmethod
+    def _runtime_of_older_bundles(cls, raw: Any) -> Any:
+        """A manifest from before `runtime` (its checksum covers what it holds, checked before this): the family
+        from its delegate and format, as edgeexit read them then."""
+        if isinstance(raw, dict) and "runtime" not in raw and isinstance(raw.get("format"), str):
+            legacy = {"onnx": "onnxruntime", "pte": "executorch", "engine": "tensorrt", "pt2": "torch"}
+            family = "tensorrt" if raw.get("delegate") == "tensorrt" else legacy.get(raw["format"])
+            if family is not None:
+                raw = {**raw, "runtime": family}
+        return raw
 
     @model_validator(mode="after")
     def _consistent(self) -> "Manifest":

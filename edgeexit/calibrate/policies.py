@@ -39,6 +39,7 @@ from edgeexit.calibrate.temperature import LOGIT_KINDS, scale
 from edgeexit.errors import BudgetError, ConfigError
 
 FRACTION_SCHEMES = ("msdnet", "constant_q")
+QUOTA_RULES = ("rounded", "msdnet")  # how the fractions policy turns q_k into a count of samples (calibrate_fractions)
 
 
 def _prepare(logits, labels, kind: str, confidences, temperatures=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -165,33 +166,90 @@ def _fraction_thresholds(scores: np.ndarray, q: np.ndarray) -> tuple[np.ndarray,
     return thresholds, notes
 
 
+def _msdnet_thresholds(scores: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """MSDNet's quota rule: a port of `Tester.dynamic_eval_find_threshold` in kalviny/MSDNet-PyTorch
+    (adaptive_inference.py, the reference code of Huang et al., ICLR 2018), on any score kind.
+
+    The reference, per exit k < E-1: out_n = floor(n * p[k]); walk the samples in descending score_k,
+    skipping those already `filtered` (taken by an earlier exit), and at the out_n-th unfiltered one set
+    T[k] = its score; then filter every sample with score_k >= T[k]. T starts at 1e8 and stays there when
+    out_n = 0 or fewer than out_n unfiltered samples remain; the last T is -1e8. At test time it exits at the
+    first k with max_prob >= T[k], edgeexit's rule, so T[k] carries over as it is; 1e8 (above every score)
+    becomes +inf here (null in a bundle's manifest) and -1e8 the final exit's -inf.
+    """
+    n_exits, n = scores.shape
+    notes = []
+    if n < n_exits:
+        notes.append(f"the calibration set has {n} samples for {n_exits} exits: fractions move in steps of 1/{n}")
+    # The reference holds p in a torch.FloatTensor, so n * p[k] is a float32 product: floor the same product.
+    quotas = np.floor(np.float32(n) * np.asarray(q, dtype=np.float32)).astype(np.int64)
+    thresholds = np.full(n_exits, np.inf)
+    running = np.ones(n, dtype=bool)
+    for k in range(n_exits - 1):
+        alive = scores[k, running]
+        quota = int(quotas[k])
+        if quota == 0:
+            if q[k] > 0:
+                notes.append(f"exit {k}: floor({n} x target fraction {q[k]:.4g}) = 0: nobody leaves here "
+                             f"(MSDNet quota rule); it needs about {math.ceil(1 / q[k])} samples or more")
+            continue
+        if quota > alive.size:
+            notes.append(f"exit {k}: its quota of {quota} samples exceeds the {alive.size} still running (tied "
+                         "scores let more leave earlier): nobody leaves here, as in MSDNet's reference code")
+            continue
+        # the quota-th highest score among the samples still running (ties: the same value, whichever is picked)
+        thresholds[k] = np.partition(alive, alive.size - quota)[alive.size - quota]
+        leaving = running & (scores[k] >= thresholds[k])
+        count = int(leaving.sum())
+        if count > quota:
+            notes.append(f"exit {k}: tied scores let {count} samples leave where the quota was {quota}")
+        running &= ~leaving
+    return thresholds, notes
+
+
 def calibrate_fractions(logits, labels, costs, budget: Budget, *, reference_cost: float, kind: str = "max_softmax",
                         confidences=None, latency_ms=None, latency_target: str | None = None,
-                        scheme: str = "msdnet", temperatures=None) -> Calibration:
+                        scheme: str = "msdnet", temperatures=None, quota: str = "rounded") -> Calibration:
     """Thresholds that let a geometric share q_k of ALL calibration samples leave at exit k (papers/003).
 
     q comes from `target_fractions(costs, budget)`. The thresholds are then set exit by exit among
-    the samples still running: eta_k is the n_k-th highest score_k among them, where n_k makes the
-    number that has left by exit k equal round(N sum_{j<=k} q_j) (so, without ties, n_k is within
-    one sample of q_k N and the counts add up to N); n_k = 0 gives eta_k = +inf. Tied scores at
-    eta_k all leave (the rule is >=): the achieved fractions, reported in `exit_fractions`, may
-    then exceed the target; later exits take fewer to compensate.
+    the samples still running: eta_k is the n_k-th highest score_k among them (n_k = 0 gives
+    eta_k = +inf: nobody leaves at k). `quota` says how q becomes the counts n_k:
 
-    Warns (CalibrationWarning, also listed in `warnings`) when N < E, when a q_k > 0 rounds to no
-    sample, and when ties move an exit's count by more than one sample.
+    - "rounded" (default): n_k makes the number that has left by exit k equal round(N sum_{j<=k} q_j),
+      so, without ties, n_k is within one sample of q_k N and the counts add up to N. Tied scores at
+      eta_k all leave (the rule is >=): the achieved fractions, reported in `exit_fractions`, may then
+      exceed the target; later exits take fewer to compensate.
+    - "msdnet": MSDNet's reference code (`dynamic_eval_find_threshold`, kalviny/MSDNet-PyTorch; see
+      `_msdnet_thresholds`): n_k = floor(N q_k), fixed in advance (computed in float32 as there) and not
+      corrected for what earlier exits took. Every exit then takes at most its share (ties aside), the
+      up to E-1 samples the floors drop go to the final exit, so the calibration cost can sit a little
+      above the rounded rule's; a tie at eta_k lets the whole tie leave and later quotas do not shrink
+      for it, and an exit whose quota exceeds the samples still running takes nobody (threshold +inf,
+      as the reference's 1e8). With `kind="max_softmax"` and no temperatures, the thresholds are the
+      reference's T for p = q.
+
+    Warns (CalibrationWarning, also listed in `warnings`) when N < E, when a q_k > 0 rounds (floors)
+    to no sample, when ties move an exit's count (by more than one sample under "rounded"), and under
+    "msdnet" when a quota exceeds the samples still running.
     """
+    if quota not in QUOTA_RULES:
+        raise ConfigError("unknown quota rule for the fractions policy", got=repr(quota),
+                          expected=" | ".join(QUOTA_RULES),
+                          hint="rounded: round the running total (default); msdnet: floor each exit's quota")
     scores, preds, labels = _prepare(logits, labels, kind, confidences, temperatures)
     n_exits, n = scores.shape
     cost_vec, unit, limit = _resolve(budget, costs, latency_ms, latency_target, n_exits, required=True,
                                      reference_cost=reference_cost)
     q, param = target_fractions(cost_vec, limit, scheme)
-    thresholds, notes = _fraction_thresholds(scores, q)
+    thresholds, notes = (_msdnet_thresholds if quota == "msdnet" else _fraction_thresholds)(scores, q)
     for note in notes:
         _warnings.warn(note, CalibrationWarning, stacklevel=2)
     return make_calibration("fractions", kind, thresholds, scores, preds, labels, cost_vec, unit, budget, limit,
                             reference_cost=reference_cost, target_fractions=q, warnings=notes,
                             policy_params={"scheme": scheme, ("p" if scheme == "msdnet" else "q"): param,
-                                           "design_cost": float(q @ cost_vec)}, temperatures=temperatures)
+                                           "design_cost": float(q @ cost_vec), "quota": quota},
+                            temperatures=temperatures)
 
 
 # ---------------------------------------------------------------------------------------------------

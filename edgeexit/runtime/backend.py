@@ -19,7 +19,9 @@ import numpy as np
 
 from edgeexit.bundle import Bundle, TensorSpec
 from edgeexit.bundle.manifest import Format, SegmentRef
-from edgeexit.errors import BundleError, ConfigError
+from edgeexit.errors import BundleError
+from edgeexit.runtime import registry
+from edgeexit.runtime.registry import REGISTRY
 
 Array = Any  # a backend's array type
 
@@ -60,44 +62,18 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-# name -> (module, class): imported only when asked for
-BACKENDS: dict[str, tuple[str, str]] = {
-    "onnxruntime": ("edgeexit.runtime.ort", "OrtBackend"),
-    "onnxruntime-cuda": ("edgeexit.runtime.ort", "OrtCudaBackend"),
-    "torch": ("edgeexit.runtime.torch_pt2", "TorchBackend"),
-    "torch-cuda": ("edgeexit.runtime.torch_pt2", "TorchCudaBackend"),
-    "executorch": ("edgeexit.runtime.executorch_rt", "ExecuTorchBackend"),
-    "tensorrt": ("edgeexit.runtime.tensorrt_rt", "TensorRTBackend"),
-}
-# what runs a bundle by default: its format, and for ONNX its execution provider
-_DEFAULTS = {("onnx", "CPUExecutionProvider"): "onnxruntime", ("onnx", "CUDAExecutionProvider"): "onnxruntime-cuda",
-             ("pt2", "cpu"): "torch", ("pt2", "cuda"): "torch-cuda", ("pte", "xnnpack"): "executorch",
-             ("engine", "tensorrt"): "tensorrt"}
+# name -> (module, class): imported only when asked for (the registry's table, kept for older callers)
+BACKENDS: dict[str, tuple[str, str]] = {name: (s.module, s.cls) for name, s in REGISTRY.items()}
 
 
 def default_backend(bundle: Bundle) -> str:
-    """The backend the bundle's target runs on (from its format and delegate)."""
-    m = bundle.manifest
-    if m.delegate == "tensorrt" and m.format != "engine":  # engines are device-specific: built there, not at export
-        raise ConfigError(f"the TensorRT engines of this {m.target} bundle are not built yet", got=f"formats {m.formats}",
-                          expected="engine", hint="build them on the device: edgeexit engines BUNDLE; "
-                          "meanwhile name a backend, e.g. --backend onnxruntime (CPU emulation)")
-    name = _DEFAULTS.get((m.format, m.delegate))
-    if name is None:
-        raise ConfigError(f"no backend in this edgeexit runs {m.format} bundles with delegate {m.delegate}",
-                          got=f"target {m.target}", expected=", ".join(f"{f}+{d}" for f, d in _DEFAULTS),
-                          hint=f"name one explicitly, e.g. --backend onnxruntime (CPU emulation); backends: {', '.join(BACKENDS)}")
-    return name
+    """The backend the bundle's target runs on (its manifest's runtime and delegate): see the registry."""
+    return registry.default_backend(bundle.manifest)
 
 
 def make_backend(name: str, **options) -> Backend:
     """A backend by name; a missing optional runtime raises RuntimeMissingError inside the backend."""
-    if name not in BACKENDS:
-        raise ConfigError("unknown backend", got=name, expected=" | ".join(BACKENDS))
-    import importlib
-
-    module, cls = BACKENDS[name]
-    return getattr(importlib.import_module(module), cls)(**options)
+    return registry.make_backend(name, **options)
 
 
 def segment_file(bundle: Bundle, segment: Mapping[str, SegmentRef], fmt: str, what: str) -> tuple[Path, SegmentRef]:

@@ -50,11 +50,11 @@ def worker(args) -> None:
 
 
 def main() -> None:
-    from edgeexit.runtime import BACKENDS
+    from edgeexit.runtime.registry import REGISTRY
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", type=Path, default=Path("runs/default/bundle"))
-    p.add_argument("--backend", choices=list(BACKENDS), default=None,
+    p.add_argument("--backend", choices=list(REGISTRY), default=None,
                    help="runtime to time both models on (default: the one the bundle's target runs on)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--samples", type=int, default=2000, help="test images per process")

@@ -1,7 +1,7 @@
 """Early exit vs the unsplit model on the same GPU backend: does skipping MACs save time on a GPU?
 
-For every GPU backend present (torch-cuda on the bundle's .pt2 programs; tensorrt on its engines, once
-`edgeexit engines` has built them), batch 1 and 64, at the bundle's calibrated thresholds: one process per
+For every GPU backend in the registry that can run the bundle here (e.g. torch-cuda on its .pt2 programs; tensorrt
+on its engines, once `edgeexit engines` has built them), batch 1 and 64, at the bundle's calibrated thresholds: one process per
 runtime, alternating rounds (alternate.py); the full model is the bundle's reference on the same backend. Printed per
 backend and batch: the time ratio early-exit / full, the mean MACs fraction on the same images, and
 
@@ -26,7 +26,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from alternate import alternate, describe  # noqa: E402
 
-GPU_BACKENDS = ("torch-cuda", "tensorrt")
+
+def gpu_backends() -> list[str]:
+    from edgeexit.runtime.registry import REGISTRY
+
+    return [n for n, s in REGISTRY.items() if s.needs_gpu]
 
 
 def gpu_count() -> int:
@@ -78,13 +82,19 @@ def worker(args) -> None:
 def available(bundle, wanted: list[str] | None) -> list[str]:
     """The GPU backends that can run this bundle here (or why not, as SystemExit when one named cannot)."""
     from edgeexit.errors import EdgeExitError
-    from edgeexit.runtime import make_backend
+    from edgeexit.runtime.registry import REGISTRY, backends_for, spec
 
-    names = wanted or [n for n in GPU_BACKENDS if ("engine" if n == "tensorrt" else "pt2") in bundle.manifest.formats]
+    names = wanted or [n for n in backends_for(bundle.manifest) if REGISTRY[n].needs_gpu]
     ok = []
     for name in names:
         try:
-            make_backend(name).close()
+            usable, why, install = spec(name).available()
+            if not usable:
+                if wanted:
+                    raise SystemExit(f"backend {name} cannot run here: {why} ({install})")
+                print(f"skipping {name}: {why} ({install})")
+                continue
+            spec(name).make().close()
             ok.append(name)
         except EdgeExitError as err:
             if wanted:
@@ -96,7 +106,7 @@ def available(bundle, wanted: list[str] | None) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", type=Path, default=Path("runs/jetson/bundle"))
-    p.add_argument("--backends", default=None, help=f"comma-separated, of {', '.join(GPU_BACKENDS)} (default: all present)")
+    p.add_argument("--backends", default=None, help=f"comma-separated, of {', '.join(gpu_backends())} (default: all present)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--samples", type=int, default=4096, help="test images per process")
     p.add_argument("--batches", default="1,64")
@@ -108,15 +118,15 @@ def main() -> None:
         worker(args)
         return
     if gpu_count() == 0:
-        raise SystemExit("no CUDA device here: tools/bench/gpu.py times backends on a GPU (torch-cuda, tensorrt). "
+        raise SystemExit(f"no CUDA device here: tools/bench/gpu.py times backends on a GPU ({', '.join(gpu_backends())}). "
                          "Run it on the Jetson or a GPU machine; on this CPU use tools/bench/early_exit.py")
     from edgeexit.bundle import load_bundle
 
     b = load_bundle(args.bundle)
     backends = available(b, [n.strip() for n in args.backends.split(",")] if args.backends else None)
     if not backends:
-        raise SystemExit(f"no GPU backend can run {args.bundle} here (formats {b.manifest.formats}): torch-cuda needs "
-                         "torch with CUDA, tensorrt needs the engines (edgeexit engines BUNDLE) and TensorRT")
+        raise SystemExit(f"no GPU backend can run {args.bundle} here (formats {b.manifest.formats}); the registry's GPU "
+                         f"backends: {', '.join(gpu_backends())} (TensorRT engines: edgeexit engines BUNDLE)")
     thresholds = [None if t is None else round(t, 4) for t in b.manifest.thresholds]
     print(f"bundle {args.bundle}: {b.manifest.model['backbone']}, exits {[e.name for e in b.exits]}, thresholds "
           f"{thresholds}, largest batch {b.manifest.batch.max}; {args.samples} test images per process, {args.rounds} rounds")

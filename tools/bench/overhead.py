@@ -77,15 +77,17 @@ def make_models(out: Path, backbone: str, channels: int, size: int) -> Path:
 def _runner(args):
     from edgeexit.bundle import TensorSpec
     from edgeexit.runtime import EarlyExitRuntime, ModelRunner, make_backend
+    from edgeexit.runtime.registry import host_backend_of
 
+    onnx_cpu = host_backend_of("onnx").name  # the models here are ONNX files: the registry's CPU backend for them
     d = Path(args.dir)
     if (d / "manifest.json").exists():
-        rt = EarlyExitRuntime.open(d, "onnxruntime", threads=args.threads or None)
+        rt = EarlyExitRuntime.open(d, onnx_cpu, threads=args.threads or None)
         if args.worker == "heads":
             raise SystemExit("a bundle has no all-heads graph")
         return rt.input_shape, (rt.reference().run if args.worker == "full" else rt.with_thresholds([None] * rt.num_exits).run)
     meta = json.loads((d / "meta.json").read_text())
-    be = make_backend("onnxruntime", threads=args.threads or None)
+    be = make_backend(onnx_cpu, threads=args.threads or None)
     segs = {m["name"]: be.open_segment(d / f"{m['name']}.onnx", None, [TensorSpec(**i) for i in m["inputs"]],
                                        [TensorSpec(**o) for o in m["outputs"]], MAX_BATCH)
             for m in meta["segments"] if m["name"] == {"full": "reference", "heads": "all_heads"}.get(args.worker, m["name"])}

@@ -24,11 +24,11 @@ def main() -> None:
     from edgeexit.calibrate import Budget, policies
     from edgeexit.measure import side_by_side
     from edgeexit.pipeline import test_split
-    from edgeexit.runtime import BACKENDS, EarlyExitRuntime
+    from edgeexit.runtime import REGISTRY, EarlyExitRuntime
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", type=Path, default=Path("runs/default/bundle"))
-    p.add_argument("--backend", choices=list(BACKENDS), default=None)
+    p.add_argument("--backend", choices=list(REGISTRY), default=None)
     p.add_argument("--budgets", default="0.3,0.5,0.7")
     p.add_argument("--batches", default=None, help="default: 1 and the bundle's largest")
     p.add_argument("--samples", type=int, default=2000, help="test images timed per budget and batch")
