@@ -224,8 +224,8 @@ def eval_(bundle, backend, split, batch_size, limit, json_out):
 
 @app.command()
 @options(flags.BUILD, flags.TRAIN_SHARED, epochs=flags.BUILD_EPOCHS, lr=flags.BUILD_LR, schedule=flags.BUILD_SCHEDULE)
-def build(target, run_dir, temperature, budget, policy, score, eval_batch_size, precision, prune, profile_device,
-          shared):
+def build(target, run_dir, temperature, budget, max_drop, latency_first, batch, policy, score, eval_batch_size,
+          precision, prune, profile_device, shared):
     """train -> prune -> calibrate -> export -> profile -> measure: a bundle with its report, in one go."""
     from edgeexit.recipe import build as build_recipe
     from edgeexit.recipe import on_device_hint
@@ -235,7 +235,11 @@ def build(target, run_dir, temperature, budget, policy, score, eval_batch_size, 
     try:
         # Every option is checked before the first epoch: a typo must not cost a training run.
         o = opt.train_options(**shared)
-        choices = opt.build_choices(target, precision, budget, policy, score, o.train.method, eval_batch_size)
+        choices = opt.build_choices(target, precision, budget, policy, score, o.train.method, eval_batch_size,
+                                    max_drop=max_drop, latency_first=latency_first, batch=batch)
+        if choices.objective is not None and not prune:
+            raise ConfigError("--no-prune keeps every exit; the deployment search chooses which to keep",
+                              got="--no-prune with --max-drop / --latency-first", expected="one of them")
         run = RunDir(run_dir)
         with run.lock("build"):
             res = build_recipe(run, o, choices, temperature=temperature, prune=prune, eval_batch_size=eval_batch_size,

@@ -181,7 +181,15 @@ BUILD = {
     "target": (str, TARGET),
     "run_dir": (Path, RUN_DIR),
     "temperature": (bool, TEMPERATURE),
-    "budget": (str, typer.Option("0.6")),
+    "budget": (Optional[str], typer.Option(None, help="fraction of full MACs (default 0.6), '20e6macs', or a preset; "
+                                                       "with --max-drop / --latency-first: a latency cap, e.g. 3ms@cpu")),
+    "max_drop": (Optional[float], typer.Option(None, help="latency first: the fastest deployment on the target (exits, "
+                                                          "thresholds, where the network ends) losing at most this many "
+                                                          "points of validation accuracy, e.g. 0.5")),
+    "latency_first": (bool, typer.Option(False, help="choose the deployment from latency measured on the target "
+                                                     "(implied by --max-drop; with --budget Nms: most accurate within it)")),
+    "batch": (Optional[int], typer.Option(None, min=1, help="latency first: the operating batch size the deployment is "
+                                                            "chosen for (default 1)")),
     "policy": (Optional[str], typer.Option(None, help="default: search for aep, fixed (h >= 0.5) for eenet, gater "
                                                       "(P_k >= 0.5) for budget")),
     "score": (Optional[str], typer.Option(None, help="default: max_softmax for aep, confidence for eenet, gater for "

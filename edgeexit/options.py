@@ -11,6 +11,7 @@ from edgeexit.errors import ConfigError
 
 if TYPE_CHECKING:  # torch and the data sets load only when a command needs them
     from edgeexit.calibrate.budget import Budget
+    from edgeexit.deploy import Objective
     from edgeexit.models import ModelConfig
     from edgeexit.models.user import PassedModel
     from edgeexit.pipeline import DataConfig
@@ -119,14 +120,29 @@ class BuildChoices:
     target: Target
     precision: str
     formats: list[str]
-    budget: Budget
+    budget: Budget | None  # None: the latency-first flow without a cost cap (--max-drop alone)
     policy: str
     score: str
+    # the latency-first flow (issue 18, opt-in: --max-drop / --latency-first): what the deployment search optimises
+    # and at which batch size; None: today's MACs-first flow (prune, calibrate for the budget)
+    objective: Objective | None = None
+    batch: int | None = None
 
 
-def build_choices(target: str, precision: str | None, budget_text: str, policy: str | None, score: str | None,
-                  method: str, eval_batch_size: int) -> BuildChoices:
+DEFAULT_BUDGET = "0.6"  # the MACs-first build's budget when none is given
+
+
+def build_choices(target: str, precision: str | None, budget_text: str | None, policy: str | None, score: str | None,
+                  method: str, eval_batch_size: int, *, max_drop: float | None = None, latency_first: bool = False,
+                  batch: int | None = None) -> BuildChoices:
     """Every build option known to be usable, or the error (before the first epoch)."""
+    if latency_first or max_drop is not None:
+        return _latency_choices(target, precision, budget_text, policy, score, method, eval_batch_size, max_drop, batch)
+    if batch is not None:
+        raise ConfigError("--batch is the operating batch size of the deployment search", got=f"--batch {batch}",
+                          expected="--max-drop PT or --latency-first with it",
+                          hint="the MACs-first build does not search at a batch size; drop --batch")
+    budget_text = DEFAULT_BUDGET if budget_text is None else budget_text
     from edgeexit.calibrate import POLICIES, SCORE_KINDS
     from edgeexit.pipeline import exportable, policy_score
     from edgeexit.targets import load_target
@@ -156,6 +172,45 @@ def build_choices(target: str, precision: str | None, budget_text: str, policy: 
     if eval_batch_size < 1:
         raise ConfigError("--eval-batch-size must be >= 1", got=eval_batch_size)
     return BuildChoices(tgt, precision, formats, b, policy, score)
+
+
+def _latency_choices(target, precision, budget_text, policy, score, method, eval_batch_size, max_drop,
+                     batch) -> BuildChoices:
+    """The latency-first build's choices: the aep method (its exits scored from logits), fp32 (int8 would move the
+    scores the search chose thresholds on), an objective of --max-drop and/or a millisecond --budget on this target,
+    and the operating batch size within the target's batch range (default 1)."""
+    from edgeexit.calibrate import LOGIT_KINDS
+    from edgeexit.deploy import make_objective
+
+    base = build_choices(target, precision, None, policy, score, method, eval_batch_size)
+    tgt = base.target
+    if method != "aep":
+        raise ConfigError("the deployment search chooses among AEP exits scored from their logits",
+                          got=f"--method {method}", expected="--method aep with --max-drop / --latency-first",
+                          hint="build other methods without --max-drop (their own policies choose the thresholds)")
+    if base.policy != "search" or base.score not in LOGIT_KINDS:
+        raise ConfigError("the deployment search sets the thresholds itself", got=f"--policy {base.policy} --score "
+                          f"{base.score}", expected=f"no --policy (or search), --score {' | '.join(LOGIT_KINDS)}")
+    if base.precision != "fp32":
+        raise ConfigError("the deployment search needs fp32", got=f"--precision {base.precision}", expected="fp32",
+                          hint="int8 moves the exit scores after the search chose thresholds on them; build fp32")
+    b = None
+    if budget_text is not None:
+        b = budget(budget_text)
+        if b.kind != "ms":
+            raise ConfigError("the deployment search takes a latency budget", got=f"--budget {budget_text}",
+                              expected="N ms or N ms@" + tgt.name,
+                              hint="MAC budgets: build without --max-drop / --latency-first")
+        if b.target not in (None, tgt.name):
+            raise ConfigError("the latency budget names another target than the build's", got=budget_text,
+                              expected=f"N ms@{tgt.name}", hint=f"build with --target {b.target}")
+    objective = make_objective(max_drop=max_drop, latency_ms=None if b is None else b.value)
+    lo, hi = tgt.batch
+    if batch is not None and not lo <= batch <= hi:
+        raise ConfigError("the operating batch size is outside the target's batch range", got=f"--batch {batch}",
+                          expected=f"{lo}..{hi} (target {tgt.name})")
+    return BuildChoices(tgt, base.precision, base.formats, b, base.policy, base.score, objective,
+                        batch if batch is not None else lo)
 
 
 def batch_list(text: str | None) -> list[int] | None:

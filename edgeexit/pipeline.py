@@ -302,6 +302,13 @@ def prune_stage(run: RunDir, *, mode: str | None = None, limit: int | None = Non
         limit_macs = budget.value * c.full_macs if budget.kind == "macs_fraction" else budget.value
         result = prune_for_budget(outs.logits, outs.labels, mode=mode, budget_macs=limit_macs,
                                   reference_macs=c.full_macs, score=score, **sizes)
+    write_pruned(run, ckpt, net, result)
+    return result
+
+
+def write_pruned(run: RunDir, ckpt: dict, net: EarlyExitNet, result: PruneResult) -> None:
+    """RUN/pruned.pt (the sub-network keeping `result.kept_exits` of the trained `net`, its ensemble weights, the
+    sha256 of RUN/checkpoint.pt it was cut from) and RUN/pruned.json: what `prune` and the deployment search write."""
     sub = net.select_exits(result.kept_exits)
     save_checkpoint(run.pruned, {**{k: v for k, v in ckpt.items() if k != "format"},
                                  "state_dict": sub.state_dict(), "kept_exits": result.kept_exits,
@@ -310,7 +317,6 @@ def prune_stage(run: RunDir, *, mode: str | None = None, limit: int | None = Non
                                  "provenance": {"checkpoint_sha256": run.sha256(run.checkpoint)}})
     jsonio.write_json(run.pruned_json, {**result.to_dict(), "provenance": {
         "checkpoint_sha256": run.sha256(run.checkpoint), "pruned_sha256": run.sha256(run.pruned)}})
-    return result
 
 
 ALWAYS = ("pt2",)  # every bundle carries its torch.export programs: the torch backend and `compare` run them

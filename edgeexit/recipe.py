@@ -1,6 +1,9 @@
 """The build recipe: train -> prune -> calibrate -> export (+ evaluate, profile, report) in one go, as `edgeexit
 build` runs it. Which stages run and with what:
 
+- latency first (opt-in: --max-drop, --latency-first): the unpruned network is exported once and profiled on the
+  target, a cost model fitted (RUN/costmodel.json), and one search over exit subsets x thresholds chooses the
+  deployment (edgeexit/deploy/stage.py) in place of prune and calibrate; the export below ships it.
 - prune: AEP's pruning for the aep method under a MACs budget; skipped for other methods and millisecond budgets,
   and undone when the kept subset drops the user's own classifier that --freeze-backbone keeps.
 - a millisecond budget takes two passes: calibrate for the whole model, export, profile on this host, then
@@ -59,18 +62,67 @@ def build(run: RunDir, opts: TrainOptions, choices: BuildChoices, *, temperature
           eval_batch_size: int = 64, profile_device: str = "local", say: Callable[[Any], None] = _quiet,
           rule: Callable[[str], None] = _quiet) -> BuildResult:
     """The whole build into `run` (its lock held by the caller). Every option was checked before this is called."""
-    from edgeexit.calibrate import Budget
     from edgeexit.evaluate import evaluate_bundle
-    from edgeexit.pipeline import calibrate_stage, export_stage, prune_stage, train_stage
+    from edgeexit.pipeline import export_stage, train_stage
     from edgeexit.profile import profile_bundle
     from edgeexit.report import keep_in_run, report_files
-    from edgeexit.tables import cost_summary, noise_note, profile_table, prune_summary, temperature_table
+    from edgeexit.tables import noise_note, profile_table
 
     t0 = time.time()
-    method, b, passed = opts.train.method, choices.budget, opts.passed
+    method, passed = opts.train.method, opts.passed
     rule(f"[bold]1/6 train ({method})")
     result = train_stage(run, opts.data, opts.model, opts.train)
     say("per-exit val accuracy " + " ".join(f"{a:.4f}" for a in result.val_exit_accuracy))
+    export = dict(target=choices.target, precision=choices.precision, model=passed)
+    backend, profile_batches = None, None
+    if choices.objective is not None:  # latency first: decide on the device (edgeexit/deploy/stage.py)
+        from edgeexit.deploy.stage import decide
+
+        rule("[bold]2/6 profile the unpruned network, 3/6 search deployments")
+        decision = decide(run, choices, temperature=temperature, profile_device=profile_device, model=passed, say=say)
+        backend, profile_batches = decision.backend, decision.batches
+    else:
+        backend = _prune_and_calibrate(run, opts, choices, temperature=temperature, prune=prune, say=say, rule=rule)
+    trained = run.trained()
+    rule("[bold]4/6 export")
+    measured: dict = {}
+
+    def attach(bundle: Bundle) -> dict[str, str | bytes]:
+        """Profile, evaluate and report the finished bundle before it is swapped in: one write for all of it."""
+        name = backend or measure_backend(bundle, say)
+        rule(f"[bold]5/6 profile ({name}, {profile_device})")
+        prof = profile_bundle(bundle, backend=name, device=profile_device, batches=profile_batches)
+        for size in prof["batches"] if profile_batches else [None]:
+            say(profile_table(prof, size))
+        say(noise_note(prof))
+        rule(f"[bold]6/6 measure and report ({name})")
+        ev = evaluate_bundle(bundle, backend=name, batch_size=eval_batch_size)
+        ev["bundle"] = str(run.bundle)  # where it will be: this version directory is the one before the attachments
+        rep, files = report_files(run, bundle, ev, prof)
+        measured.update(backend=name, prof=prof, ev=ev, rep=rep, files=files)
+        return {f"{REPORTS}{k}": v for k, v in files.items()}
+
+    bundle = export_stage(run, trained, attach=attach, **export)
+    # the run directory keeps what the separate commands read and write (eval.json, profile.json, the report), the
+    # same bytes the bundle's report/ holds
+    jsonio.write_json(run.profile, measured["prof"])
+    jsonio.write_json(run.eval_json, measured["ev"])
+    keep_in_run(run, measured["files"])
+    return BuildResult(bundle, measured["ev"], measured["prof"], measured["rep"], measured["backend"],
+                       time.time() - t0)
+
+
+def _prune_and_calibrate(run: RunDir, opts: TrainOptions, choices: BuildChoices, *, temperature: bool, prune: bool,
+                         say: Callable[[Any], None], rule: Callable[[str], None]) -> str | None:
+    """The MACs-first route (the default): AEP pruning under a MACs budget, then calibration for the budget (a
+    millisecond budget: export the whole model once, profile it here, calibrate from that table). Returns the
+    backend that millisecond pass measured on (None without one)."""
+    from edgeexit.calibrate import Budget
+    from edgeexit.pipeline import calibrate_stage, export_stage, prune_stage
+    from edgeexit.profile import profile_bundle
+    from edgeexit.tables import cost_summary, prune_summary, temperature_table
+
+    method, b, passed = opts.train.method, choices.budget, opts.passed
     rule("[bold]2/6 prune")
     if prune and method == "aep" and b.kind != "ms":
         from edgeexit.tables import prune_table
@@ -104,31 +156,7 @@ def build(run: RunDir, opts: TrainOptions, choices: BuildChoices, *, temperature
         f"at {cost_summary(cal)}")
     if cal.calibration_error:
         say(temperature_table(cal))
-    rule("[bold]4/6 export")
-    measured: dict = {}
-
-    def attach(bundle: Bundle) -> dict[str, str | bytes]:
-        """Profile, evaluate and report the finished bundle before it is swapped in: one write for all of it."""
-        name = backend or measure_backend(bundle, say)
-        rule(f"[bold]5/6 profile ({name}, {profile_device})")
-        prof = profile_bundle(bundle, backend=name, device=profile_device)
-        say(profile_table(prof))
-        say(noise_note(prof))
-        rule(f"[bold]6/6 measure and report ({name})")
-        ev = evaluate_bundle(bundle, backend=name, batch_size=eval_batch_size)
-        ev["bundle"] = str(run.bundle)  # where it will be: this version directory is the one before the attachments
-        rep, files = report_files(run, bundle, ev, prof)
-        measured.update(backend=name, prof=prof, ev=ev, rep=rep, files=files)
-        return {f"{REPORTS}{k}": v for k, v in files.items()}
-
-    bundle = export_stage(run, trained, attach=attach, **export)
-    # the run directory keeps what the separate commands read and write (eval.json, profile.json, the report), the
-    # same bytes the bundle's report/ holds
-    jsonio.write_json(run.profile, measured["prof"])
-    jsonio.write_json(run.eval_json, measured["ev"])
-    keep_in_run(run, measured["files"])
-    return BuildResult(bundle, measured["ev"], measured["prof"], measured["rep"], measured["backend"],
-                       time.time() - t0)
+    return backend
 
 
 def on_device_hint(choices: BuildChoices, run_dir: Path, backend: str) -> str | None:

@@ -55,6 +55,50 @@ def _ms(s: dict | None) -> dict | None:
     return None if s is None else {k: s[k] for k in ("p50_ms", "p10_ms", "p90_ms")}
 
 
+def _rel(predicted: float | None, measured: float | None) -> float | None:
+    return None if predicted is None or not measured else predicted / measured - 1
+
+
+def predicted_block(cal: dict | None, prof: dict, ev: dict) -> dict | None:
+    """Predicted next to measured, for a bundle the latency-first build chose (its calibration's policy_params carry
+    what the cost model predicted at the operating batch); None for other bundles.
+
+    Measured, at the operating batch b: the shipped early-exit loop end to end on the evaluation's split, as a
+    fraction of the unsplit model timed beside it (eval), times the unsplit model's p50 in the shipped bundle's
+    profile; when the evaluation did not time batch b, the profile's per-exit times weighted by where the samples
+    answered."""
+    p = (cal or {}).get("policy_params") or {}
+    if "predicted_ms" not in p:
+        return None
+    b = str(int(p["batch"]))
+    table = prof["batches"].get(b)
+    full_ms = None if table is None else table["full"]["p50_ms"]
+    ratio = ev["latency_fraction_by_batch"].get(b)
+    if ratio is not None and full_ms is not None:
+        measured, how = ratio * full_ms, f"the early-exit loop on the {ev['split']} split (eval) x the unsplit p50"
+    elif table is not None:
+        n = max(1, sum(ev["exit_histogram"]))
+        measured = sum(h / n * row["cumulative"]["p50_ms"] for h, row in zip(ev["exit_histogram"], table["exits"]))
+        how = "the profile's per-exit times, weighted by where the samples answered"
+    else:
+        measured, how = None, f"batch {b} not profiled"
+    static = None
+    if "static_exit" in p:
+        static = {"exit": p["static_exit"], "name": p.get("static_name"), "predicted_ms": p["static_predicted_ms"],
+                  "val_accuracy": p["static_accuracy"]}
+    return {
+        "batch": int(b), "objective": p.get("objective"), "cost_backend": p.get("cost_backend"),
+        "cost_device": p.get("cost_device"), "cost_model_error": p.get("cost_model_error"),
+        "profile_noise": p.get("cost_model_noise"), "measured_how": how,
+        "deployment": {"exits": p.get("exits"), "names": p.get("exit_names"), "predicted_ms": p["predicted_ms"],
+                       "measured_ms": measured, "relative_error": _rel(p["predicted_ms"], measured),
+                       "val_accuracy": (cal or {}).get("accuracy")},
+        "best_static": static,
+        "full": {"predicted_ms": p.get("full_predicted_ms"), "measured_ms": full_ms,
+                 "relative_error": _rel(p.get("full_predicted_ms"), full_ms), "val_accuracy": p.get("full_accuracy")},
+    }
+
+
 def report_data(bundle: Bundle, ev: dict, prof: dict, cal: dict | None = None, curves: dict | None = None) -> dict:
     """report.json: the figures of the report, from the evaluation, the profile and the calibration."""
     _same_bundle("the evaluation (eval.json)", ev.get("bundle_content_sha256"), bundle,
@@ -123,6 +167,7 @@ def report_data(bundle: Bundle, ev: dict, prof: dict, cal: dict | None = None, c
         "calibration": None if cal is None else {
             k: cal.get(k) for k in ("policy", "score_kind", "budget", "accuracy", "cost_fraction", "exit_fractions")},
         "curves": curves,
+        "predicted": predicted_block(cal, prof, ev),
     }
 
 
@@ -176,12 +221,42 @@ def markdown(rep: dict) -> str:
         "", f"![accuracy vs cost]({PNGS['accuracy_cost']})", "", f"![per-exit latency]({PNGS['latency']})", "",
         f"![exit histogram]({PNGS['exits']})", "",
     ]
+    if rep.get("predicted"):
+        lines[-1:-1] = predicted_lines(rep["predicted"])
     if rep["calibration"]:
         c = rep["calibration"]
         lines[-1:-1] = ["## Calibration", "", f"Policy `{c['policy']}` on score `{c['score_kind']}`, budget "
                         f"{c['budget']}: expected {_pct(c['accuracy'])} at {c['cost_fraction']:.3f}x the unsplit "
                         "model's cost on the calibration set.", ""]
     return "\n".join(lines)
+
+
+def _ms_cell(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def _err_cell(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:+.1f} %"
+
+
+def predicted_lines(pr: dict) -> list[str]:
+    """The report's "Predicted vs measured" section (Markdown)."""
+    d, full, st = pr["deployment"], pr["full"], pr["best_static"]
+    lines = ["## Predicted vs measured", "",
+             f"Chosen by the deployment search ({pr['objective']}) from a cost model of the unpruned network profiled "
+             f"on `{pr['cost_backend']}` ({pr['cost_device']}); batch {pr['batch']}. The model's leave-one-out error "
+             f"is {100 * pr['cost_model_error']:.1f} %, its profile's noise {100 * pr['profile_noise']:.1f} %. "
+             f"Measured: {pr['measured_how']}. Every deployment, a single exit too, is costed as the bundle runs "
+             "it, through the exit loop; the unsplit model as one plain call.", "",
+             "| | exits | val accuracy | predicted ms | measured ms | error |", "|---|---|---:|---:|---:|---:|",
+             f"| **shipped** | {d['names']} | {_pct(d['val_accuracy'])} | {_ms_cell(d['predicted_ms'])} | "
+             f"{_ms_cell(d['measured_ms'])} | {_err_cell(d['relative_error'])} |"]
+    if st is not None:
+        lines.append(f"| best static truncation | {st['name']} | {_pct(st['val_accuracy'])} | "
+                     f"{_ms_cell(st['predicted_ms'])} | | |")
+    lines += [f"| unsplit model | all | {_pct(full['val_accuracy'])} | {_ms_cell(full['predicted_ms'])} | "
+              f"{_ms_cell(full['measured_ms'])} | {_err_cell(full['relative_error'])} |", ""]
+    return lines
 
 
 def _figure(width: float, height: float, cols: int = 1):
@@ -282,6 +357,14 @@ def report_table(rep: dict) -> Table:
     for e in rep["exits"]:
         t.add_row(str(e["index"]), escape(e["name"]), f"{e['answered']}", _pct(e["accuracy_alone"]), f"{e['macs_fraction']:.3f}",
                   f"{e['time_fraction']:.3f}", "-" if e["static_fraction"] is None else f"{e['static_fraction']:.3f}")
+    pr = rep.get("predicted")
+    if pr:
+        d, st = pr["deployment"], pr["best_static"]
+        static = "" if st is None else f"; best static truncation ({st['name']}) predicted {_ms_cell(st['predicted_ms'])} ms"
+        t.caption = escape(f"batch {pr['batch']}: shipped deployment predicted {_ms_cell(d['predicted_ms'])} ms, "
+                           f"measured {_ms_cell(d['measured_ms'])} ms ({_err_cell(d['relative_error'])}){static}; "
+                           f"unsplit model predicted {_ms_cell(pr['full']['predicted_ms'])} ms, measured "
+                           f"{_ms_cell(pr['full']['measured_ms'])} ms")
     return t
 
 

@@ -6,6 +6,7 @@ provenance), and the lock that keeps two commands from writing the same run at o
     calibration.json, curves.*    calibrate  <- pruned.pt or checkpoint.pt (its sha256) [+ profile.json]
     bundle/                       export     <- that checkpoint + calibration.json (their sha256)
     profile.json                  profile    <- bundle (its manifest checksum, and the checkpoint behind it)
+    costmodel.json                build      <- a profile of the unpruned network's bundle (its checksum; latency-first)
     eval.json                     eval       <- bundle (its content sha256)
     report.{json,md}, *.png       report     <- eval.json + profile.json + the bundle's calibration.json
 
@@ -49,6 +50,7 @@ class RunDir:
     curves_json = property(lambda self: self.root / "curves.json")
     curves_png = property(lambda self: self.root / "curves.png")
     profile = property(lambda self: self.root / "profile.json")
+    costmodel = property(lambda self: self.root / "costmodel.json")
     eval_json = property(lambda self: self.root / "eval.json")
     report_md = property(lambda self: self.root / "report.md")
     report_json = property(lambda self: self.root / "report.json")

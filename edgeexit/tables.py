@@ -160,3 +160,35 @@ def engines_hint(bundle, path) -> str | None:
         return None
     return (f"[bold]on the {escape(bundle.manifest.target)} itself:[/] {escape(command)}  (verifies the bundle, "
             "builds its TensorRT engines into a new version of it, then profiles them there)")
+
+
+def costmodel_note(model) -> str:
+    """The cost model's stated error beside the noise of the profile it was fitted on."""
+    note = (f"cost model ({escape(model.backend)} on {escape(model.device)}, batches {model.batch_sizes}): leave-one-out "
+            f"error {100 * model.error():.1f} %, profile noise {100 * model.noise():.1f} %")
+    return note if model.trusted else f"[yellow]{note}: a noisy profile, profile again on an idle device[/]"
+
+
+def deployment_table(res, exit_names: list[str], static, backend: str, full_ms: float | None = None) -> Table:
+    """What the deployment search chose, next to the best static truncation and the unsplit model (`full_ms`: its
+    time as one plain call, when the search costed it otherwise)."""
+    full = res.full if full_ms is None else res.full.model_copy(update={"cost": float(full_ms)})
+    unit = "ms" if res.unit == "ms" else "x MACs"
+    where = f", batch {res.batch}" if res.batch is not None else ""
+    t = Table(title=escape(f"deployment search: {res.objective.describe()} ({res.subsets} exit subsets, "
+                           f"{res.n_samples} val samples, {res.seconds:.2f} s; predicted on {backend}{where})"))
+    for col in ("", "exits", f"predicted {unit}", "val accuracy", "vs unsplit"):
+        t.add_column(col, justify="right")
+
+    def row(label: str, d) -> None:
+        if d is None:
+            t.add_row(label, "none qualifies", "-", "-", "-")
+            return
+        names = ", ".join(f"{k}:{exit_names[k]}" for k in d.exits)
+        t.add_row(label, escape(names), f"{d.cost:.4g}", f"{100 * d.accuracy:.2f} %",
+                  f"{100 * (d.accuracy - full.accuracy):+.2f} pt, {d.cost / full.cost:.3f}x")
+
+    row(f"[bold]chosen ({res.chosen.kind.replace('_', ' ')})[/]", res.chosen)
+    row("best static", static)
+    row("unsplit model", full)
+    return t
