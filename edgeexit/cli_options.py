@@ -70,6 +70,12 @@ TRAIN_SHARED: dict[str, tuple[object, typer.models.OptionInfo]] = {
     "limit_train": (Optional[int], LIMIT),
     "limit_val": (Optional[int], LIMIT),
     "limit_test": (Optional[int], LIMIT),
+    "distill": (Optional[str], typer.Option(None, help="T,alpha: every early exit also learns from the final exit's "
+                                                       "softened answers, (1-alpha)*CE + alpha*T^2*KL (Phuong & "
+                                                       "Lampert; IMTA uses 3,0.9); off by default")),
+    "gradient_equilibrium": (bool, typer.Option(False, help="rescale the exits' gradients in the shared layers so "
+                                                            "that later exits do not dominate them (IMTA); off by "
+                                                            "default")),
 }
 
 

@@ -35,9 +35,11 @@ def train_options(*, dataset: str, backbone: str, exits: str, head: str | None, 
                   weights: str | None, model: str | None, model_kwargs: str | None, freeze_backbone: bool,
                   unfreeze_after: int | None, epochs: int, batch_size: int, lr: float, schedule: str, seed: int,
                   max_steps: int | None, limit_train: int | None, limit_val: int | None, limit_test: int | None,
-                  patience: int = 12, amp: bool = True, freeze_bn: bool = False, sync_bn: bool = False) -> TrainOptions:
+                  patience: int = 12, amp: bool = True, freeze_bn: bool = False, sync_bn: bool = False,
+                  distill: str | None = None, gradient_equilibrium: bool = False) -> TrainOptions:
     """The shared options as typed configs, every one checked (a typo must not cost a training run)."""
     from edgeexit.pipeline import DataConfig
+    from edgeexit.train.distill import parse_distill
     from edgeexit.train.trainer import TrainConfig
 
     data = DataConfig(dataset, image_size, seed, None, limit_train, limit_val, limit_test)
@@ -45,7 +47,8 @@ def train_options(*, dataset: str, backbone: str, exits: str, head: str | None, 
     train = TrainConfig(method=method, weight_mode=weight_mode, epochs=epochs, batch_size=batch_size, lr=lr,
                         patience=patience, seed=seed, max_steps_per_epoch=max_steps, lam=lam, gater_period=gater_period,
                         device=device, amp=amp, freeze_bn=freeze_bn, sync_bn=sync_bn, schedule=schedule,
-                        freeze_backbone=freeze_backbone, unfreeze_after=unfreeze_after)
+                        freeze_backbone=freeze_backbone, unfreeze_after=unfreeze_after,
+                        distill=parse_distill(distill), gradient_equilibrium=gradient_equilibrium)
     return TrainOptions(data, cfg, train, passed_model(cfg.model, model_kwargs))
 
 

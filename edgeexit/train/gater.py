@@ -20,6 +20,7 @@ from torch.func import functional_call
 
 from edgeexit.errors import ConfigError, ShapeError
 from edgeexit.models.gater import Gater
+from edgeexit.train.distill import distilled_exit_losses
 from edgeexit.train.losses import check_exit_costs, exit_cross_entropy
 
 
@@ -62,7 +63,8 @@ def _objective(ce: Tensor, weights: Tensor, costs: list[float], lam: float) -> T
 
 
 def inner_loss(logits: Sequence[Tensor], target: Tensor, costs: Sequence[float], gater: Gater, *,
-               lam: float = 2.0, T: float = 0.5, detach_a: bool = False) -> Tensor:
+               lam: float = 2.0, T: float = 0.5, detach_a: bool = False,
+               distill: tuple[float, float] | None = None) -> Tensor:
     """The network's objective, inner problem of Eq. 10 (papers/003), minimised over θ:
 
         L_inner = (1/N) Σ_i Σ_k (A^k_{i;φ}(s^k_{i;θ}) + 1)·(ℓ^CE_θ(ŷ^k_i, y_i) + λ·Cost^k)
@@ -75,8 +77,9 @@ def inner_loss(logits: Sequence[Tensor], target: Tensor, costs: Sequence[float],
     s^k_θ come from the network's logits; φ receives nothing (the gater's parameters are read
     detached), so one backward of this loss never moves the gater. `detach_a=True` drops the
     ∂A/∂θ term (A as a constant sample weight), which is not what Eq. 11 says.
+    `distill` = (T_kd, α): ℓ^CE of each early exit becomes (1 − α)·CE + α·T_kd²·KL (edgeexit.train.distill).
     """
-    ce = exit_cross_entropy(logits, target)
+    ce = distilled_exit_losses(logits, exit_cross_entropy(logits, target), distill)
     costs = check_exit_costs(costs, ce.shape[1])
     frozen = {name: p.detach() for name, p in gater.named_parameters()}
     P = functional_call(gater, frozen, (list(logits),))

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from edgeexit.aep import aep_weights
 from edgeexit.errors import ConfigError, ShapeError
+from edgeexit.train.distill import distill_kl, distilled_exit_losses
 
 
 def _check_logits(logits: Sequence[Tensor]) -> tuple[int, int]:
@@ -64,7 +65,8 @@ def exit_cross_entropy(logits: Sequence[Tensor], target: Tensor) -> Tensor:
 
 # --------------------------------------------------------------------------------------------- AEP
 
-def aep_loss(logits: Sequence[Tensor], target: Tensor, mode: str) -> Tensor:
+def aep_loss(logits: Sequence[Tensor], target: Tensor, mode: str, *,
+             distill: tuple[float, float] | None = None) -> Tensor:
     """AEP training loss (papers/000, Sec. III, Eq. 1-2):
 
         L_i = −(1/B) Σ_b Σ_c p_{b,c}·log y_{b,c}    (categorical cross-entropy of exit i, batch mean)
@@ -73,8 +75,11 @@ def aep_loss(logits: Sequence[Tensor], target: Tensor, mode: str) -> Tensor:
     with α = `aep_weights(N, mode, "loss")`: linear, strictly positive, summing to 1; DESC and MIX
     decreasing along the network, ASC increasing, UNIF uniform (Table I). The last exit is weighted
     like any other.
+
+    `distill` = (T, α): each early exit's L_i becomes (1 − α)·CE_i + α·T²·KL(softmax(O_N/T) ‖ softmax(O_i/T))
+    inside the same Σ α_i·L_i (self-distillation, Phuong & Lampert / IMTA; edgeexit.train.distill).
     """
-    ce = exit_cross_entropy(logits, target)  # [B, N]
+    ce = distilled_exit_losses(logits, exit_cross_entropy(logits, target), distill)  # [B, N]
     alpha = aep_weights(len(logits), mode, "loss")
     return sum(float(a) * ce[:, i].mean() for i, a in enumerate(alpha))
 
@@ -150,7 +155,8 @@ def eenet_outputs(outputs: Sequence[Tensor], h: Sequence[Tensor] | Tensor, costs
 
 
 def eenet_loss(outputs: Sequence[Tensor], h: Sequence[Tensor] | Tensor, target: Tensor, costs: Sequence[float], *,
-               lam: float = 1.0, are_probs: bool = False, eps: float = 1e-12) -> Tensor:
+               lam: float = 1.0, are_probs: bool = False, eps: float = 1e-12,
+               distill: tuple[float, float] | None = None) -> Tensor:
     """EENet loss L_v2 (papers/002, Sec. 3.3, Eq. 9):
 
         L_v2 = Σ_{i=0}^{N} ( CE(y, Ŷ_i) + λ·C_i )
@@ -160,13 +166,24 @@ def eenet_loss(outputs: Sequence[Tensor], h: Sequence[Tensor] | Tensor, target: 
     (clamped at `eps` so that log stays finite). Both terms are averaged over the batch, as the
     authors' code does (the paper writes the loss for one example). λ = 1 is the value of the
     paper's main MNIST experiments (Sec. 4.2) and of the authors' code.
+
+    `distill` = (T, α) (logits only): each early exit's classification term becomes
+    (1 − α)·CE(y, Ŷ_i) + α·T²·KL(softmax(z_N/T) ‖ softmax(z_i/T)), z_i that exit's own logits and the
+    final exit's z_N detached (self-distillation, Phuong & Lampert / IMTA; edgeexit.train.distill).
     """
+    if distill is not None and are_probs:
+        raise ConfigError("distillation needs the exits' logits", got="are_probs=True", expected="logits")
     batch, num_classes = _check_logits(outputs)
     _check_target(target, batch, num_classes)
     soft_y, soft_c = eenet_outputs(outputs, h, costs, are_probs=are_probs)
     floor = max(eps, torch.finfo(soft_y[0].dtype).tiny)
     total = soft_y[0].new_zeros(())
-    for y_i, c_i in zip(soft_y, soft_c):
+    last = len(soft_y) - 1
+    for i, (y_i, c_i) in enumerate(zip(soft_y, soft_c)):
         picked = y_i.gather(1, target[:, None]).squeeze(1)
-        total = total - picked.clamp_min(floor).log().mean() + lam * c_i.mean()
+        term = -picked.clamp_min(floor).log().mean()
+        if distill is not None and i < last:
+            T, alpha = distill
+            term = (1 - alpha) * term + alpha * distill_kl(outputs[i], outputs[-1], T).mean()
+        total = total + term + lam * c_i.mean()
     return total

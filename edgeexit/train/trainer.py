@@ -47,6 +47,7 @@ from edgeexit.models.costs import count_costs
 from edgeexit.train import distributed
 from edgeexit.train.checkpoint import load_checkpoint, save_checkpoint
 from edgeexit.train.distributed import DistContext
+from edgeexit.train.distill import check_distill, equilibrium_forward
 from edgeexit.train.gater import inner_loss, outer_loss
 from edgeexit.train.losses import aep_loss, eenet_loss, exit_cross_entropy
 
@@ -82,6 +83,9 @@ class TrainConfig:
     sync_bn: bool = False  # SyncBatchNorm across the ranks (CUDA only)
     freeze_backbone: bool = False  # train the exit heads only; segments and the final classifier fixed (BN in eval)
     unfreeze_after: int | None = None  # with freeze_backbone: train everything jointly from this epoch on
+    # self-distillation of the early exits from the final exit, (T, α); None: off (default until measured)
+    distill: tuple[float, float] | None = None
+    gradient_equilibrium: bool = False  # IMTA's gradient rescaling at the segment boundaries (off until measured)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -115,6 +119,9 @@ class TrainConfig:
             raise ConfigError("--unfreeze-after needs --freeze-backbone and a number of epochs >= 1",
                               got=f"freeze_backbone={self.freeze_backbone}, unfreeze_after={self.unfreeze_after}",
                               expected="--freeze-backbone --unfreeze-after N (N >= 1 epochs of heads only)")
+        self.distill = check_distill(self.distill)  # a checkpoint's JSON gives a list back
+        if not isinstance(self.gradient_equilibrium, bool):
+            raise ConfigError("gradient_equilibrium must be true or false", got=self.gradient_equilibrium)
         if self.device not in distributed.DEVICES and not self.device.startswith("cuda:"):
             raise ConfigError("unknown training device", got=self.device,
                               expected=" | ".join(distributed.DEVICES) + " | cuda:N")
@@ -135,12 +142,15 @@ class _Network(nn.Module):
     """The segments and heads of an EarlyExitNet without its gater: what the network optimizer and DDP own
     (the gater gets no gradient from the network's loss, which DDP would take for an error)."""
 
-    def __init__(self, net: EarlyExitNet):
+    def __init__(self, net: EarlyExitNet, gradient_equilibrium: bool = False):
         super().__init__()
         self.segments, self.heads = net.segments, net.heads
         self._forward_exits = net.forward_exits  # a bound method, not a submodule: the net is not registered twice
+        self.gradient_equilibrium = gradient_equilibrium
 
     def forward(self, x: Tensor) -> tuple[list[Tensor], list[Tensor] | None]:
+        if self.gradient_equilibrium:  # same outputs, gradients rescaled at the segment boundaries (IMTA)
+            return equilibrium_forward(self.segments, self.heads, x)
         return self._forward_exits(x)
 
 
@@ -154,10 +164,10 @@ def network_loss(logits: list[Tensor], confidences: list[Tensor] | None, y: Tens
                  costs: list[float], gater: nn.Module | None) -> Tensor:
     """The objective the network's weights follow, a batch mean for `cfg.method`."""
     if cfg.method == "aep":
-        return aep_loss(logits, y, cfg.weight_mode)
+        return aep_loss(logits, y, cfg.weight_mode, distill=cfg.distill)
     if cfg.method == "eenet":
-        return eenet_loss(logits, confidences, y, costs, lam=cfg.lam)
-    return inner_loss(logits, y, costs, gater, lam=cfg.lam, T=cfg.temperature)
+        return eenet_loss(logits, confidences, y, costs, lam=cfg.lam, distill=cfg.distill)
+    return inner_loss(logits, y, costs, gater, lam=cfg.lam, T=cfg.temperature, distill=cfg.distill)
 
 
 def _check_method(net: EarlyExitNet, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
@@ -328,7 +338,9 @@ RESUME_FREE = ("device", "patience")
 
 def changed_settings(ckpt: dict, cfg: TrainConfig, data_info: dict) -> dict[str, tuple]:
     """{"--option": (checkpoint's value, value now)} for every training or data setting a resume would change."""
-    before = {**ckpt["train_config"], **{f"data.{k}": v for k, v in ckpt["data"].items()}}
+    # a checkpoint from before --gradient-equilibrium / --distill existed trained without them
+    before = {"gradient_equilibrium": False, "distill": None, **ckpt["train_config"],
+              **{f"data.{k}": v for k, v in ckpt["data"].items()}}
     now = {**asdict(cfg), **{f"data.{k}": v for k, v in data_info.items()}}
     free = set(RESUME_FREE)
     if before.get("schedule") == now["schedule"] == "constant":
@@ -425,7 +437,7 @@ def _train(net, model_cfg, train_set, val_set, spec, data_info, cfg, out, resume
     gater_updates = math.ceil(cfg.epochs * steps / cfg.gater_period)
     if ckpt is not None:
         opts.load_state_dict(ckpt)
-    model = distributed.wrap(_Network(net), ctx, sync_bn=cfg.sync_bn)
+    model = distributed.wrap(_Network(net, cfg.gradient_equilibrium), ctx, sync_bn=cfg.sync_bn)
     gater_model = distributed.wrap(net.gater, ctx) if cfg.method == "budget" else None
 
     t0 = time.time()
@@ -443,7 +455,7 @@ def _train(net, model_cfg, train_set, val_set, spec, data_info, cfg, out, resume
             if frozen and not backbone_frozen(cfg, epoch):  # two-stage training: now everything, jointly
                 frozen = False
                 _freeze(net, False)
-                model = distributed.wrap(_Network(net), ctx, sync_bn=cfg.sync_bn)  # DDP must see the new parameters
+                model = distributed.wrap(_Network(net, cfg.gradient_equilibrium), ctx, sync_bn=cfg.sync_bn)  # DDP must see the new parameters
             _set_train_mode(net, cfg.freeze_bn, frozen)
             task = bar.add_task("train", total=steps, epoch=f"{epoch + 1}/{cfg.epochs}", loss=float("nan"), exits="")
             totals = torch.zeros(2 + 2 * net.num_exits, dtype=torch.float64, device=ctx.device)
