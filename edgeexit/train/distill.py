@@ -10,8 +10,10 @@ github.com/kalviny/IMTA, utils.py KDLoss.loss_fn_kd). Every early exit i < K lea
 
 with the teacher z_K detached (IMTA: `soft_targets.detach()`), so the final exit learns from the labels only and
 distillation never pulls it towards its students. IMTA's defaults are α = 0.9 (`--gamma`) and T = 3 (`-T`).
-The teacher is the final exit, as in both papers' released form (IMTA: soft_target = the last classifier's output);
-Phuong & Lampert additionally adapt T per batch, which is not done here (T is fixed).
+This exact form is IMTA's code (read: utils.py, main_IMTA.py, args.py). The teacher is the final exit (IMTA's
+validation passes output[-1] as the soft target); an ensemble teacher is not offered. Of Phuong & Lampert only the
+abstract could be read here (early exits are trained to match the output probabilities of the later, more accurate
+exits); the temperature adaptation they describe is not implemented: T is fixed.
 One deliberate difference: IMTA's `nn.KLDivLoss()` uses PyTorch's old default reduction 'mean', which averages
 over batch AND classes (the KL divided by C); here the KL is summed over classes and averaged over the batch
 ('batchmean', the mathematical KL), so α keeps its meaning for any number of classes.
