@@ -201,3 +201,17 @@ def test_freeze_backbone_with_distill_keeps_the_users_model_bit_for_bit(tmp_path
     model.eval()
     with torch.no_grad():
         assert torch.equal(net.eval()(x)[-1], model(x))
+
+
+def test_resume_keeps_the_distill_settings_and_refuses_others(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--run-dir", str(run), *QUICK, "--max-steps", "1", "--batch-size", "32", "--device", "cpu",
+            "--distill", "3,0.9", "--gradient-equilibrium", "--schedule", "constant"]
+    assert runner.invoke(app, [*args, "--epochs", "1"]).exit_code == 0
+    res = runner.invoke(app, [*args, "--epochs", "2", "--resume"])
+    assert res.exit_code == 0, res.output
+    before = (run / "checkpoint.pt").read_bytes()
+    changed = [a if a != "3,0.9" else "2,0.5" for a in args]
+    res = runner.invoke(app, [*changed, "--epochs", "3", "--resume"])
+    assert res.exit_code != 0 and "--distill" in res.output and "Traceback" not in res.output
+    assert (run / "checkpoint.pt").read_bytes() == before
