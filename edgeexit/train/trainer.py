@@ -17,6 +17,11 @@ branches, and the cost term of L_v2 still reaches the confidences h_i through th
 when the fixed final answer is worth its cost; the budget method trains the heads on (A+1)(CE+λ·Cost), which
 reaches them through their CE and through A (the gater reads their logits), and the gater as usual.
 `unfreeze_after` N makes it two-stage: heads only for N epochs, then everything jointly (the final exit moves).
+
+`distill` (T, α) replaces each early exit's classification term in any method by (1 − α)·CE + α·T²·KL from the
+final exit's detached, softened answers (IMTA / Phuong & Lampert); the budget gater's own objective keeps the plain
+CE. `gradient_equilibrium` runs the network through `distill.equilibrium_forward` (IMTA's gradient rescaling).
+Both leave a frozen backbone frozen: the teacher is the user's final exit, and it never changes.
 """
 
 from __future__ import annotations
