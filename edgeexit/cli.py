@@ -26,6 +26,34 @@ app = typer.Typer(cls=GuardedGroup, add_completion=False, no_args_is_help=True,
 console = Console()
 
 
+def _versions() -> str:
+    """edgeexit's version and those of the runtimes installed beside it, read from package metadata: importing torch
+    or executorch only to print a version would take seconds."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from edgeexit import __version__
+
+    lines = [f"edgeexit {__version__}"]
+    for dist in ("torch", "onnxruntime", "onnxruntime-gpu", "executorch", "tensorrt", "tensorrt_rtx"):
+        try:
+            lines.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            continue
+    return "\n".join(lines)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(_versions())
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="print edgeexit's version and its runtimes' versions, then exit")) -> None:
+    """Turn an image classifier into an early-exit network and ship it to edge devices."""
+
+
 def _fail(err: EdgeExitError) -> None:
     console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)  # no line breaks inside paths and commands
     raise typer.Exit(2)
