@@ -251,6 +251,33 @@ def eval_(bundle, backend, split, batch_size, limit, json_out):
 
 
 @app.command()
+@options(flags.PREDICT)
+def predict(bundle, images, backend, json_out):
+    """Classify image files (or every image in a folder) with a bundle: class, the exit that answered, its score and
+    the time per image. The images are preprocessed as in training (edgeexit.images.load_images)."""
+    import json
+
+    from rich.table import Table
+
+    from edgeexit.predict import predict_files
+
+    try:
+        res = predict_files(bundle, images, backend)
+    except EdgeExitError as err:
+        _fail(err)
+    if json_out:
+        typer.echo(json.dumps(res, indent=2))
+        return
+    table = Table(title=f"{escape(str(bundle))} on {res['backend']} ({res['num_exits']} exits)")
+    for column in ("file", "class", "exit", "score", "ms"):
+        table.add_column(column, justify="right" if column in ("score", "ms") else "left")
+    for r in res["predictions"]:
+        table.add_row(escape(r["file"]), escape(r["class"]), f"{r['exit']} ({escape(r['exit_name'])})",
+                      f"{r['score']:.3f}", f"{r['ms']:.2f}")
+    console.print(table)
+
+
+@app.command()
 @options(flags.BUILD, flags.TRAIN_SHARED, epochs=flags.BUILD_EPOCHS, lr=flags.BUILD_LR, schedule=flags.BUILD_SCHEDULE)
 def build(target, run_dir, temperature, budget, max_drop, latency_first, batch, policy, score, eval_batch_size,
           precision, prune, profile_device, shared):

@@ -255,3 +255,9 @@ COMPARE = {
 BUILD_EPOCHS = typer.Option(3, min=1, help="short by default so the whole job fits ~10 min on 2 cores")
 BUILD_LR = typer.Option(1e-3, help="Adam learning rate (higher than train's: build trains briefly)")
 BUILD_SCHEDULE = typer.Option("cosine", help="learning rate: cosine (annealed to 0, good for short runs) | constant")
+PREDICT = {
+    "bundle": (Path, typer.Argument(..., help="a bundle directory, e.g. RUN/bundle")),
+    "images": (list[Path], typer.Argument(..., help="image files (PNG, JPEG, ...) and folders of them")),
+    "backend": (Optional[str], BACKEND),
+    "json_out": (bool, typer.Option(False, "--json", help="print the answers as JSON instead of a table")),
+}
