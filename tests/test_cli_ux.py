@@ -147,3 +147,31 @@ def test_predict_refuses_a_file_that_is_not_an_image(built, tmp_path):
     assert bad.read_bytes() == before
     res = CliRunner().invoke(app, ["predict", str(run / "bundle"), str(tmp_path / "missing.jpg")])
     assert res.exit_code == 2 and "image not found" in res.output
+
+
+def test_load_images_matches_image_folder_training(built, tmp_path):
+    """A bundle trained on a `folder:` dataset records resize "bilinear_antialias"; load_images then gives exactly
+    the tensor the training dataset (edgeexit.data.folder) gave for the same file."""
+    import numpy as np
+
+    from edgeexit.bundle import load_bundle
+    from edgeexit.data.folder import load_image_folder
+    from edgeexit.images import load_images
+
+    run, _ = built
+    manifest = load_bundle(run / "bundle").manifest
+    for cls in ("cat", "dog"):
+        _write_images(tmp_path / "data" / cls, [(f"{cls}{i}.png", (23 + i, 31), "RGB") for i in range(3)])
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    splits = load_image_folder(tmp_path / "data", image_size=16, channels=3, mean=mean, std=std)
+    folder = splits.train.dataset  # the ImageFolder with training's transform
+    info = manifest.input.model_copy(update={"shape": [3, 16, 16], "mean": mean, "std": std,
+                                             "resize": "bilinear_antialias"})
+    as_trained = manifest.model_copy(update={"input": info})
+    files = [path for path, _ in folder.samples]
+    x = load_images(files, as_trained)
+    expected = np.stack([folder[i][0].numpy() for i in range(len(files))])
+    np.testing.assert_allclose(x, expected, atol=1e-6)
+    # the in-memory resize (no antialias) gives other pixels: the recorded method matters
+    plain = manifest.model_copy(update={"input": info.model_copy(update={"resize": "bilinear"})})
+    assert np.abs(load_images(files, plain) - expected).max() > 1e-3
