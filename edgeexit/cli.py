@@ -26,6 +26,34 @@ app = typer.Typer(cls=GuardedGroup, add_completion=False, no_args_is_help=True,
 console = Console()
 
 
+def _versions() -> str:
+    """edgeexit's version and those of the runtimes installed beside it, read from package metadata: importing torch
+    or executorch only to print a version would take seconds."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from edgeexit import __version__
+
+    lines = [f"edgeexit {__version__}"]
+    for dist in ("torch", "onnxruntime", "onnxruntime-gpu", "executorch", "tensorrt", "tensorrt_rtx"):
+        try:
+            lines.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            continue
+    return "\n".join(lines)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(_versions())
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="print edgeexit's version and its runtimes' versions, then exit")) -> None:
+    """Turn an image classifier into an early-exit network and ship it to edge devices."""
+
+
 def _fail(err: EdgeExitError) -> None:
     console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)  # no line breaks inside paths and commands
     raise typer.Exit(2)
@@ -220,6 +248,33 @@ def eval_(bundle, backend, split, batch_size, limit, json_out):
     console.print(summary_table(result))
     if json_out:
         jsonio.write_json(json_out, result)
+
+
+@app.command()
+@options(flags.PREDICT)
+def predict(bundle, images, backend, json_out):
+    """Classify image files (or every image in a folder) with a bundle: class, the exit that answered, its score and
+    the time per image. The images are preprocessed as in training (edgeexit.images.load_images)."""
+    import json
+
+    from rich.table import Table
+
+    from edgeexit.predict import predict_files
+
+    try:
+        res = predict_files(bundle, images, backend)
+    except EdgeExitError as err:
+        _fail(err)
+    if json_out:
+        typer.echo(json.dumps(res, indent=2))
+        return
+    table = Table(title=f"{escape(str(bundle))} on {res['backend']} ({res['num_exits']} exits)")
+    for column in ("file", "class", "exit", "score", "ms"):
+        table.add_column(column, justify="right" if column in ("score", "ms") else "left")
+    for r in res["predictions"]:
+        table.add_row(escape(r["file"]), escape(r["class"]), f"{r['exit']} ({escape(r['exit_name'])})",
+                      f"{r['score']:.3f}", f"{r['ms']:.2f}")
+    console.print(table)
 
 
 @app.command()

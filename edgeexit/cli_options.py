@@ -4,6 +4,7 @@ their values as one dict (`shared`), which `edgeexit.options.train_options` turn
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 from pathlib import Path
@@ -23,14 +24,14 @@ AGAIN_MODEL_KWARGS = typer.Option(None, help="with --model: its keyword argument
                                              "if given, they must equal them)")
 TEMPERATURE = typer.Option(True, help="temperature scaling per exit, fitted on the calibration set (NLL) before the "
                                       "thresholds (search / fractions with a logit score)")
-LIMIT = typer.Option(None, min=1, help="use the first N samples of the split")
 # numeric bounds: click refuses what is out of range with a usage error (exit code 2) before anything runs
 SEED = typer.Option(0, min=0, max=2**32 - 1, help="seeds weights, data order and splits (numpy takes < 2^32)")
 
 # name -> (type, option): what `train` and `build` both take, in the order --help lists them
 TRAIN_SHARED: dict[str, tuple[object, typer.models.OptionInfo]] = {
     "dataset": (str, DATASET),
-    "backbone": (str, typer.Option("resnet18", help="see `edgeexit backbones`")),
+    "backbone": (str, typer.Option("resnet18", help="the network the exits are added to, e.g. tiny_cnn, resnet18, "
+                                                      "mobilenet_v3_small; see `edgeexit backbones`")),
     "exits": (str, typer.Option("stages", help="stages | full | blocks | eenet:<pareto|golden|fine|linear|quadratic>:<n> "
                                                "| comma-separated block indices")),
     "head": (Optional[str], typer.Option(None, help="aep | plain | pool | bnpool (default: pool for --method eenet, "
@@ -61,15 +62,15 @@ TRAIN_SHARED: dict[str, tuple[object, typer.models.OptionInfo]] = {
                                                        "your model does")),
     "unfreeze_after": (Optional[int], typer.Option(None, min=1, help="with --freeze-backbone: after N epochs of heads "
                                                                      "only, train everything jointly")),
-    "epochs": (int, typer.Option(100, min=1)),
-    "batch_size": (int, typer.Option(64, min=1)),
-    "lr": (float, typer.Option(1e-4)),
+    "epochs": (int, typer.Option(100, min=1, help="passes over the training split (early stopping may end sooner)")),
+    "batch_size": (int, typer.Option(64, min=1, help="training batch size (per rank under torchrun)")),
+    "lr": (float, typer.Option(1e-4, help="Adam learning rate")),
     "schedule": (str, typer.Option("constant", help="learning rate: constant (the AEP paper) | cosine (annealed to 0)")),
     "seed": (int, SEED),
     "max_steps": (Optional[int], typer.Option(None, min=1, help="cap on steps per epoch (quick runs)")),
-    "limit_train": (Optional[int], LIMIT),
-    "limit_val": (Optional[int], LIMIT),
-    "limit_test": (Optional[int], LIMIT),
+    "limit_train": (Optional[int], typer.Option(None, min=1, help="train on the first N training samples (quick runs)")),
+    "limit_val": (Optional[int], typer.Option(None, min=1, help="use the first N validation samples (quick runs)")),
+    "limit_test": (Optional[int], typer.Option(None, min=1, help="evaluate on the first N test samples")),
     "distill": (Optional[str], typer.Option(None, help="T,alpha: every early exit also learns from the final exit's "
                                                        "softened answers, (1-alpha)*CE + alpha*T^2*KL (Phuong & "
                                                        "Lampert; IMTA uses 3,0.9); off by default")),
@@ -77,6 +78,39 @@ TRAIN_SHARED: dict[str, tuple[object, typer.models.OptionInfo]] = {
                                                             "that later exits do not dominate them (IMTA); off by "
                                                             "default")),
 }
+
+
+# --help panel of each option, by name, for a command with more than PANELS_FROM options (a short list stays one
+# panel). A shared training option not named here goes to "Training".
+IN_DATA, IN_MODEL, IN_TRAINING = "Data", "Model", "Training"
+IN_CALIBRATION, IN_EXPORT, IN_DEVICE = "Calibration", "Export", "Device"
+PANELS_FROM = 8
+PANELS: dict[str, str] = {
+    "dataset": IN_DATA, "image_size": IN_DATA, "limit_train": IN_DATA, "limit_val": IN_DATA, "limit_test": IN_DATA,
+    "max_steps": IN_DATA, "seed": IN_DATA,
+    "backbone": IN_MODEL, "exits": IN_MODEL, "head": IN_MODEL, "weights": IN_MODEL, "model": IN_MODEL,
+    "model_kwargs": IN_MODEL, "prune": IN_MODEL,
+    "method": IN_TRAINING, "weight_mode": IN_TRAINING, "lam": IN_TRAINING, "gater_features": IN_TRAINING,
+    "gater_period": IN_TRAINING, "freeze_backbone": IN_TRAINING, "unfreeze_after": IN_TRAINING, "epochs": IN_TRAINING,
+    "batch_size": IN_TRAINING, "lr": IN_TRAINING, "schedule": IN_TRAINING, "amp": IN_TRAINING,
+    "freeze_bn": IN_TRAINING, "sync_bn": IN_TRAINING, "patience": IN_TRAINING, "resume": IN_TRAINING, "adopt": IN_TRAINING,
+    "budget": IN_CALIBRATION, "policy": IN_CALIBRATION, "score": IN_CALIBRATION, "recipe": IN_CALIBRATION,
+    "threshold": IN_CALIBRATION, "quota": IN_CALIBRATION, "limit": IN_CALIBRATION, "temperature": IN_CALIBRATION,
+    "max_drop": IN_CALIBRATION, "latency_first": IN_CALIBRATION, "batch": IN_CALIBRATION,
+    "run_dir": IN_EXPORT, "target": IN_EXPORT, "precision": IN_EXPORT, "eval_batch_size": IN_EXPORT,
+    "device": IN_DEVICE, "profile_device": IN_DEVICE, "backend": IN_DEVICE, "batches": IN_DEVICE,
+    "rounds": IN_DEVICE, "calls": IN_DEVICE, "runner": IN_DEVICE, "runner_binary": IN_DEVICE, "etdump": IN_DEVICE,
+}
+
+
+def _in_panel(name: str, option, panelled: bool):
+    """The option with its --help panel set (a copy: one OptionInfo serves several commands)."""
+    panel = PANELS.get(name, IN_TRAINING if name in TRAIN_SHARED else None)
+    if not panelled or panel is None or getattr(option, "rich_help_panel", None):
+        return option
+    option = copy.copy(option)
+    option.rich_help_panel = panel
+    return option
 
 
 def options(*groups: dict, **overrides: typer.models.OptionInfo):
@@ -87,8 +121,14 @@ def options(*groups: dict, **overrides: typer.models.OptionInfo):
 
     def decorate(fn):
         takes_shared = "shared" in inspect.signature(fn).parameters
+        panelled = len(merged) > PANELS_FROM
         params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
-                                    default=overrides.get(name, option)) for name, (kind, option) in merged.items()]
+                                    default=_in_panel(name, overrides.get(name, option), panelled))
+                  for name, (kind, option) in merged.items()]
+        if panelled:  # --help lists the panels in the order of their first option: data first, device last
+            order = [IN_DATA, IN_MODEL, IN_TRAINING, IN_CALIBRATION, IN_EXPORT, IN_DEVICE]
+            params.sort(key=lambda p: order.index(p.default.rich_help_panel)
+                        if getattr(p.default, "rich_help_panel", None) in order else len(order))
 
         @functools.wraps(fn)
         def command(**kwargs):
@@ -111,7 +151,7 @@ TRAIN = {
     "amp": (bool, typer.Option(True, help="mixed precision (float16 autocast + GradScaler) on CUDA")),
     "freeze_bn": (bool, typer.Option(False, help="BatchNorm statistics fixed (fine-tuning with small batches)")),
     "sync_bn": (bool, typer.Option(False, help="SyncBatchNorm across torchrun ranks (CUDA only)")),
-    "patience": (int, typer.Option(12, min=1)),
+    "patience": (int, typer.Option(12, min=1, help="early stopping: epochs without a better validation loss")),
     "resume": (bool, typer.Option(False, help="continue from run-dir/checkpoint.pt, with its settings")),
     "adopt": (bool, typer.Option(False, help="with --resume: go on with the settings given now where they differ from "
                                              "the checkpoint's (learning rate, schedule, batch size, limits...)")),
@@ -178,9 +218,9 @@ ENGINES = {
 EVAL = {
     "bundle": (Path, typer.Argument(..., help="a bundle directory")),
     "backend": (Optional[str], BACKEND),
-    "split": (str, typer.Option("test")),
-    "batch_size": (int, typer.Option(64, min=1)),
-    "limit": (Optional[int], typer.Option(None, min=1)),
+    "split": (str, typer.Option("test", help="the split of the data the bundle was trained on: test | val | train")),
+    "batch_size": (int, typer.Option(64, min=1, help="images per runtime call")),
+    "limit": (Optional[int], typer.Option(None, min=1, help="use the first N samples of the split")),
     "json_out": (Optional[Path], typer.Option(None, "--json", help="also write the figures as JSON")),
 }
 BUILD = {
@@ -200,7 +240,7 @@ BUILD = {
                                                       "(P_k >= 0.5) for budget")),
     "score": (Optional[str], typer.Option(None, help="default: max_softmax for aep, confidence for eenet, gater for "
                                                      "budget")),
-    "eval_batch_size": (int, typer.Option(64, min=1)),
+    "eval_batch_size": (int, typer.Option(64, min=1, help="images per runtime call when the bundle is evaluated")),
     "precision": (Optional[str], PRECISION),
     "prune": (bool, typer.Option(True, help="AEP pruning to the best exit subset (aep method only)")),
     "profile_device": (str, typer.Option("local", help="where to profile: local | ssh://user@host | adb://SERIAL")),
@@ -218,5 +258,11 @@ COMPARE = {
 
 # build trains briefly by default: its own defaults for three of the shared options
 BUILD_EPOCHS = typer.Option(3, min=1, help="short by default so the whole job fits ~10 min on 2 cores")
-BUILD_LR = typer.Option(1e-3)
+BUILD_LR = typer.Option(1e-3, help="Adam learning rate (higher than train's: build trains briefly)")
 BUILD_SCHEDULE = typer.Option("cosine", help="learning rate: cosine (annealed to 0, good for short runs) | constant")
+PREDICT = {
+    "bundle": (Path, typer.Argument(..., help="a bundle directory, e.g. RUN/bundle")),
+    "images": (list[Path], typer.Argument(..., help="image files (PNG, JPEG, ...) and folders of them")),
+    "backend": (Optional[str], BACKEND),
+    "json_out": (bool, typer.Option(False, "--json", help="print the answers as JSON instead of a table")),
+}

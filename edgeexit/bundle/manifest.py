@@ -135,6 +135,9 @@ class InputInfo(_Model):
     layout: Literal["NCHW"] = "NCHW"
     mean: list[Finite] = Field(max_length=MAX_DIM)
     std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(max_length=MAX_DIM)
+    # how training resized an image to (H, W): "bilinear" (no antialias: the in-memory datasets, and every bundle
+    # written before this field), "bilinear_antialias" (image folders: PIL's resize); edgeexit.images does the same
+    resize: Literal["bilinear", "bilinear_antialias"] = "bilinear"
 
 
 class Ensemble(_Model):
