@@ -423,12 +423,13 @@ def plot_front(ax, rep: dict) -> None:
     fr, split = rep["front"], rep["split"]
     cands = fr["candidates"]
     if cands:
-        ax.scatter([c["ms"] for c in cands], [100 * c["accuracy"] for c in cands], s=6, color="tab:blue", alpha=0.25,
+        ax.scatter([c["ms"] for c in cands], [100 * c["accuracy"] for c in cands], s=12, color="tab:blue", alpha=0.45,
                    linewidths=0, label=f"early-exit candidates of the search ({len(cands)}; predicted ms, validation)")
     st = sorted(fr["statics"], key=lambda c: c["ms"])
-    xs = [c["ms"] for c in st] + [fr["full"]["ms"]]
-    ys = [100 * c["accuracy"] for c in st] + [100 * fr["full"]["accuracy"]]
-    ax.plot(xs, ys, "s--", color="tab:gray", label=f"static truncations (measured, {split})")
+    line = sorted(st + [fr["full"]], key=lambda c: c["ms"])  # the unsplit model is the last truncation
+    xs, ys = [c["ms"] for c in line], [100 * c["accuracy"] for c in line]
+    est = "; ~: estimated from the split network" if any(c.get("estimated") for c in st) else ""
+    ax.plot(xs, ys, "s--", color="tab:gray", label=f"static truncations (measured, {split}{est})")
     for c in st:
         ax.annotate(f"{c['exit']}" + ("~" if c.get("estimated") else ""), (c["ms"], 100 * c["accuracy"]),
                     textcoords="offset points", xytext=(4, -10), fontsize=7, color="dimgray")
@@ -443,7 +444,7 @@ def plot_front(ax, rep: dict) -> None:
     top = max(pts + ([100 * c["accuracy"] for c in cands] if cands else []))
     # the search's cloud reaches accuracies far below anything shippable: keep the axis on the front
     ax.set_ylim(max(0.0, lo - max(2.0, 0.15 * (top - lo))), min(100.0, top + max(0.5, 0.05 * (top - lo))))
-    ax.set_xlim(0, 1.08 * max(xs + [sh["ms"]]))
+    ax.set_xlim(0, 1.08 * max(xs + [sh["ms"]] + [c["ms"] for c in cands]))
     ax.set_xlabel(f"ms per call at batch {fr['batch']} (p50, {fr['backend']}"
                   f"{', NOISY profile' if not fr['trusted'] else ''})")
     ax.set_title(f"accuracy vs measured latency on the device, batch {fr['batch']}")
@@ -471,10 +472,11 @@ def plot_report(rep: dict, out: Path) -> dict[str, Path]:
     a_macs.set_xlabel("mean MACs per image, % of the unsplit model")
     a_macs.set_title("accuracy vs cost in MACs")
     plot_front(a_ms, rep)
+    a_macs.margins(0.08)
     for ax in (a_macs, a_ms):
         ax.set_ylabel("top-1 accuracy, %")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best", framealpha=0.85)
     fig.tight_layout()
     fig.savefig(paths["accuracy_cost"])
 
