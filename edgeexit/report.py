@@ -323,7 +323,8 @@ def markdown(rep: dict) -> str:
         "# edgeexit report", "",
         f"Target `{rep['target']}` ({rep['precision']}), measured on `{rep['backend']}` on {rep['device']}; "
         f"the {rep['split']} split, {rep['samples']} samples; the unsplit original model on the same backend.", "",
-        "| | unsplit model | early exit |", "|---|---:|---:|",
+        f"| | unsplit model | {'shipped static truncation' if rep['static_baseline'].get('single_exit') else 'early exit'} |",
+        "|---|---:|---:|",
         f"| accuracy | {_pct(acc['full'])} | {_pct(acc['early_exit'])} ({acc['delta_pt']:+.2f} pt) |",
         f"| mean MACs per image | {rep['macs']['full']:,} | {rep['macs']['mean']:,.0f} ({rep['macs']['fraction']:.3f}x) |",
         *[f"| measured time, batch {b} | 1.000 | {v['fraction']:.3f}x (realisation {v['realisation']:.2f}) |"

@@ -73,7 +73,7 @@ def test_a_shipped_static_truncation_is_not_compared_as_early_exit(drop_build):
     md = (run / "report.md").read_text()
     assert STATIC_NONSENSE not in md and "early exit wins" not in md.lower()
     assert "This bundle is a static truncation at exit 0" in sb["verdict"] or "No winner is declared" in sb["verdict"]
-    assert "this bundle (static truncation)" in md
+    assert "this bundle (static truncation)" in md and "| | unsplit model | shipped static truncation |" in md
     # the bundle's own exit is not listed as its own rival
     assert all(c["exit"] != 0 for c in sb["candidates"] if c["exit"] is not None) or len(bundle.exits) > 1
 
