@@ -78,6 +78,24 @@ def test_a_shipped_static_truncation_is_not_compared_as_early_exit(drop_build):
     assert all(c["exit"] != 0 for c in sb["candidates"] if c["exit"] is not None) or len(bundle.exits) > 1
 
 
+def test_a_static_bundle_on_a_quiet_profile_is_described_as_a_truncation(drop_build):
+    bundle, ev, prof, cal = _inputs(drop_build)
+    prof = copy.deepcopy(prof)
+    prof["trusted"] = True
+    for v in prof["noise"].values():
+        v["noise"], v["trusted"] = 0.0, True
+    ev = copy.deepcopy(ev)
+    ev["early_exit_accuracy"] = ev["exit_accuracy"][0] = ev["full_accuracy"] - 0.01  # within the build's 5 pt
+    sb = report_data(bundle, ev, prof, cal)["static_baseline"]
+    assert sb["verdict"].startswith(f"This bundle is a static truncation at exit 0 ({bundle.exits[0].name}): ")
+    assert "-1.00 pt, within the allowed 5 pt (the build's --max-drop)" in sb["verdict"]
+    assert STATIC_NONSENSE not in sb["verdict"] and "early exit" not in sb["verdict"].lower()
+    # the same loss beyond the drop: no winner, even for a static bundle
+    ev["early_exit_accuracy"] = ev["exit_accuracy"][0] = ev["full_accuracy"] - 0.06
+    sb = report_data(bundle, ev, prof, cal)["static_baseline"]
+    assert "No winner is declared: this static truncation loses 6.00 pt" in sb["verdict"]
+
+
 def test_the_verdict_declares_no_winner_beyond_the_allowed_drop(built):
     run, _ = built
     bundle, ev, prof, cal = _inputs(run)
@@ -121,7 +139,7 @@ def test_a_noisy_profile_says_profile_again_and_declares_nothing(built):
     assert not sb["static_wins"]
     for word in ("wins", "beats", "as good as"):
         assert word not in sb["verdict"]
-    assert "NOISY" in rep["front"]["backend"] + ("" if rep["front"]["trusted"] else "NOISY")
+    assert not rep["front"]["trusted"]
 
 
 def test_rows_are_labelled_with_batches_the_target_runs(built, tmp_path):
