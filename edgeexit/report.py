@@ -99,8 +99,174 @@ def predicted_block(cal: dict | None, prof: dict, ev: dict) -> dict | None:
     }
 
 
-def report_data(bundle: Bundle, ev: dict, prof: dict, cal: dict | None = None, curves: dict | None = None) -> dict:
-    """report.json: the figures of the report, from the evaluation, the profile and the calibration."""
+DEFAULT_MAX_DROP_PT = 0.5  # the allowed accuracy loss when the build did not state one (`build --max-drop`)
+
+
+def allowed_drop_pt(cal: dict | None) -> tuple[float, str]:
+    """The accuracy loss (points below the unsplit model) a winner may have, and where it comes from."""
+    p = (cal or {}).get("policy_params") or {}
+    if isinstance(p.get("max_drop"), (int, float)):
+        return float(p["max_drop"]), "the build's --max-drop"
+    return DEFAULT_MAX_DROP_PT, "the default"
+
+
+def target_max_batch(m) -> int:
+    """The largest batch the bundle's target runs: its target file's, and never above what the bundle was exported
+    for (a target file that is not on this machine: the bundle's own range)."""
+    from edgeexit.targets import load_target
+
+    try:
+        return min(int(load_target(m.target).batch[1]), int(m.batch.max))
+    except Exception:  # noqa: BLE001 -- an unknown or unreadable target only loses the tighter bound
+        return int(m.batch.max)
+
+
+def _batches_run(by_batch: dict, batch_max: int) -> dict:
+    """The evaluation's timings at batch sizes the target runs (none above its largest batch); all of them when
+    that would leave none, so the report still has its one measured time."""
+    kept = {b: r for b, r in by_batch.items() if int(b) <= batch_max}
+    return kept or dict(by_batch)
+
+
+def _tail_cut(m) -> bool:
+    """Pruning cut the network's tail: the bundle's last exit answers before the unsplit model's end."""
+    return m.exits[-1].cumulative_macs < m.full_macs
+
+
+def static_baseline(m, ev: dict, prof: dict, exits: list[dict], ee_fraction: float,
+                    drop: tuple[float, str]) -> dict:
+    """The honest baseline and the verdict. Candidates: the network truncated at each exit and run alone (measured),
+    the network truncated at the bundle's last exit when pruning cut the tail (estimated from the split network:
+    its segments without the earlier heads) and the unsplit model. A winner never loses more accuracy than the
+    allowed drop, and none is declared from a noisy profile."""
+    drop_pt, drop_from = drop
+    full_acc, ee_acc = ev["full_accuracy"], ev["early_exit_accuracy"]
+    floor = full_acc - drop_pt / 100
+    candidates = [{"choice": f"truncated at exit {r['index']} ({r['name']})", "exit": r["index"],
+                   "accuracy": r["accuracy_alone"], "time_fraction": r["static_fraction"], "measured": True}
+                  for r in exits if r["static_fraction"] is not None]
+    full_ms = prof["batches"][str(prof["batch_size"])]["full"]["p50_ms"]
+    if _tail_cut(m) and len(exits) > 1 and exits[-1]["static_fraction"] is None:
+        heads = sum(e["head_ms"]["p50_ms"] for e in exits[:-1] if e["head_ms"] is not None)
+        est = max(0.0, exits[-1]["cumulative_ms"]["p50_ms"] - heads)
+        last = exits[-1]
+        candidates.append({"choice": f"truncated at the last kept exit {last['index']} ({last['name']}), estimated",
+                           "exit": last["index"], "accuracy": last["accuracy_alone"], "time_fraction": est / full_ms,
+                           "measured": False})
+    candidates.append({"choice": "the unsplit model", "exit": None, "accuracy": full_acc, "time_fraction": 1.0,
+                       "measured": True})
+    noise = max(n["noise"] for n in prof["noise"].values())
+    bound = next(iter(prof["noise"].values()))["bound"]
+    single = len(m.exits) == 1
+    # a static (single-exit) bundle is itself a truncation: it is compared with the other truncations, not with
+    # "early exit"
+    rivals = [c for c in candidates if not (single and c["exit"] == 0)]
+    eligible = [c for c in rivals if c["accuracy"] >= floor - 1e-12 and (single or c["accuracy"] >= ee_acc)]
+    best = min(eligible, key=lambda c: c["time_fraction"]) if eligible else None
+    static_wins = False
+    loss = 100 * (full_acc - ee_acc)
+    what = "this static truncation" if single else "the early-exit model"
+    limit = f"the allowed {drop_pt:g} pt ({drop_from})"
+    if not prof["trusted"]:
+        verdict = (f"No winner is declared: this profile is noisy (the unsplit model timed twice differs by "
+                   f"{100 * noise:.1f} %, bound {100 * bound:.0f} %). Profile again on an idle device: "
+                   "edgeexit profile --run-dir RUN.")
+    elif loss > drop_pt + 1e-9:
+        verdict = (f"No winner is declared: {what} loses {loss:.2f} pt against the unsplit model "
+                   f"({_pct(ee_acc)} vs {_pct(full_acc)}), more than {limit}.")
+        if best is not None and best["exit"] is not None:
+            verdict += (f" {best['choice']} stays within it ({_pct(best['accuracy'])}, {best['time_fraction']:.3f}x "
+                        "the unsplit model's time).")
+        else:
+            verdict += " Build again with a larger --max-drop or a larger budget, or keep the unsplit model."
+    elif single:
+        head = (f"This bundle is a static truncation at exit {m.exits[0].index} ({m.exits[0].name}): "
+                f"{_pct(ee_acc)} ({-loss:+.2f} pt, within {limit}) at {ee_fraction:.3f}x the unsplit model's time.")
+        faster = best is not None and best["time_fraction"] < ee_fraction
+        if faster and ee_fraction - best["time_fraction"] > noise * ee_fraction:
+            static_wins = True
+            verdict = head + (f" {best['choice']} is within the drop too and faster ({best['time_fraction']:.3f}x): "
+                              "build again to ship it.")
+        else:
+            verdict = head + " No other choice within the drop is faster beyond this profile's noise."
+    elif best is None:
+        verdict = (f"Early exit wins: no static choice within {limit} is as accurate as the early-exit model "
+                   f"({_pct(ee_acc)}, {ee_fraction:.3f}x the unsplit model's time).")
+    elif best["time_fraction"] < ee_fraction and ee_fraction - best["time_fraction"] <= noise * ee_fraction:
+        static_wins = True
+        verdict = (f"A static model is as good as early exit here: {best['choice']} is as accurate "
+                   f"({_pct(best['accuracy'])} vs {_pct(ee_acc)}) and as fast within this "
+                   f"profile's noise of {100 * noise:.1f} % ({best['time_fraction']:.3f}x vs {ee_fraction:.3f}x the "
+                   "unsplit model's time); it is the simpler thing to deploy.")
+    elif best["time_fraction"] < ee_fraction:
+        static_wins = True
+        verdict = (f"A static model beats early exit here: {best['choice']} is as accurate "
+                   f"({_pct(best['accuracy'])} vs {_pct(ee_acc)}) and faster "
+                   f"({best['time_fraction']:.3f}x vs {ee_fraction:.3f}x the unsplit model's time). Deploy it instead, "
+                   "or calibrate for a tighter budget.")
+    else:
+        verdict = (f"Early exit wins: the fastest static choice at least as accurate, {best['choice']}, takes "
+                   f"{best['time_fraction']:.3f}x the unsplit model's time; early exit takes {ee_fraction:.3f}x.")
+    return {"candidates": candidates, "best": best, "early_exit_fraction": ee_fraction, "static_wins": static_wins,
+            "single_exit": single, "allowed_drop_pt": drop_pt, "allowed_drop_from": drop_from,
+            "trusted": bool(prof["trusted"]), "verdict": verdict}
+
+
+def _shipped_ms(ev: dict, table: dict, b: str) -> float:
+    """The shipped bundle's measured ms per call at batch b: the evaluation's end-to-end ratio x the unsplit p50,
+    or the profile's per-exit times weighted by where the samples answered."""
+    ratio = ev["latency_fraction_by_batch"].get(b)
+    if ratio is not None:
+        return ratio * table["full"]["p50_ms"]
+    n = max(1, sum(ev["exit_histogram"]))
+    return sum(h / n * row["cumulative"]["p50_ms"] for h, row in zip(ev["exit_histogram"], table["exits"]))
+
+
+def _search_matches(search: dict | None, pred: dict | None) -> bool:
+    """search.json describes this bundle's search: same operating batch and chosen deployment."""
+    if not search or not pred or search.get("format") != "edgeexit-search/1":
+        return False
+    ch = search.get("chosen") or {}
+    exits = pred["deployment"]["exits"]
+    return (search.get("batch") == pred["batch"] and ",".join(map(str, ch.get("exits", []))) == exits
+            and abs(float(ch.get("predicted_ms", -1)) - float(pred["deployment"]["predicted_ms"])) <= 1e-6 * max(
+                1.0, abs(float(pred["deployment"]["predicted_ms"]))))
+
+
+def front_data(m, ev: dict, prof: dict, exits: list[dict], pred: dict | None, search: dict | None) -> dict:
+    """The accuracy-vs-latency front on the device, in ms per call at the operating batch (the search's batch, else
+    the profile's): every static truncation, the unsplit model and the shipped bundle as measured (test split),
+    and the early-exit candidates the search considered as predicted (validation split)."""
+    b = str(pred["batch"]) if pred and str(pred["batch"]) in prof["batches"] else str(prof["batch_size"])
+    table = prof["batches"][b]
+    statics = [{"exit": e.index, "name": e.name, "accuracy": ev["exit_accuracy"][e.index],
+                "ms": row["static"]["p50_ms"]}
+               for e, row in zip(m.exits, table["exits"]) if row.get("static") is not None]
+    if len(m.exits) == 1 or (_tail_cut(m) and table["exits"][-1].get("static") is None and len(m.exits) > 1
+                             and all(r.get("head") is not None for r in table["exits"][:-1])):
+        # the bundle's last exit run as a truncation: a single-exit bundle is exactly that; a pruned one without the
+        # earlier heads (estimated)
+        last = table["exits"][-1]
+        heads = sum(r["head"]["p50_ms"] for r in table["exits"][:-1])
+        statics.append({"exit": m.exits[-1].index, "name": m.exits[-1].name,
+                        "accuracy": ev["exit_accuracy"][-1], "ms": max(0.0, last["cumulative"]["p50_ms"] - heads),
+                        "estimated": len(m.exits) > 1})
+    candidates, source = [], None
+    if _search_matches(search, pred):
+        source = "search.json"
+        candidates = [{"exits": c["exits"], "accuracy": c["accuracy"], "ms": c["predicted_ms"]}
+                      for c in search["candidates"] if c.get("kind") == "early_exit"]
+    return {"batch": int(b), "backend": prof["backend"], "unit": "ms per call", "trusted": bool(prof["trusted"]),
+            "statics": statics, "full": {"accuracy": ev["full_accuracy"], "ms": table["full"]["p50_ms"]},
+            "shipped": {"accuracy": ev["early_exit_accuracy"], "ms": _shipped_ms(ev, table, b),
+                        "exits": [e.index for e in m.exits], "single_exit": len(m.exits) == 1},
+            "candidates": candidates, "candidates_source": source}
+
+
+def report_data(bundle: Bundle, ev: dict, prof: dict, cal: dict | None = None, curves: dict | None = None,
+                search: dict | None = None) -> dict:
+    """report.json: the figures of the report, from the evaluation, the profile, the calibration and (a latency-first
+    build's) the search's candidates (RUN/search.json)."""
     _same_bundle("the evaluation (eval.json)", ev.get("bundle_content_sha256"), bundle,
                  "evaluate it again: edgeexit eval RUN/bundle --json RUN/eval.json")
     _same_bundle("the profile (profile.json)", (prof.get("provenance") or {}).get("bundle_content_sha256"), bundle,
@@ -110,8 +276,9 @@ def report_data(bundle: Bundle, ev: dict, prof: dict, cal: dict | None = None, c
     table = prof["batches"][batch]
     n = ev["samples"]
     macs_saving = 1 - ev["macs_fraction"]
+    runs = _batches_run(ev["latency_fraction_by_batch"], target_max_batch(m))
     latency = {b: {"fraction": r, "saving": 1 - r, "realisation": (1 - r) / macs_saving if macs_saving > 0 else None}
-               for b, r in ev["latency_fraction_by_batch"].items()}
+               for b, r in runs.items()}
     exits = []
     for e, row in zip(m.exits, table["exits"]):
         answered = ev["exit_histogram"][e.index]
@@ -123,32 +290,10 @@ def report_data(bundle: Bundle, ev: dict, prof: dict, cal: dict | None = None, c
             "segment_ms": _ms(row["segment"]), "head_ms": _ms(row["head"]), "static_ms": _ms(row["static"]),
             "static_fraction": row.get("static_fraction"),
         })
-    # The honest baseline: every static choice at least as accurate as the early-exit model, the fastest of them.
+    batch_max = target_max_batch(m)
+    pred = predicted_block(cal, prof, ev)
     ee_fraction = latency[min(latency, key=int)]["fraction"]
-    candidates = [{"choice": f"truncated at exit {r['index']} ({r['name']})", "exit": r["index"],
-                   "accuracy": r["accuracy_alone"], "time_fraction": r["static_fraction"]}
-                  for r in exits if r["static_fraction"] is not None]
-    candidates.append({"choice": "the unsplit model", "exit": None, "accuracy": ev["full_accuracy"], "time_fraction": 1.0})
-    eligible = [c for c in candidates if c["accuracy"] >= ev["early_exit_accuracy"]]
-    best = min(eligible, key=lambda c: c["time_fraction"]) if eligible else None
-    noise = max(n["noise"] for n in prof["noise"].values())
-    static_wins = best is not None and best["time_fraction"] < ee_fraction
-    tie = static_wins and ee_fraction - best["time_fraction"] <= noise * ee_fraction
-    if best is None:
-        verdict = "No static choice is as accurate as the early-exit model."
-    elif tie:
-        verdict = (f"A static model is as good as early exit here: {best['choice']} is as accurate "
-                   f"({_pct(best['accuracy'])} vs {_pct(ev['early_exit_accuracy'])}) and as fast within this "
-                   f"profile's noise of {100 * noise:.1f} % ({best['time_fraction']:.3f}x vs {ee_fraction:.3f}x the "
-                   "unsplit model's time); it is the simpler thing to deploy.")
-    elif static_wins:
-        verdict = (f"A static model beats early exit here: {best['choice']} is as accurate "
-                   f"({_pct(best['accuracy'])} vs {_pct(ev['early_exit_accuracy'])}) and faster "
-                   f"({best['time_fraction']:.3f}x vs {ee_fraction:.3f}x the unsplit model's time). Deploy it instead, "
-                   "or calibrate for a tighter budget.")
-    else:
-        verdict = (f"Early exit wins: the fastest static choice at least as accurate, {best['choice']}, takes "
-                   f"{best['time_fraction']:.3f}x the unsplit model's time; early exit takes {ee_fraction:.3f}x.")
+    baseline = static_baseline(m, ev, prof, exits, ee_fraction, allowed_drop_pt(cal))
     return {
         "format": FORMAT, "bundle_content_sha256": m.content_sha256, "target": m.target, "precision": m.precision,
         "backend": ev["backend"], "device": prof.get("device", "local"), "profile_backend": prof["backend"],
@@ -158,8 +303,7 @@ def report_data(bundle: Bundle, ev: dict, prof: dict, cal: dict | None = None, c
         "macs": {"full": m.full_macs, "mean": ev["mean_macs"], "fraction": ev["macs_fraction"], "saving": macs_saving},
         "latency": latency, "params": int(sum(e.params for e in m.exits)),
         "exit_histogram": ev["exit_histogram"], "exits": exits,
-        "static_baseline": {"candidates": candidates, "best": best, "early_exit_fraction": ee_fraction,
-                            "static_wins": static_wins, "verdict": verdict},
+        "target_max_batch": batch_max, "static_baseline": baseline,
         "profile": {"batch_size": int(batch), "trusted": prof["trusted"], "noise": prof["noise"],
                     "full_ms": _ms(table["full"]), "forced_final": table["forced_final"],
                     "latency_ms": table["latency_ms"], "device_info": prof.get("device_info"),
@@ -167,7 +311,8 @@ def report_data(bundle: Bundle, ev: dict, prof: dict, cal: dict | None = None, c
         "calibration": None if cal is None else {
             k: cal.get(k) for k in ("policy", "score_kind", "budget", "accuracy", "cost_fraction", "exit_fractions")},
         "curves": curves,
-        "predicted": predicted_block(cal, prof, ev),
+        "predicted": pred,
+        "front": front_data(m, ev, prof, exits, pred, search),
     }
 
 
@@ -178,7 +323,8 @@ def markdown(rep: dict) -> str:
         "# edgeexit report", "",
         f"Target `{rep['target']}` ({rep['precision']}), measured on `{rep['backend']}` on {rep['device']}; "
         f"the {rep['split']} split, {rep['samples']} samples; the unsplit original model on the same backend.", "",
-        "| | unsplit model | early exit |", "|---|---:|---:|",
+        f"| | unsplit model | {'shipped static truncation' if rep['static_baseline'].get('single_exit') else 'early exit'} |",
+        "|---|---:|---:|",
         f"| accuracy | {_pct(acc['full'])} | {_pct(acc['early_exit'])} ({acc['delta_pt']:+.2f} pt) |",
         f"| mean MACs per image | {rep['macs']['full']:,} | {rep['macs']['mean']:,.0f} ({rep['macs']['fraction']:.3f}x) |",
         *[f"| measured time, batch {b} | 1.000 | {v['fraction']:.3f}x (realisation {v['realisation']:.2f}) |"
@@ -189,7 +335,10 @@ def markdown(rep: dict) -> str:
         "## Static baseline", "", rep["static_baseline"]["verdict"], "",
         "| choice | accuracy | time / unsplit |", "|---|---:|---:|",
         *[f"| {c['choice']} | {_pct(c['accuracy'])} | {c['time_fraction']:.3f}x |" for c in rep["static_baseline"]["candidates"]],
-        f"| **early exit** | {_pct(acc['early_exit'])} | {rep['static_baseline']['early_exit_fraction']:.3f}x |", "",
+        f"| **{'this bundle (static truncation)' if rep['static_baseline'].get('single_exit') else 'early exit'}** | "
+        f"{_pct(acc['early_exit'])} | {rep['static_baseline']['early_exit_fraction']:.3f}x |", "",
+        f"A winner may lose at most {rep['static_baseline']['allowed_drop_pt']:g} pt against the unsplit model "
+        f"({rep['static_baseline']['allowed_drop_from']}).", "",
         f"## Per-exit latency ({rep['profile_backend']}, batch {prof['batch_size']}, p50 [p10-p90] ms)", "",
         "| exit | after | threshold | answered | accuracy alone | MACs / full | to answer here | segment | head | "
         "truncated here, alone |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -268,41 +417,67 @@ def _figure(width: float, height: float, cols: int = 1):
     return fig, [fig.add_subplot(1, cols, i + 1) for i in range(cols)]
 
 
+def plot_front(ax, rep: dict) -> None:
+    """The measured accuracy-vs-latency front on the device (report.json's `front`): the search's early-exit
+    candidates as predicted (small, faint), every static truncation, the unsplit model and the shipped bundle as
+    measured."""
+    fr, split = rep["front"], rep["split"]
+    cands = fr["candidates"]
+    if cands:
+        ax.scatter([c["ms"] for c in cands], [100 * c["accuracy"] for c in cands], s=12, color="tab:blue", alpha=0.45,
+                   linewidths=0, label=f"early-exit candidates of the search ({len(cands)}; predicted ms, validation)")
+    st = sorted(fr["statics"], key=lambda c: c["ms"])
+    line = sorted(st + [fr["full"]], key=lambda c: c["ms"])  # the unsplit model is the last truncation
+    xs, ys = [c["ms"] for c in line], [100 * c["accuracy"] for c in line]
+    est = "; ~: estimated from the split network" if any(c.get("estimated") for c in st) else ""
+    ax.plot(xs, ys, "s--", color="tab:gray", label=f"static truncations (measured, {split}{est})")
+    for c in st:
+        ax.annotate(f"{c['exit']}" + ("~" if c.get("estimated") else ""), (c["ms"], 100 * c["accuracy"]),
+                    textcoords="offset points", xytext=(4, -10), fontsize=7, color="dimgray")
+    ax.plot([fr["full"]["ms"]], [100 * fr["full"]["accuracy"]], "D", color="black",
+            label=f"unsplit model (measured): {fr['full']['ms']:.3g} ms")
+    sh = fr["shipped"]
+    ax.plot([sh["ms"]], [100 * sh["accuracy"]], "*", markersize=15, color="tab:red",
+            label=f"shipped{' (static)' if sh['single_exit'] else ''} (measured, {split}): {sh['ms']:.3g} ms, "
+                  f"{100 * sh['accuracy']:.2f} %")
+    pts = ys + [100 * sh["accuracy"]]
+    lo = min(pts)
+    top = max(pts + ([100 * c["accuracy"] for c in cands] if cands else []))
+    # the search's cloud reaches accuracies far below anything shippable: keep the axis on the front
+    ax.set_ylim(max(0.0, lo - max(2.0, 0.15 * (top - lo))), min(100.0, top + max(0.5, 0.05 * (top - lo))))
+    ax.set_xlim(0, 1.08 * max(xs + [sh["ms"]] + [c["ms"] for c in cands]))
+    ax.set_xlabel(f"ms per call at batch {fr['batch']} (p50, {fr['backend']}"
+                  f"{', NOISY profile' if not fr['trusted'] else ''})")
+    ax.set_title(f"accuracy vs measured latency on the device, batch {fr['batch']}")
+
+
 def plot_report(rep: dict, out: Path) -> dict[str, Path]:
     """The three PNGs of the report, written in `out`."""
     out = Path(out)
     acc, exits = rep["accuracy"], rep["exits"]
     paths = {k: out / v for k, v in PNGS.items()}
-    ee_fraction = rep["static_baseline"]["early_exit_fraction"]
 
-    fig, (a_macs, a_ms) = _figure(11, 4.4, 2)
+    fig, (a_macs, a_ms) = _figure(12, 5.0, 2)
     alone = [100 * e["accuracy_alone"] for e in exits]
     a_macs.plot([100 * e["macs_fraction"] for e in exits], alone, "s--", color="tab:gray",
                 label=f"each exit alone ({rep['split']})")
-    statics = [e for e in exits if e["static_fraction"] is not None]
-    a_ms.plot([100 * e["static_fraction"] for e in statics] + [100.0],
-              [100 * e["accuracy_alone"] for e in statics] + [100 * acc["full"]], "s--", color="tab:gray",
-              label="truncated network, run alone (measured)")
     curves = rep.get("curves") or {}
     bud = curves.get("budgeted")
     if bud and bud.get("cost_unit") == "macs":
         a_macs.plot(100 * np.asarray(bud["cost_fraction"]), 100 * np.asarray(bud["accuracy"]), "o-", markersize=3,
                     color="tab:blue", alpha=0.6, label="early exit at other budgets (validation)")
-        lat, full_ms = np.asarray(rep["profile"]["latency_ms"]), rep["profile"]["full_ms"]["p50_ms"]
-        est = [100 * float(np.dot(f, lat)) / full_ms for f in bud["exit_fractions"]]
-        a_ms.plot(est, 100 * np.asarray(bud["accuracy"]), "o-", markersize=3, color="tab:blue", alpha=0.6,
-                  label="early exit at other budgets (validation; ms from the per-exit table)")
-    for ax, x in ((a_macs, 100 * rep["macs"]["fraction"]), (a_ms, 100 * ee_fraction)):
-        ax.plot([100], [100 * acc["full"]], "D", color="black", label="unsplit model")
-        ax.plot([x], [100 * acc["early_exit"]], "*", markersize=15, color="tab:red",
-                label=f"early exit ({rep['split']}): {x:.1f} %, {100 * acc['early_exit']:.2f} %")
+    a_macs.plot([100], [100 * acc["full"]], "D", color="black", label="unsplit model")
+    x = 100 * rep["macs"]["fraction"]
+    a_macs.plot([x], [100 * acc["early_exit"]], "*", markersize=15, color="tab:red",
+                label=f"shipped ({rep['split']}): {x:.1f} %, {100 * acc['early_exit']:.2f} %")
+    a_macs.set_xlabel("mean MACs per image, % of the unsplit model")
+    a_macs.set_title("accuracy vs cost in MACs")
+    plot_front(a_ms, rep)
+    a_macs.margins(0.08)
+    for ax in (a_macs, a_ms):
         ax.set_ylabel("top-1 accuracy, %")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    a_macs.set_xlabel("mean MACs per image, % of the unsplit model")
-    a_ms.set_xlabel(f"time per image, % of the unsplit model (batch {min(rep['latency'], key=int)}, {rep['backend']})")
-    a_macs.set_title("accuracy vs cost in MACs")
-    a_ms.set_title("accuracy vs measured time")
+        ax.legend(fontsize=7, loc="best", framealpha=0.85)
     fig.tight_layout()
     fig.savefig(paths["accuracy_cost"])
 
@@ -394,7 +569,12 @@ def report_files(run, bundle: Bundle, ev: dict, prof: dict) -> tuple[dict, dict[
     cal_path = bundle.path("calibration.json")
     cal = jsonio.read_json(cal_path) if cal_path.is_file() else None
     curves = jsonio.read_json(run.curves_json) if run.curves_json.is_file() else None
-    rep = report_data(bundle, ev, prof, cal, curves)
+    search_path = run.root / "search.json"
+    try:  # only draws the search's cloud: a missing or unreadable one leaves the plot without it
+        search = jsonio.read_json(search_path) if search_path.is_file() else None
+    except (OSError, ValueError, RecursionError):
+        search = None
+    rep = report_data(bundle, ev, prof, cal, curves, search)
     files: dict[str, str | bytes] = {"report.json": jsonio.dumps(rep), "report.md": markdown(rep),
                                      "eval.json": jsonio.dumps(ev), "profile.json": jsonio.dumps(prof)}
     with tempfile.TemporaryDirectory(prefix=".report-", dir=run.root) as tmp:
@@ -410,7 +590,7 @@ def keep_in_run(run, files: dict[str, str | bytes]) -> None:
     from edgeexit import jsonio
 
     for name, data in files.items():
-        if name not in ("eval.json", "profile.json", "curves.png"):
+        if name not in ("eval.json", "profile.json", "curves.png", "search.json"):
             jsonio.write_atomic(run.root / name, data)
 
 

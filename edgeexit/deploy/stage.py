@@ -6,7 +6,8 @@
     -> search every exit subset x thresholds at the operating batch for the objective, each costed as the bundle
        will run it (`ShippedCost`: a single exit too goes through the exit loop); a refusal changes nothing but
        costmodel.json (a drop nothing meets is refused before the export)
-    -> RUN/pruned.pt (+ .json) keeping the chosen exits (none when it keeps them all) and RUN/calibration.json with
+    -> RUN/pruned.pt (+ .json) keeping the chosen exits (none when it keeps them all), RUN/search.json (what the
+       search considered, for the report's front) and RUN/calibration.json with
        the chosen thresholds; what the shipped deployment was predicted to take rides in its policy_params, so the
        report can put it next to what was measured.
 
@@ -182,9 +183,53 @@ def _write_choice(run, ckpt, net, costs, res: SearchResult, cm: CostModel, outs,
     if calibration_error:
         cal.calibration_error = {k: [v[i] for i in ks] for k, v in calibration_error.items()}
     write_calibration_file(run.calibration, cal)
+    write_search_json(run, res, list(net.exit_names))
     # curves of an earlier MACs calibration describe another network: they must not show up in this report
     run.curves_json.unlink(missing_ok=True)
     run.curves_png.unlink(missing_ok=True)
+
+
+SEARCH_FORMAT = "edgeexit-search/1"
+
+
+def search_summary(res: SearchResult, exit_names: list[str]) -> dict:
+    """What the report draws of the search (RUN/search.json): every candidate it considered, compactly (kept exits,
+    kind, validation accuracy, predicted cost at the operating batch), and the chosen one to match the bundle by."""
+    def row(d) -> dict:
+        return {"exits": list(d.exits), "kind": d.kind, "accuracy": round(float(d.accuracy), 6),
+                "predicted_ms": round(float(d.cost), 6)}
+
+    return {"format": SEARCH_FORMAT, "objective": res.objective.describe(), "unit": res.unit, "batch": res.batch,
+            "n_samples": res.n_samples, "exit_names": exit_names, "subsets": res.subsets,
+            "seconds": float(res.seconds), "chosen": row(res.chosen), "full": row(res.full),
+            "candidates": [row(d) for d in _thin(res.candidates, SEARCH_MAX_ROWS)]}
+
+
+SEARCH_MAX_ROWS = 2000  # keeps search.json small with 7 exits; the front and every static always stay
+
+
+def _thin(candidates: list, limit: int) -> list:
+    """At most `limit` candidates: the statics, the unsplit model and the accuracy-vs-cost front, then an even
+    sample of the rest (enough to show the cloud the search went through)."""
+    if len(candidates) <= limit:
+        return list(candidates)
+    keep, best = set(), -1.0
+    for i in sorted(range(len(candidates)), key=lambda i: (candidates[i].cost, -candidates[i].accuracy)):
+        if candidates[i].kind != "early_exit" or candidates[i].accuracy > best:
+            keep.add(i)
+        if candidates[i].accuracy > best:
+            best = candidates[i].accuracy
+    rest = [i for i in range(len(candidates)) if i not in keep]
+    room = max(0, limit - len(keep))
+    if room and rest:
+        keep.update(rest[j] for j in np.linspace(0, len(rest) - 1, min(room, len(rest))).astype(int))
+    return [candidates[i] for i in sorted(keep)]
+
+
+def write_search_json(run, res: SearchResult, exit_names: list[str]) -> None:
+    from edgeexit import jsonio
+
+    jsonio.write_atomic(run.root / "search.json", jsonio.dumps(search_summary(res, exit_names)))
 
 
 def deployment_calibration(res: SearchResult, cm: CostModel, scores, preds, labels, *, score: str,
