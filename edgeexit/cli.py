@@ -27,19 +27,11 @@ console = Console()
 
 
 def _versions() -> str:
-    """edgeexit's version and those of the runtimes installed beside it, read from package metadata: importing torch
-    or executorch only to print a version would take seconds."""
-    from importlib.metadata import PackageNotFoundError, version
-
+    """edgeexit's version and those of the runtimes installed beside it (the backend registry knows which)."""
     from edgeexit import __version__
+    from edgeexit.runtime.registry import runtime_versions
 
-    lines = [f"edgeexit {__version__}"]
-    for dist in ("torch", "onnxruntime", "onnxruntime-gpu", "executorch", "tensorrt", "tensorrt_rtx"):
-        try:
-            lines.append(f"{dist} {version(dist)}")
-        except PackageNotFoundError:
-            continue
-    return "\n".join(lines)
+    return "\n".join([f"edgeexit {__version__}", *runtime_versions()])
 
 
 def _print_version(value: bool) -> None:
@@ -257,8 +249,6 @@ def predict(bundle, images, backend, json_out):
     the time per image. The images are preprocessed as in training (edgeexit.images.load_images)."""
     import json
 
-    from rich.table import Table
-
     from edgeexit.predict import predict_files
 
     try:
@@ -268,13 +258,9 @@ def predict(bundle, images, backend, json_out):
     if json_out:
         typer.echo(json.dumps(res, indent=2))
         return
-    table = Table(title=f"{escape(str(bundle))} on {res['backend']} ({res['num_exits']} exits)")
-    for column in ("file", "class", "exit", "score", "ms"):
-        table.add_column(column, justify="right" if column in ("score", "ms") else "left")
-    for r in res["predictions"]:
-        table.add_row(escape(r["file"]), escape(r["class"]), f"{r['exit']} ({escape(r['exit_name'])})",
-                      f"{r['score']:.3f}", f"{r['ms']:.2f}")
-    console.print(table)
+    from edgeexit.tables import predict_table
+
+    console.print(predict_table(res, bundle))
 
 
 @app.command()

@@ -192,3 +192,17 @@ def deployment_table(res, exit_names: list[str], static, backend: str, full_ms: 
     row("best static", static)
     row("unsplit model", full)
     return t
+
+
+def predict_table(res: dict, bundle) -> Table:
+    """`edgeexit predict`: one row per image; file names fold rather than shrink to an ellipsis in a narrow terminal."""
+    table = Table(title=f"{escape(str(bundle))} on {escape(res['backend'])} ({res['num_exits']} exits)")
+    table.add_column("file", overflow="fold")
+    for column in ("class", "exit"):
+        table.add_column(column, overflow="fold")
+    for column in ("score", "ms"):
+        table.add_column(column, justify="right")
+    for r in res["predictions"]:
+        table.add_row(escape(r["file"]), escape(r["class"]), f"{r['exit']} ({escape(r['exit_name'])})",
+                      f"{r['score']:.3f}", f"{r['ms']:.2f}")
+    return table

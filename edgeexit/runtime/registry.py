@@ -232,3 +232,21 @@ def measure_backend(manifest: Manifest) -> tuple[str, str | None]:
 def host_backend_of(fmt: str) -> BackendSpec | None:
     """The backend that runs `fmt` on this host's CPU (None: a format built and run on its device only)."""
     return next((s for s in REGISTRY.values() if s.format == fmt and not s.needs_gpu), None)
+
+
+# the distributions that bring a runtime (pip names): what `edgeexit --version` lists beside edgeexit's own
+RUNTIME_DISTRIBUTIONS = ("torch", "onnxruntime", "onnxruntime-gpu", "executorch", "tensorrt", "tensorrt_rtx")
+
+
+def runtime_versions() -> list[str]:
+    """"name version" of each runtime distribution installed here, from package metadata (importing torch or executorch
+    only to read a version would take seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for dist in RUNTIME_DISTRIBUTIONS:
+        try:
+            found.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            continue
+    return found
