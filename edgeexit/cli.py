@@ -5,7 +5,6 @@ report.py). Options shared by several commands: edgeexit/cli_options.py; what th
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from edgeexit import cli_options as flags
 from edgeexit import options as opt
 from edgeexit.cli_guard import GuardedGroup
 from edgeexit.cli_options import options
-from edgeexit.errors import ConfigError, EdgeExitError
+from edgeexit.errors import EdgeExitError
 
 # GuardedGroup: the one top-level handler, no command ends in a traceback for a full disk or a bad path
 app = typer.Typer(cls=GuardedGroup, add_completion=False, no_args_is_help=True,
@@ -26,17 +25,11 @@ app = typer.Typer(cls=GuardedGroup, add_completion=False, no_args_is_help=True,
 console = Console()
 
 
-def _versions() -> str:
-    """edgeexit's version and those of the runtimes installed beside it (the backend registry knows which)."""
-    from edgeexit import __version__
-    from edgeexit.runtime.registry import runtime_versions
-
-    return "\n".join([f"edgeexit {__version__}", *runtime_versions()])
-
-
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(_versions())
+        from edgeexit.runtime.registry import version_text
+
+        typer.echo(version_text())
         raise typer.Exit()
 
 
@@ -63,9 +56,7 @@ def train(run_dir, amp, freeze_bn, sync_bn, patience, resume, adopt, shared):
     from edgeexit.rundir import RunDir
 
     try:
-        if adopt and not resume:
-            raise ConfigError("--adopt needs --resume", got="--adopt", expected="--resume --adopt",
-                              hint="--adopt says which settings a resumed run follows; a new run takes the options given")
+        opt.check_resume(resume, adopt)
         o = opt.train_options(**shared, patience=patience, amp=amp, freeze_bn=freeze_bn, sync_bn=sync_bn)
         run = RunDir(run_dir)
         # under torchrun every rank runs this command; rank 0 writes the run directory, so rank 0 holds it
@@ -178,6 +169,7 @@ def export(run_dir, target, precision, out, model, model_kwargs):
     write the verified bundle."""
     from edgeexit.pipeline import export_stage
     from edgeexit.rundir import RunDir
+    from edgeexit.tables import engines_hint
 
     try:
         run = RunDir(run_dir)
@@ -189,17 +181,9 @@ def export(run_dir, target, precision, out, model, model_kwargs):
     m = bundle.manifest
     console.print(f"bundle: {out or run.bundle} -> {bundle.root.name} ({len(bundle.exits)} segments, target {m.target}, "
                   f"{m.format} {m.precision}, formats {', '.join(m.formats)})")
-    _engines_hint(bundle, out or run.bundle)
-
-
-def _engines_hint(bundle, path: Path) -> bool:
-    """Say the command that builds the bundle's engines on its device, if it needs them; whether there was one."""
-    from edgeexit.tables import engines_hint
-
-    hint = engines_hint(bundle, path)
+    hint = engines_hint(bundle, out or run.bundle)  # a target that builds its engines on the device says how
     if hint:
         console.print(hint, soft_wrap=True)
-    return hint is not None
 
 
 @app.command()
@@ -269,33 +253,23 @@ def build(target, run_dir, temperature, budget, max_drop, latency_first, batch, 
           precision, prune, profile_device, shared):
     """train -> prune -> calibrate -> export -> profile -> measure: a bundle with its report, in one go."""
     from edgeexit.recipe import build as build_recipe
-    from edgeexit.recipe import on_device_hint
-    from edgeexit.report import report_table, summary_table
     from edgeexit.rundir import RunDir
+    from edgeexit.tables import build_lines
 
     try:
         # Every option is checked before the first epoch: a typo must not cost a training run.
         o = opt.train_options(**shared)
         choices = opt.build_choices(target, precision, budget, policy, score, o.train.method, eval_batch_size,
-                                    max_drop=max_drop, latency_first=latency_first, batch=batch)
-        if choices.objective is not None and not prune:
-            raise ConfigError("--no-prune keeps every exit; the deployment search chooses which to keep",
-                              got="--no-prune with --max-drop / --latency-first", expected="one of them")
+                                    max_drop=max_drop, latency_first=latency_first, batch=batch, prune=prune)
         run = RunDir(run_dir)
         with run.lock("build"):
             res = build_recipe(run, o, choices, temperature=temperature, prune=prune, eval_batch_size=eval_batch_size,
                                profile_device=profile_device, say=console.print, rule=console.rule)
     except EdgeExitError as err:
         _fail(err)
-    console.print(summary_table(res.evaluation, title=f"{shared['backbone']} on {shared['dataset']}, target {target}"))
-    console.print(report_table(res.report))
-    console.print(escape(res.report["static_baseline"]["verdict"]))
-    engines_first = _engines_hint(res.bundle, run.bundle)  # `edgeexit engines` builds them, then profiles on the device
-    hint = on_device_hint(choices, run_dir, res.backend)
-    if not engines_first and profile_device == "local" and hint:
-        console.print(hint)
-    console.print(f"bundle: {run.bundle} -> {res.bundle.root.name}  (report/ inside; {run.report_md})  "
-                  f"total {res.seconds:.0f} s")
+    for line in build_lines(res, choices, run, run_dir, profile_device, title=f"{shared['backbone']} on "
+                            f"{shared['dataset']}, target {target}"):
+        console.print(line, soft_wrap=isinstance(line, str))  # no line breaks inside paths and commands
 
 
 @app.command()
@@ -328,8 +302,7 @@ def compare(bundle, backends, samples, tolerance, json_out):
     from edgeexit.tables import compare_lines
 
     try:
-        if tolerance is not None and not math.isfinite(tolerance):
-            raise ConfigError("--tolerance must be a finite number >= 0", got=tolerance, expected="e.g. 1e-4")
+        opt.check_tolerance(tolerance)
         b = load_bundle(bundle)
         images = test_split(b, "test", samples)[0] if samples > 0 else None
         names = [n.strip() for n in backends.split(",") if n.strip()] if backends else None
@@ -354,9 +327,6 @@ def targets():
         rows = target_rows()
     except EdgeExitError as err:
         _fail(err)
-    if not rows:
-        _fail(ConfigError("no targets found", got="an empty targets folder", expected="targets/*.toml",
-                          hint="set EDGEEXIT_TARGETS_DIR to a folder of target files"))
     console.print(targets_table(rows))
 
 

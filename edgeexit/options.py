@@ -137,8 +137,11 @@ DEFAULT_BUDGET = "0.6"  # the MACs-first build's budget when none is given
 
 def build_choices(target: str, precision: str | None, budget_text: str | None, policy: str | None, score: str | None,
                   method: str, eval_batch_size: int, *, max_drop: float | None = None, latency_first: bool = False,
-                  batch: int | None = None) -> BuildChoices:
+                  batch: int | None = None, prune: bool = True) -> BuildChoices:
     """Every build option known to be usable, or the error (before the first epoch)."""
+    if (latency_first or max_drop is not None) and not prune:
+        raise ConfigError("--no-prune keeps every exit; the deployment search chooses which to keep",
+                          got="--no-prune with --max-drop / --latency-first", expected="one of them")
     if latency_first or max_drop is not None:
         return _latency_choices(target, precision, budget_text, policy, score, method, eval_batch_size, max_drop, batch)
     if batch is not None:
@@ -227,3 +230,18 @@ def batch_list(text: str | None) -> list[int] | None:
     if not sizes or min(sizes) < 1:
         raise ConfigError("--batches takes batch sizes >= 1", got=text, expected="e.g. 1,8")
     return sizes
+
+
+def check_resume(resume: bool, adopt: bool) -> None:
+    """`--adopt` only means something for a resumed run."""
+    if adopt and not resume:
+        raise ConfigError("--adopt needs --resume", got="--adopt", expected="--resume --adopt",
+                          hint="--adopt says which settings a resumed run follows; a new run takes the options given")
+
+
+def check_tolerance(tolerance: float | None) -> None:
+    """compare's --tolerance: None (by precision) or a finite number >= 0 (typer checks the sign)."""
+    import math
+
+    if tolerance is not None and not math.isfinite(tolerance):
+        raise ConfigError("--tolerance must be a finite number >= 0", got=tolerance, expected="e.g. 1e-4")

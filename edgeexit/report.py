@@ -111,14 +111,9 @@ def allowed_drop_pt(cal: dict | None) -> tuple[float, str]:
 
 
 def target_max_batch(m) -> int:
-    """The largest batch the bundle's target runs: its target file's, and never above what the bundle was exported
-    for (a target file that is not on this machine: the bundle's own range)."""
-    from edgeexit.targets import load_target
-
-    try:
-        return min(int(load_target(m.target).batch[1]), int(m.batch.max))
-    except Exception:  # noqa: BLE001 -- an unknown or unreadable target only loses the tighter bound
-        return int(m.batch.max)
+    """The largest batch the bundle's target runs: export records the target's batch range in the manifest
+    (`batch.max`), so the report reads no target file (and one edited or missing on this machine changes nothing)."""
+    return int(m.batch.max)
 
 
 def _batches_run(by_batch: dict, batch_max: int) -> dict:

@@ -206,3 +206,22 @@ def predict_table(res: dict, bundle) -> Table:
         table.add_row(escape(r["file"]), escape(r["class"]), f"{r['exit']} ({escape(r['exit_name'])})",
                       f"{r['score']:.3f}", f"{r['ms']:.2f}")
     return table
+
+
+def build_lines(res, choices, run, run_dir, profile_device: str, *, title: str) -> list:
+    """What `edgeexit build` prints at the end: the summary and report tables, the verdict, what to run on the device
+    (engines first where the target needs them, else the on-device profile) and where the bundle is."""
+    from edgeexit.recipe import on_device_hint
+    from edgeexit.report import report_table, summary_table
+
+    lines = [summary_table(res.evaluation, title=title), report_table(res.report),
+             escape(res.report["static_baseline"]["verdict"])]
+    engines = engines_hint(res.bundle, run.bundle)  # `edgeexit engines` builds them, then profiles on the device
+    device = on_device_hint(choices, run_dir, res.backend)
+    if engines:
+        lines.append(engines)
+    elif profile_device == "local" and device:
+        lines.append(device)
+    lines.append(f"bundle: {run.bundle} -> {res.bundle.root.name}  (report/ inside; {run.report_md})  "
+                 f"total {res.seconds:.0f} s")
+    return lines

@@ -209,7 +209,11 @@ def targets_table() -> list[dict[str, Any]]:
     """One row per target for `edgeexit targets`: name, formats, precision, requires (strings for
     display), works_here, export_here and run_here (bools) and reason."""
     rows = []
-    for target in list_targets():
+    targets = list_targets()
+    if not targets:
+        raise ConfigError("no targets found", got="an empty targets folder", expected="targets/*.toml",
+                          hint="set EDGEEXIT_TARGETS_DIR to a folder of target files")
+    for target in targets:
         status = check_target(target)
         rows.append(
             {

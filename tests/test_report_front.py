@@ -147,8 +147,11 @@ def test_rows_are_labelled_with_batches_the_target_runs(built, tmp_path):
     bundle, ev, prof, cal = _inputs(run)
     ev = copy.deepcopy(ev)
     ev["latency_fraction_by_batch"] = {"1": 0.7, "8": 0.6, "64": 0.5}
-    # the same bundle as an android one (max batch 8): a batch-64 timing is not a row of its report
-    m = bundle.manifest.model_copy(update={"target": "android"})
+    # the same bundle as an android one (export records the target's batch range, max 8): a batch-64 timing is not a
+    # row of its report
+    from edgeexit.bundle import BatchRange
+
+    m = bundle.manifest.model_copy(update={"target": "android", "batch": BatchRange(min=1, max=8)})
     android = dataclasses.replace(bundle, manifest=m)
     # figures stamped with that bundle (the report refuses figures of another one)
     ev_a, prof_a = copy.deepcopy(ev), copy.deepcopy(prof)

@@ -250,3 +250,10 @@ def runtime_versions() -> list[str]:
         except PackageNotFoundError:
             continue
     return found
+
+
+def version_text() -> str:
+    """`edgeexit --version`: edgeexit's version, then each runtime installed beside it."""
+    from edgeexit import __version__
+
+    return "\n".join([f"edgeexit {__version__}", *runtime_versions()])
