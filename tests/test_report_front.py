@@ -31,6 +31,17 @@ def _inputs(run):
     return bundle, ev, prof, cal
 
 
+def _profile_with(prof: dict, *, trusted: bool, noise: float | None = None) -> dict:
+    """A copy of the profile marked trusted or noisy, every batch's noise figure set to `noise` when given."""
+    prof = copy.deepcopy(prof)
+    prof["trusted"] = trusted
+    for v in prof["noise"].values():
+        v["trusted"] = trusted
+        if noise is not None:
+            v["noise"] = noise
+    return prof
+
+
 @pytest.fixture(scope="module")
 def drop_build(tmp_path_factory):
     run = tmp_path_factory.mktemp("front") / "run"
@@ -80,10 +91,7 @@ def test_a_shipped_static_truncation_is_not_compared_as_early_exit(drop_build):
 
 def test_a_static_bundle_on_a_quiet_profile_is_described_as_a_truncation(drop_build):
     bundle, ev, prof, cal = _inputs(drop_build)
-    prof = copy.deepcopy(prof)
-    prof["trusted"] = True
-    for v in prof["noise"].values():
-        v["noise"], v["trusted"] = 0.0, True
+    prof = _profile_with(prof, trusted=True, noise=0.0)
     ev = copy.deepcopy(ev)
     ev["early_exit_accuracy"] = ev["exit_accuracy"][0] = ev["full_accuracy"] - 0.01  # within the build's 5 pt
     sb = report_data(bundle, ev, prof, cal)["static_baseline"]
@@ -99,10 +107,7 @@ def test_a_static_bundle_on_a_quiet_profile_is_described_as_a_truncation(drop_bu
 def test_the_verdict_declares_no_winner_beyond_the_allowed_drop(built):
     run, _ = built
     bundle, ev, prof, cal = _inputs(run)
-    prof = copy.deepcopy(prof)
-    for v in prof["noise"].values():
-        v["trusted"] = True
-    prof["trusted"] = True
+    prof = _profile_with(prof, trusted=True)
     ev = copy.deepcopy(ev)
     ev["full_accuracy"] = 0.90
     ev["early_exit_accuracy"] = 0.88  # 2 pt lost: beyond the default 0.5 pt
@@ -126,10 +131,7 @@ def test_the_verdict_declares_no_winner_beyond_the_allowed_drop(built):
 def test_a_noisy_profile_says_profile_again_and_declares_nothing(built):
     run, _ = built
     bundle, ev, prof, cal = _inputs(run)
-    prof = copy.deepcopy(prof)
-    prof["trusted"] = False
-    for v in prof["noise"].values():
-        v["noise"], v["trusted"] = 0.4, False
+    prof = _profile_with(prof, trusted=False, noise=0.4)
     ev = copy.deepcopy(ev)
     # figures that would otherwise make a static model "beat early exit"
     ev["early_exit_accuracy"] = ev["full_accuracy"]
