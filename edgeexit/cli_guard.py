@@ -1,6 +1,7 @@
 """The one top-level handler of the command line: every command's failure ends as a message and an exit code.
 
     EdgeExitError (bad input)                    -> its `what | got | expected | hint`, exit code 2
+    torch & co. missing (a runtime-only install) -> the same, naming the build extra, exit code 2
     OSError (disk full, permission, a file where
     a folder belongs...), MemoryError            -> the same four parts, exit code 3 (the machine, not the input)
     anything else                                -> one line saying it is a bug in edgeexit, then the traceback
@@ -21,7 +22,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 from typer.exceptions import TyperException  # typer's own click: usage errors, bad parameters
 
-from edgeexit.errors import EdgeExitError
+from edgeexit.errors import EdgeExitError, RuntimeMissingError
 
 USER_ERROR = 2  # bad input: options, files, data
 ENVIRONMENT_ERROR = 3  # the machine refused: disk full, permission, out of memory
@@ -74,6 +75,23 @@ def memory_error_message(err: BaseException) -> EdgeExitError:
                          hint="lower --batch-size, --image-size or the --limit-* options, or use a larger machine")
 
 
+# What a runtime-only install (`pip install edgeexit`) leaves out: the build side, `pip install 'edgeexit[build]'`
+BUILD_MODULES = ("torch", "torchvision", "onnx", "onnxscript", "matplotlib")
+
+
+def build_side_missing(err: ImportError) -> EdgeExitError | None:
+    """A command that trains, exports, evaluates on a data set or plots, run where only the runtime is installed:
+    the four-part message naming the extra to install (None for any other import error, which is a bug)."""
+    name = (getattr(err, "name", None) or "").split(".")[0]
+    if name not in BUILD_MODULES:
+        return None
+    return RuntimeMissingError(
+        f"this command needs edgeexit's build side ({name}), which this install does not have",
+        got=f"no module named {name!r}", expected="edgeexit installed with its build extra",
+        hint="pip install 'edgeexit[build]' (from a checkout: pip install -e '.[build]'); a runtime-only install runs "
+             "bundles: predict, profile, engines, compare --samples 0 and the device runner")
+
+
 def _print(err: EdgeExitError) -> None:
     # stderr, no line breaks inside paths; escaped: a path may hold [brackets] rich would take for markup
     Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
@@ -96,6 +114,10 @@ class GuardedGroup(TyperGroup):
             _print(os_error_message(err))
             raise typer.Exit(ENVIRONMENT_ERROR) from None
         except Exception as err:
+            missing = build_side_missing(err) if isinstance(err, ImportError) else None
+            if missing is not None:
+                _print(missing)
+                raise typer.Exit(USER_ERROR) from None
             if out_of_memory(err):
                 _print(memory_error_message(err))
                 raise typer.Exit(ENVIRONMENT_ERROR) from None

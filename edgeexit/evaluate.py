@@ -10,13 +10,13 @@ import numpy as np
 from edgeexit.bundle import Bundle, load_bundle
 from edgeexit.errors import ConfigError
 from edgeexit.measure import side_by_side
-from edgeexit.outputs import dataset_arrays
 from edgeexit.runtime import EarlyExitRuntime, RunResult
 
 
 def test_split(bundle: Bundle, split: str = "test", limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Images and labels of a split of the data the bundle was trained on."""
-    from edgeexit.pipeline import DataConfig  # torch and the datasets: only when a split is read
+    from edgeexit.outputs import dataset_arrays  # torch and the datasets: only when a split is read
+    from edgeexit.pipeline import DataConfig
 
     data = DataConfig(**bundle.manifest.data)
     splits = data.load(bundle.manifest.input.shape[0])

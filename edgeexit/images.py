@@ -55,31 +55,53 @@ def _open(path: Path):
 
 def load_images(paths: Sequence[str | Path], manifest) -> np.ndarray:
     """float32 [N, C, H, W] of the image files (and folders of them) in `paths`, as the bundle's `manifest`
-    (edgeexit.bundle.manifest.Manifest) expects its input: training's conversion, resize and normalisation."""
-    import torch
-    from torchvision import transforms
+    (edgeexit.bundle.manifest.Manifest) expects its input: training's conversion, resize and normalisation.
 
-    from edgeexit.data.folder import _ConvertMode
-    from edgeexit.data.in_memory import to_normalised_float
-
+    numpy and PIL only (no torch): a runtime-only install predicts on images too. The steps are those of
+    torchvision's Resize + ToTensor + Normalize on a PIL image (image folders) and of
+    edgeexit.data.in_memory.to_normalised_float (in-memory data sets); tests/test_install.py holds them equal."""
     info = manifest.input
     channels, height, width = info.shape
     if channels not in (1, 3):
         raise DatasetError("image files give 1 or 3 channels", got=f"a bundle input of {channels} channels",
                            expected="1 (grayscale) or 3 (RGB)", hint="feed this bundle arrays, not image files")
-    to_mode = _ConvertMode("L" if channels == 1 else "RGB")
+    if info.resize != "bilinear_antialias" and height != width:
+        raise DatasetError("the in-memory resize makes square images", got=info.shape,
+                           expected="an input of equal height and width")
+    mode = "L" if channels == 1 else "RGB"
+    mean = np.asarray(info.mean, dtype=np.float32).reshape(-1, 1, 1)
+    std = np.asarray(info.std, dtype=np.float32).reshape(-1, 1, 1)
     rows = []
     for path in image_files(paths):
-        image = to_mode(_open(path))
-        if info.resize == "bilinear_antialias":  # image-folder training: PIL's resize, as load_image_folder does
-            tensor = transforms.Compose([transforms.Resize((height, width)), transforms.ToTensor(),
-                                         transforms.Normalize(info.mean, info.std)])(image)[None]
-        else:  # in-memory training (fashion-mnist, cifar): uint8 -> [0, 1] -> bilinear without antialias
-            if height != width:
-                raise DatasetError("the in-memory resize makes square images", got=info.shape,
-                                   expected="an input of equal height and width")
-            pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
-            pixels = pixels[None, None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)[None]
-            tensor = to_normalised_float(pixels, image_size=height, mean=info.mean, std=info.std)
-        rows.append(tensor.numpy().astype(np.float32, copy=False))
-    return np.concatenate(rows)
+        image = _open(path)
+        image = image if image.mode == mode else image.convert(mode)
+        if info.resize == "bilinear_antialias":  # image-folder training: PIL's resize, as torchvision's Resize does
+            from PIL import Image
+
+            image = image.resize((width, height), Image.BILINEAR)
+        pixels = np.asarray(image, dtype=np.uint8)
+        x = (pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)).astype(np.float32) / np.float32(255.0)
+        if info.resize != "bilinear_antialias" and x.shape[1:] != (height, width):
+            x = _bilinear(x, height, width)  # in-memory training: [0, 1] first, then bilinear without antialias
+        rows.append(((x - mean) / std)[None])
+    return np.ascontiguousarray(np.concatenate(rows), dtype=np.float32)
+
+
+def _source_index(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lower index, upper index, weight of the upper) per output pixel: torch's bilinear with align_corners=False
+    and no antialias (source = (i + 0.5) * in / out - 0.5, clamped at 0)."""
+    src = np.maximum((np.arange(size_out, dtype=np.float32) + np.float32(0.5)) * np.float32(size_in / size_out)
+                     - np.float32(0.5), np.float32(0.0))
+    lo = src.astype(np.int64)
+    hi = np.minimum(lo + 1, size_in - 1)
+    return lo, hi, (src - lo).astype(np.float32)
+
+
+def _bilinear(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """float32 [C, h, w] resized to [C, height, width] as torch.nn.functional.interpolate(mode="bilinear",
+    align_corners=False, antialias=False) does it (to ~1e-6)."""
+    lo, hi, w = _source_index(x.shape[2], width)
+    x = x[:, :, lo] * (np.float32(1.0) - w) + x[:, :, hi] * w
+    lo, hi, w = _source_index(x.shape[1], height)
+    w = w[:, None]
+    return x[:, lo, :] * (np.float32(1.0) - w) + x[:, hi, :] * w

@@ -157,6 +157,16 @@ def _importable(module: str) -> bool:
         return False
 
 
+def _cuda_devices() -> int:
+    try:
+        import torch
+    except ImportError:  # a runtime-only install (no torch): ask the CUDA driver through cuda-python
+        from edgeexit.runtime.trt_device import cuda_device_count
+
+        return cuda_device_count()
+    return torch.cuda.device_count()
+
+
 def check_target(target: Target) -> TargetStatus:
     """Whether `target` can work here: its modules are importable, a CUDA device exists when it
     needs one, and the registry's backend for its runtime and delegate works here. Never creates a TensorRT
@@ -166,11 +176,8 @@ def check_target(target: Target) -> TargetStatus:
     if missing:
         how = f"pip install -e '.[{target.extra}]'" if target.extra else "install them"
         problems.append(f"missing Python module(s) {', '.join(missing)} ({how})")
-    if target.needs_gpu:
-        import torch
-
-        if not torch.cuda.is_available():
-            problems.append("needs a CUDA device (none found here)")
+    if target.needs_gpu and _cuda_devices() == 0:
+        problems.append("needs a CUDA device (none found here)")
     if not problems:  # what the target declares is here: does its own backend work (e.g. the provider)?
         problems += _run_problems(target)
     if problems and target.install_hint:

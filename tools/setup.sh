@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh machine: Debian packages (the Fashion-MNIST data; the JDK and Kotlin for the Android
 # glue's JVM test; the headers and flatc the ExecuTorch C++ runner builds with; OpenSSH's server for the profiler's SSH
-# test), a venv in .venv with the pinned packages (and the trt-check extra: TensorRT-RTX without a GPU) and
-# PyPI's cmake, and edgeexit installed in editable mode. Safe to run again; it skips what is done.
+# test), a venv in .venv with edgeexit in editable mode, its build extra (torch, onnx: what trains and exports) and the
+# extras below, every package at the exact version of tools/constraints.txt (pyproject.toml gives only ranges), and
+# PyPI's cmake. Safe to run again; it skips what is done.
 #   tools/setup.sh                          everything the main job and the tests need
-#   EXTRAS=dev,pretrained tools/setup.sh    choose the extras (the default below is what the tests need)
+#   EXTRAS=dev,pretrained tools/setup.sh    choose the extras besides build (the default below is what the tests need)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="${EXTRAS:-dev,pretrained,executorch,trt-check}"
@@ -30,12 +31,12 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 stamp=.venv/.edgeexit-setup
-want="$(cat pyproject.toml tools/setup.sh | sha256sum | cut -d' ' -f1) $EXTRAS"
+want="$(cat pyproject.toml tools/setup.sh tools/constraints.txt | sha256sum | cut -d' ' -f1) $EXTRAS"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[setup] installing edgeexit[$EXTRAS] with pinned torch/onnx/executorch (first run: a few minutes)"
+  echo "[setup] installing edgeexit[build,$EXTRAS] at tools/constraints.txt's versions (first run: a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
   # PyPI's cmake (>= 3.28) builds the C++ runner against the executorch wheel's CMake config (Debian's is 3.25)
-  .venv/bin/python -m pip install -q -e ".[$EXTRAS]" "cmake>=3.28,<5"
+  .venv/bin/python -m pip install -q -c tools/constraints.txt -e ".[build,$EXTRAS]" "cmake>=3.28,<5"
   echo "$want" > "$stamp"
 else
   echo "[setup] .venv up to date"
