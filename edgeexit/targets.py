@@ -205,9 +205,11 @@ def run_here(target: Target) -> bool:
 
 def export_here(target: Target) -> bool:
     """Its bundles can be written on this machine: each format it exports (not those built on its device) has a
-    CPU backend here that checks the lowering against torch."""
+    CPU backend here that checks the lowering against torch (so none without the build extra's torch and onnx)."""
     from edgeexit.runtime.registry import host_backend_of
 
+    if not (_importable("torch") and _importable("onnx")):
+        return False
     backends = [host_backend_of(f) for f in target.formats]
     return all(b is None or b.available().ok for b in backends) and any(b is not None for b in backends)
 

@@ -142,6 +142,16 @@ def test_profile_and_compare_commands_without_torch(built, tmp_path):
     assert "PASS" in res.stdout
 
 
+def test_targets_without_torch():
+    """`edgeexit targets` works, and says no target can be exported here (exporting needs torch)."""
+    code = "import json\nfrom edgeexit.targets import targets_table\nprint(json.dumps(targets_table()))\n"
+    res = run_without(code)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = {r["name"]: r for r in json.loads(res.stdout)}
+    assert rows["cpu"]["run_here"] and not any(r["export_here"] for r in rows.values())
+    assert cli_without("targets").returncode == 0
+
+
 @pytest.mark.parametrize("args", [
     ["train", "--run-dir", "{tmp}/run", "--dataset", "synthetic"],
     ["build", "--run-dir", "{tmp}/run", "--dataset", "synthetic", "--epochs", "1"],
