@@ -59,7 +59,7 @@ def load_images(paths: Sequence[str | Path], manifest) -> np.ndarray:
 
     numpy and PIL only (no torch): a runtime-only install predicts on images too. The steps are those of
     torchvision's Resize + ToTensor + Normalize on a PIL image (image folders) and of
-    edgeexit.data.in_memory.to_normalised_float (in-memory data sets); tests/test_install.py holds them equal."""
+    edgeexit.data.in_memory.to_normalised_float (in-memory data sets); tests/test_cli_ux.py holds them equal."""
     info = manifest.input
     channels, height, width = info.shape
     if channels not in (1, 3):

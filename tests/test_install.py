@@ -186,39 +186,6 @@ def test_engines_without_torch(built, tmp_path):
     assert any(rel.endswith(".engine") for rel in manifest["files"])
 
 
-def test_images_match_training_preprocessing(images):
-    """load_images (numpy + PIL) equals training's torch steps: torchvision's Resize/ToTensor/Normalize for image
-    folders, to_normalised_float (bilinear, no antialias) for in-memory data sets."""
-    from types import SimpleNamespace
-
-    import torch
-    from PIL import Image
-    from torchvision import transforms
-
-    from edgeexit.data.in_memory import to_normalised_float
-    from edgeexit.images import load_images
-
-    for resize in ("bilinear", "bilinear_antialias"):
-        for shape in ((1, 16, 16), (3, 24, 24), (3, 48, 48)):
-            mean, std = [0.4, 0.5, 0.3][: shape[0]], [0.2, 0.25, 0.3][: shape[0]]
-            manifest = SimpleNamespace(input=SimpleNamespace(shape=shape, resize=resize, mean=mean, std=std))
-            got = load_images(images, manifest)
-            want = []
-            for path in images:
-                image = Image.open(path).convert("L" if shape[0] == 1 else "RGB")
-                if resize == "bilinear_antialias":
-                    steps = transforms.Compose([transforms.Resize(shape[1:]), transforms.ToTensor(),
-                                                transforms.Normalize(mean, std)])
-                    want.append(steps(image)[None])
-                else:
-                    px = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
-                    px = px[None, None] if px.ndim == 2 else px.permute(2, 0, 1)[None]
-                    want.append(to_normalised_float(px, image_size=shape[1], mean=mean, std=std))
-            want = torch.cat(want).numpy()
-            assert got.dtype == np.float32 and got.shape == want.shape
-            assert np.abs(got - want).max() <= 1e-5, (resize, shape, np.abs(got - want).max())
-
-
 def _pyproject() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
