@@ -78,7 +78,7 @@ def load_images(paths: Sequence[str | Path], manifest) -> np.ndarray:
         if info.resize == "bilinear_antialias":  # image-folder training: PIL's resize, as torchvision's Resize does
             from PIL import Image
 
-            image = image.resize((width, height), Image.BILINEAR)
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
         pixels = np.asarray(image, dtype=np.uint8)
         x = (pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)).astype(np.float32) / np.float32(255.0)
         if info.resize != "bilinear_antialias" and x.shape[1:] != (height, width):
