@@ -266,3 +266,8 @@ PREDICT = {
     "backend": (Optional[str], BACKEND),
     "json_out": (bool, typer.Option(False, "--json", help="print the answers as JSON instead of a table")),
 }
+GLUE = {
+    "out": (Path, typer.Option(..., help="the folder to copy into: absent, empty, or a previous `edgeexit glue` copy")),
+    "what": (str, typer.Option("all", help="executorch (C++ runner) | android (+ executorch) | ios (+ executorch) | "
+                                           "jetson | all")),
+}
