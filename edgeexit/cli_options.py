@@ -191,7 +191,8 @@ PROFILE = {
     "rounds": (int, typer.Option(30, min=1, help="alternating rounds; each figure is a median over rounds")),
     "calls": (int, typer.Option(3, min=1, help="back-to-back calls per entry and round (their median)")),
     "runner": (Optional[str], typer.Option(None, help="python | cpp (local: python; adb: cpp)")),
-    "runner_binary": (Optional[Path], typer.Option(None, help="the C++ runner (edgeexit_runner) for cpp / adb")),
+    "runner_binary": (Optional[Path], typer.Option(None, help="the C++ runner (edgeexit_runner, built from `edgeexit glue`) "
+                                                             "for cpp / adb; adb pushes its shared libraries with it")),
     "etdump": (bool, typer.Option(False, help="ExecuTorch bundles: also per-segment and per-operator times from ETDump")),
 }
 EXPORT = {
