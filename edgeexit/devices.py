@@ -422,12 +422,16 @@ def runner_files(binary: Path) -> list[tuple[str, Path]]:
     from the system: one found beside the binary or on the RUNPATH of the file that needs it ($ORIGIN resolved), as
     the executorch wheel's libraries are. A library found in neither (libc, libm, libdl, liblog, libstdc++...) is the
     device's own. The device runs the runner with LD_LIBRARY_PATH set to the folder these went to (`runner_command`),
-    so nothing of this machine is needed there. A runner linked statically has nothing beside it."""
+    so nothing of this machine is needed there. A runner linked statically has nothing beside it, nor has a script;
+    a file that is neither an ELF file nor a script is refused."""
     binary = Path(binary)
     if not binary.is_file():
         raise ConfigError("the runner binary does not exist", got=str(binary), expected="a file", hint=GLUE_HINT)
     binary = binary.resolve()
     files: dict[str, Path] = {RUNNER_NAME: binary}
+    with binary.open("rb") as f:
+        if f.read(2) == b"#!":  # a script (a wrapper of the user's): the device's shell runs it; nothing to follow
+            return list(files.items())
     pending, seen = [binary], set()
     while pending:
         needer = pending.pop(0)

@@ -456,18 +456,21 @@ def test_what_a_phone_gets_runs_alone(cpp_build, android_bundle, tmp_path):
     assert profile["bundle_checksum"] == json.loads((android_bundle / "manifest.json").read_text())["checksum"]
 
 
-@pytest.mark.parametrize("damage", ["script", "truncated"])
+@pytest.mark.parametrize("damage", ["text", "truncated"])
 def test_runner_files_refuses_what_is_not_a_runner(damage, cpp_build, tmp_path):
-    """A --runner-binary that is no ELF file (a wrapper script) or is cut short is refused before anything is pushed,
-    with a ConfigError naming the file."""
-    from edgeexit.devices import runner_files
+    """A --runner-binary that is neither an ELF file nor a script (a text file), or an ELF file cut short, is refused
+    before anything is pushed, with a ConfigError naming the file; a script (a user's wrapper) goes alone."""
+    from edgeexit.devices import RUNNER_NAME, runner_files
     from edgeexit.errors import ConfigError
 
     fake = tmp_path / "edgeexit_runner"
-    if damage == "script":
-        fake.write_text("#!/bin/sh\nexec /opt/edgeexit_runner \"$@\"\n")
+    if damage == "text":
+        fake.write_text("edgeexit_runner was built in build/executorch\n")
     else:
         fake.write_bytes((cpp_build / "edgeexit_runner").read_bytes()[:4096])
     with pytest.raises(ConfigError, match="not an ELF file edgeexit can read") as err:
         runner_files(fake)
     assert str(fake) in str(err.value)
+    script = tmp_path / "wrapper"
+    script.write_text("#!/bin/sh\nexec /data/local/tmp/edgeexit_runner \"$@\"\n")
+    assert runner_files(script) == [(RUNNER_NAME, script.resolve())]
