@@ -65,13 +65,16 @@ public enum ImageInput {
         return out
     }
 
-    /// A CGImage drawn into 8-bit RGB (alpha skipped, as PIL's RGBA -> RGB drops it), then `fromRGB`.
+    /// A CGImage drawn into 8-bit RGB (alpha skipped, as PIL's RGBA -> RGB drops it), then `fromRGB`. An RGB image
+    /// is drawn in its own colour space, so its stored values come through unconverted, as PIL reads a file (PIL does
+    /// no colour management); any other image is converted to sRGB.
     public static func fromCGImage(_ image: CGImage, spec: ImageSpec) throws -> [Float] {
         let width = image.width, height = image.height
+        let space = image.colorSpace.flatMap { $0.model == .rgb ? $0 : nil } ?? CGColorSpace(name: CGColorSpace.sRGB)!
         var rgba = [UInt8](repeating: 0, count: 4 * width * height)
         let drawn: Bool = rgba.withUnsafeMutableBytes { buffer in
             guard let context = CGContext(data: buffer.baseAddress, width: width, height: height, bitsPerComponent: 8,
-                                          bytesPerRow: 4 * width, space: CGColorSpace(name: CGColorSpace.sRGB)!,
+                                          bytesPerRow: 4 * width, space: space,
                                           bitmapInfo: CGImageAlphaInfo.noneSkipLast.rawValue) else { return false }
             context.draw(image, in: CGRect(x: 0, y: 0, width: width, height: height))
             return true

@@ -25,6 +25,13 @@ ee_runtime* runtime_of(JNIEnv* env, jlong handle) {
   return reinterpret_cast<ee_runtime*>(handle);
 }
 
+// The runtime's C, H, W; false, with an EdgeExitException pending, when the C API refuses.
+bool input_shape(JNIEnv* env, ee_runtime* rt, int64_t chw[3]) {
+  if (ee_input_shape(rt, chw) == EE_OK) return true;
+  throw_edgeexit(env);
+  return false;
+}
+
 }  // namespace
 
 extern "C" {
@@ -77,10 +84,7 @@ JNIEXPORT jintArray JNICALL Java_dev_edgeexit_EdgeExitNative_inputShape(JNIEnv* 
   ee_runtime* rt = runtime_of(env, handle);
   if (rt == nullptr) return nullptr;
   int64_t chw[3];
-  if (ee_input_shape(rt, chw) != EE_OK) {
-    throw_edgeexit(env);
-    return nullptr;
-  }
+  if (!input_shape(env, rt, chw)) return nullptr;
   jint shape[3] = {jint(chw[0]), jint(chw[1]), jint(chw[2])};
   jintArray out = env->NewIntArray(3);
   if (out != nullptr) env->SetIntArrayRegion(out, 0, 3, shape);
@@ -128,10 +132,7 @@ JNIEXPORT jfloatArray JNICALL Java_dev_edgeexit_EdgeExitNative_inputNormalisatio
   ee_runtime* rt = runtime_of(env, handle);
   if (rt == nullptr) return nullptr;
   int64_t chw[3];
-  if (ee_input_shape(rt, chw) != EE_OK) {
-    throw_edgeexit(env);
-    return nullptr;
-  }
+  if (!input_shape(env, rt, chw)) return nullptr;
   std::vector<float> values(size_t(2 * chw[0]));
   if (ee_input_normalisation(rt, values.data(), values.data() + chw[0]) != EE_OK) {
     throw_edgeexit(env);
