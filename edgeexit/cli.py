@@ -18,11 +18,13 @@ from edgeexit import options as opt
 from edgeexit.cli_guard import GuardedGroup
 from edgeexit.cli_options import options
 from edgeexit.errors import EdgeExitError
+from edgeexit.glue.command import glue as _glue
 
 # GuardedGroup: the one top-level handler, no command ends in a traceback for a full disk or a bad path
 app = typer.Typer(cls=GuardedGroup, add_completion=False, no_args_is_help=True,
                   help="Turn an image classifier into an early-exit network and ship it to edge devices.")
 console = Console()
+app.command("glue", rich_help_panel="Device glue")(_glue)  # edgeexit/glue/command.py: keeps cli.py short
 
 
 def _print_version(value: bool) -> None:

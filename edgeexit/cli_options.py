@@ -191,7 +191,8 @@ PROFILE = {
     "rounds": (int, typer.Option(30, min=1, help="alternating rounds; each figure is a median over rounds")),
     "calls": (int, typer.Option(3, min=1, help="back-to-back calls per entry and round (their median)")),
     "runner": (Optional[str], typer.Option(None, help="python | cpp (local: python; adb: cpp)")),
-    "runner_binary": (Optional[Path], typer.Option(None, help="the C++ runner (edgeexit_runner) for cpp / adb")),
+    "runner_binary": (Optional[Path], typer.Option(None, help="the C++ runner (edgeexit_runner, built from `edgeexit glue`) "
+                                                             "for cpp / adb; adb pushes its shared libraries with it")),
     "etdump": (bool, typer.Option(False, help="ExecuTorch bundles: also per-segment and per-operator times from ETDump")),
 }
 EXPORT = {
@@ -265,4 +266,9 @@ PREDICT = {
     "images": (list[Path], typer.Argument(..., help="image files (PNG, JPEG, ...) and folders of them")),
     "backend": (Optional[str], BACKEND),
     "json_out": (bool, typer.Option(False, "--json", help="print the answers as JSON instead of a table")),
+}
+GLUE = {
+    "out": (Path, typer.Option(..., help="the folder to copy into: absent, empty, or a previous `edgeexit glue` copy")),
+    "what": (str, typer.Option("all", help="executorch (C++ runner) | android (+ executorch) | ios (+ executorch) | "
+                                           "jetson | all")),
 }

@@ -9,7 +9,8 @@ fetch its JSON, remove what was staged. Only the transport differs:
   copy of the `edgeexit` package (pure Python: the device needs Python >= 3.10 with numpy, pydantic and the backend's
   runtime) go through `tar` into a fresh directory that is removed afterwards;
 - `adb://SERIAL`: `adb push` of the bundle and the C++ runner (`edgeexit_runner` built for the phone's ABI with the
-  Android NDK, see targets/executorch/README.md; pass it as `--runner-binary`), `adb shell` to run it.
+  Android NDK, see executorch/README.md of `edgeexit glue`; pass it as `--runner-binary`) with the shared libraries
+  it was linked against (`runner_files`), `adb shell` to run it with LD_LIBRARY_PATH set to that folder.
 
 The runner writes the document described in `edgeexit.device_runner` (the C++ runner's `--profile` writes the same).
 """
@@ -33,6 +34,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edgeexit.elf import read_dynamic
 from edgeexit.errors import ConfigError, DeviceError
 
 RUN_TIMEOUT_S = 1800  # a profile of a big model on a slow board takes minutes, not hours
@@ -45,6 +47,9 @@ _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*\.?")
 _PATH = re.compile(r"[A-Za-z0-9_./~+][A-Za-z0-9_./~+-]{0,1023}")  # a path for ssh's -i / -o or the device's python
 _SERIAL = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.:-]{0,127}")  # adb serials: R58M12345, emulator-5554, 10.0.0.7:5555
+_LIBRARY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")  # a shared library's file name (libc++_shared.so)
+RUNNER_NAME = "edgeexit_runner"  # the runner's name on the device, whatever its name here
+GLUE_HINT = "`edgeexit glue --out GLUE --what executorch`, then build it as GLUE/executorch/README.md says"
 SSH_FORM = "ssh://[user@]host[:port][?python=PATH&identity=KEY&known_hosts=FILE]"
 
 
@@ -378,7 +383,8 @@ class AdbDevice(Device):
     def stage(self, bundle: Path, runner_binary: Path | None) -> str:
         if runner_binary is None:
             raise ConfigError("a phone runs the C++ runner", got="no --runner-binary", expected="edgeexit_runner built "
-                              "for the phone", hint="build targets/executorch with the NDK (see its README)")
+                              "for the phone", hint=f"build it with the Android NDK: {GLUE_HINT}")
+        files = runner_files(Path(runner_binary))  # before anything reaches the phone: a bad binary is refused here
         # the folder's name is the user's, not a name for a shell: only its plain characters go to the phone, and
         # every word of every `adb shell` command is quoted all the same
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", bundle.resolve().name).lstrip(".-") or "bundle"
@@ -386,15 +392,14 @@ class AdbDevice(Device):
         q = shlex.quote
         self._adb("shell", f"rm -rf {q(wd)} && mkdir -p {q(wd)}", what="preparing the phone")
         self._adb("push", str(bundle.resolve()), f"{wd}/bundle", what="pushing the bundle")
-        self._adb("push", str(Path(runner_binary).resolve()), f"{wd}/edgeexit_runner", what="pushing the runner")
-        self._adb("shell", f"chmod 755 {q(wd + '/edgeexit_runner')}", what="making the runner executable")
+        for remote, local in files:
+            self._adb("push", str(local), f"{wd}/{remote}", what=f"pushing {remote}")
+        self._adb("shell", f"chmod 755 {q(wd + '/' + RUNNER_NAME)}", what="making the runner executable")
         return f"{wd}/bundle"
 
     def execute(self, argv: list[str]) -> bytes:
-        wd = self.workdir or self.ROOT
-        cmd = (f"cd {shlex.quote(wd)} && LD_LIBRARY_PATH=. ./edgeexit_runner {shlex.quote(argv[1])} --profile "
-               + " ".join(shlex.quote(a) for a in argv[2:]))
-        return self._adb("shell", cmd, what="the C++ runner on the phone")
+        return self._adb("shell", runner_command(self.workdir or self.ROOT, argv[1], argv[2:]),
+                         what="the C++ runner on the phone")
 
     def out_path(self) -> str:
         return f"{self.workdir}/raw-profile.json"
@@ -409,6 +414,49 @@ class AdbDevice(Device):
             except DeviceError:
                 pass
         self.workdir = None
+
+
+def runner_files(binary: Path) -> list[tuple[str, Path]]:
+    """What a device gets to run the C++ runner `binary`, as (name there, file here): the binary (as
+    `edgeexit_runner`) and every shared library it needs, directly or through another, that the build did not take
+    from the system: one found beside the binary or on the RUNPATH of the file that needs it ($ORIGIN resolved), as
+    the executorch wheel's libraries are. A library found in neither (libc, libm, libdl, liblog, libstdc++...) is the
+    device's own. The device runs the runner with LD_LIBRARY_PATH set to the folder these went to (`runner_command`),
+    so nothing of this machine is needed there. A runner linked statically has nothing beside it, nor has a script;
+    a file that is neither an ELF file nor a script is refused."""
+    binary = Path(binary)
+    if not binary.is_file():
+        raise ConfigError("the runner binary does not exist", got=str(binary), expected="a file", hint=GLUE_HINT)
+    binary = binary.resolve()
+    files: dict[str, Path] = {RUNNER_NAME: binary}
+    with binary.open("rb") as f:
+        if f.read(2) == b"#!":  # a script (a wrapper of the user's): the device's shell runs it; nothing to follow
+            return list(files.items())
+    pending, seen = [binary], set()
+    while pending:
+        needer = pending.pop(0)
+        dynamic = read_dynamic(needer)
+        dirs = [binary.parent] + [Path(p.replace("${ORIGIN}", "$ORIGIN").replace("$ORIGIN", str(needer.parent)))
+                                  for p in dynamic.search]
+        for soname in dynamic.needed:
+            if soname in seen:
+                continue
+            seen.add(soname)
+            found = next((d / soname for d in dirs if "/" not in soname and (d / soname).is_file()), None)
+            if found is None:
+                continue  # the system's
+            _valid(_LIBRARY, soname, "shared library name", str(needer), "a plain file name (letters, digits, _ . + -)")
+            files[soname] = found.resolve()
+            pending.append(found.resolve())
+    return list(files.items())
+
+
+def runner_command(workdir: str, bundle: str, args: list[str]) -> str:
+    """The shell command that runs the pushed runner's profile in `workdir` (every word quoted): the libraries
+    pushed beside it come first on LD_LIBRARY_PATH, before anything the device has."""
+    q = shlex.quote
+    return (f"cd {q(workdir)} && LD_LIBRARY_PATH={q(workdir)} ./{RUNNER_NAME} {q(bundle)} --profile "
+            + " ".join(q(a) for a in args)).rstrip()
 
 
 def parse_device(uri: str | None, runner: str | None = None) -> Device:
@@ -440,7 +488,7 @@ def run_profile(device: Device, bundle: Path, options: RunnerOptions, *, runner_
     if device.runner == "cpp":
         if runner_binary is None:
             raise ConfigError("the C++ runner needs its binary", got="no --runner-binary",
-                              expected="edgeexit_runner (targets/executorch)", hint="see targets/executorch/README.md")
+                              expected="edgeexit_runner (the executorch glue)", hint=GLUE_HINT)
         if not Path(runner_binary).is_file():
             raise ConfigError("the runner binary does not exist", got=str(runner_binary), expected="a file")
     try:

@@ -1,11 +1,13 @@
-"""The C++ runner (targets/executorch: C API + edgeexit_runner, linked against the executorch wheel) against the
+"""The C++ runner (edgeexit/glue/executorch: C API + edgeexit_runner, linked against the executorch wheel) against the
 Python ExecuTorch backend on the same android bundle and inputs: same predictions and exits, logits within 1e-4;
 it refuses tampered and schema-violating bundles with a message that says what is wrong; `--verify` runs the
 bundle's BundledProgram test vectors through the program it runs (and a tampered vector fails); `--profile` writes
 the on-device profile JSON (edgeexit-device-profile/1).
 
 The build (CMake, Release, only the runner and its library) and the tiny android bundle are made once per session
-under pytest's base temp directory; tests/test_android_jvm.py reuses both through the helpers below.
+under pytest's base temp directory; tests/test_android_jvm.py reuses both through the helpers below. The build is of
+the tree `edgeexit glue` copies out of the package (what a user builds), not of the checkout's. What `profile
+--device adb://` pushes (edgeexit.devices.runner_files) runs alone from a fresh folder, in an empty environment.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,7 +34,7 @@ from edgeexit.data.synthetic import synthetic
 from edgeexit.runtime import EarlyExitRuntime
 
 ROOT = Path(__file__).resolve().parents[1]
-CPP_SOURCE = ROOT / "targets" / "executorch"
+GLUE = ROOT / "edgeexit" / "glue"
 N_INPUTS = 40
 SETUP_HINT = "run tools/setup.sh (it installs PyPI's cmake into .venv, and the Debian headers, JDK and kotlin)"
 
@@ -63,21 +66,27 @@ def executorch_cmake_dir() -> Path:
 
 
 def build_cpp(base: Path) -> Path:
-    """Configures and builds targets/executorch (Release, edgeexit_runner and libedgeexit) in base/cpp-build; a
-    second call in the same session is an incremental no-op. Returns the build directory. EDGEEXIT_CPP_BUILD names
-    a build directory kept between sessions instead (an incremental build, for iterating on the C++ side)."""
+    """Copies the executorch glue out with `edgeexit.glue.copy_glue` (what `edgeexit glue --what executorch` does) and
+    configures and builds it (Release, edgeexit_runner, libedgeexit, edgeexit_canonical) in base/cpp-build; a second
+    call in the same session is an incremental no-op. Returns the build directory. EDGEEXIT_CPP_BUILD names a build
+    directory kept between sessions instead (its sources go to EDGEEXIT_CPP_BUILD-src: an incremental build, for
+    iterating on the C++ side)."""
+    from edgeexit.glue import copy_glue
+
     build = Path(os.environ["EDGEEXIT_CPP_BUILD"]) if os.environ.get("EDGEEXIT_CPP_BUILD") else base / "cpp-build"
+    source = build.with_name(build.name + "-src") if os.environ.get("EDGEEXIT_CPP_BUILD") else base / "glue"
     cmake = require_tool(Path(sys.executable).parent / "cmake", "cmake >= 3.28 in the venv")
     ninja = shutil.which("ninja")
     t0 = time.perf_counter()
+    copy_glue(source, "executorch")  # files already up to date are left alone: the build stays incremental
     if not (build / "CMakeCache.txt").is_file():
-        run_checked([cmake, "-S", str(CPP_SOURCE), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+        run_checked([cmake, "-S", str(source / "executorch"), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
                      f"-Dexecutorch_DIR={executorch_cmake_dir()}", *(["-G", "Ninja"] if ninja else [])],
-                    "cmake configure of targets/executorch")
-    run_checked([cmake, "--build", str(build), "--target", "edgeexit_runner", "edgeexit_canonical", "-j",
+                    "cmake configure of the executorch glue")
+    run_checked([cmake, "--build", str(build), "--target", "edgeexit_runner", "edgeexit", "edgeexit_canonical", "-j",
                  str(os.cpu_count() or 2)],
-                "cmake build of targets/executorch")
-    print(f"\n[cpp] configure + build of targets/executorch: {time.perf_counter() - t0:.1f} s")
+                "cmake build of the executorch glue")
+    print(f"\n[cpp] configure + build of the executorch glue: {time.perf_counter() - t0:.1f} s")
     return build
 
 
@@ -396,3 +405,72 @@ def test_host_profiles_through_the_cpp_runner_like_the_python_one(cpp_build, and
         assert [sorted(k for k in ("segment", "head", "static") if e[k]) for e in c["exits"]] == \
                [sorted(k for k in ("segment", "head", "static") if e[k]) for e in p["exits"]]
         assert c["noise"]["null_ratio"] is not None and all(e["cumulative"]["p50_ms"] > 0 for e in c["exits"])
+
+
+def test_what_a_phone_gets_runs_alone(cpp_build, android_bundle, tmp_path):
+    """`profile --device adb://` pushes `runner_files` and the bundle into one folder and runs `runner_command` there.
+    The same files, copied to a fresh folder, run --verify and the profile in an empty environment (env -i: no
+    LD_LIBRARY_PATH, no PATH): edgeexit's code is inside the runner, ExecuTorch's libraries beside it, and every
+    object the loader maps, at start-up or later, is in that folder or the system's; none is in the build tree, the
+    venv or the checkout."""
+    from edgeexit.devices import RUNNER_NAME, RunnerOptions, read_device_profile, runner_command, runner_files
+
+    files = runner_files(cpp_build / "edgeexit_runner")
+    names = [name for name, _ in files]
+    assert names[0] == RUNNER_NAME and "libedgeexit.so" not in names, names
+    assert {"libexecutorch.so", "libexecutorch_backend_xnnpack.so", "libexecutorch_kernels_optimized.so"} <= set(names)
+    phone = tmp_path / "phone"  # what AdbDevice.stage makes on the phone
+    phone.mkdir()
+    for name, local in files:
+        shutil.copy(local, phone / name)
+    shutil.copytree(android_bundle, phone / "bundle")
+
+    def loaded(stderr: str) -> set[Path]:
+        """The objects the dynamic loader initialised (LD_DEBUG=files), the runner's own libraries and dlopen()ed
+        ones alike."""
+        return {Path(p) for p in re.findall(r"calling init: (\S+)", stderr)}
+
+    def outside(paths: set[Path]) -> list[Path]:
+        return [p for p in paths if p.resolve().parent != phone.resolve()
+                and not str(p.resolve()).startswith(("/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/"))]
+
+    ldd = run_checked(["env", "-i", require_tool(shutil.which("ldd"), "ldd"), str(phone / RUNNER_NAME)], "ldd")
+    resolved = {Path(p) for p in re.findall(r"=> (\S+)", ldd.stdout)}
+    assert "not found" not in ldd.stdout and not outside(resolved), ldd.stdout
+    assert {p.name for p in resolved if p.parent == phone} == set(names[1:]), ldd.stdout
+
+    res = subprocess.run(["env", "-i", "LD_DEBUG=files", f"./{RUNNER_NAME}", "bundle", "--verify"], cwd=phone,
+                         check=False, capture_output=True, text=True, errors="replace", timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    check_verification(json.loads(res.stdout), android_bundle, failing=None)
+    objects = loaded(res.stderr)
+    assert {p.name for p in objects} >= set(names[1:]) and not outside(objects), sorted(map(str, objects))
+
+    # the profile through the very command `adb shell` runs (LD_LIBRARY_PATH: the folder), from an empty environment
+    args = RunnerOptions(batches=[1], rounds=2, calls=1, warmup=1).argv() + ["--out", "profile.json"]
+    res = subprocess.run(["env", "-i", "/bin/sh", "-c", runner_command(str(phone), "bundle", args)], check=False,
+                         capture_output=True, text=True, errors="replace", timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    profile = read_device_profile((phone / "profile.json").read_bytes(), "the copied runner")
+    assert profile["runner"] == "cpp" and list(profile["batches"]) == ["1"]
+    assert profile["bundle_checksum"] == json.loads((android_bundle / "manifest.json").read_text())["checksum"]
+
+
+@pytest.mark.parametrize("damage", ["text", "truncated"])
+def test_runner_files_refuses_what_is_not_a_runner(damage, cpp_build, tmp_path):
+    """A --runner-binary that is neither an ELF file nor a script (a text file), or an ELF file cut short, is refused
+    before anything is pushed, with a ConfigError naming the file; a script (a user's wrapper) goes alone."""
+    from edgeexit.devices import RUNNER_NAME, runner_files
+    from edgeexit.errors import ConfigError
+
+    fake = tmp_path / "edgeexit_runner"
+    if damage == "text":
+        fake.write_text("edgeexit_runner was built in build/executorch\n")
+    else:
+        fake.write_bytes((cpp_build / "edgeexit_runner").read_bytes()[:4096])
+    with pytest.raises(ConfigError, match="not an ELF file edgeexit can read") as err:
+        runner_files(fake)
+    assert str(fake) in str(err.value)
+    script = tmp_path / "wrapper"
+    script.write_text("#!/bin/sh\nexec /data/local/tmp/edgeexit_runner \"$@\"\n")
+    assert runner_files(script) == [(RUNNER_NAME, script.resolve())]

@@ -37,9 +37,9 @@ from test_cpp_runner import ROOT, cpp_build, require_tool, resign, run_bare, run
 from edgeexit.bundle import sha256
 from edgeexit.bundle.manifest import digest, json_schema
 
-SCHEMA_FILE = ROOT / "targets" / "executorch" / "schema" / "manifest.schema.json"
+SCHEMA_FILE = ROOT / "edgeexit" / "glue" / "executorch" / "schema" / "manifest.schema.json"
 REGENERATE = ("python -c \"import json; from edgeexit.bundle.manifest import json_schema; "
-              "print(json.dumps(json_schema(), indent=2))\" > targets/executorch/schema/manifest.schema.json")
+              "print(json.dumps(json_schema(), indent=2))\" > edgeexit/glue/executorch/schema/manifest.schema.json")
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -70,7 +70,7 @@ def refused(res: subprocess.CompletedProcess, *parts: str) -> None:
 
 
 def test_compiled_schema_is_pythons():
-    """targets/executorch/schema/manifest.schema.json (compiled into the runner) is json_schema(), stamped draft 7."""
+    """edgeexit/glue/executorch/schema/manifest.schema.json (compiled into the runner) is json_schema(), stamped draft 7."""
     assert json.loads(SCHEMA_FILE.read_text()) == json_schema(), f"regenerate it: {REGENERATE}"
     assert json_schema()["$schema"] == "http://json-schema.org/draft-07/schema#"
 

@@ -305,7 +305,7 @@ def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 7) of manifest.json. Draft 7 because the C++ runner validates with valijson, which
     speaks draft 7, and pydantic's output is valid draft 7 as it stands (`$defs` is reached by plain JSON-pointer
     `$ref`s, no `$ref` has sibling keywords, no 2019+ keyword is used): tests/test_cpp_trust.py checks it with
-    jsonschema's Draft7Validator. The C++ runner compiles in its own copy (targets/executorch/schema/), kept equal to
+    jsonschema's Draft7Validator. The C++ runner compiles in its own copy (edgeexit/glue/executorch/schema/), kept equal to
     this by a test; the copy a bundle ships is for readers, never what a runner trusts."""
     schema = Manifest.model_json_schema()
     schema["$schema"] = "http://json-schema.org/draft-07/schema#"

@@ -1,6 +1,6 @@
 """ExecuTorch backend: the bundle's `.pte` (one method per segment, XNNPACK-delegated) on ExecuTorch's own runtime
 (`executorch.runtime`), with the same exit loop; arrays are CPU torch tensors, so compaction is the torch backend's.
-The C++ runner under targets/executorch runs the same program on a device.
+The C++ runner under edgeexit/glue/executorch runs the same program on a device.
 
 Programs are loaded with ExecuTorch's InternalConsistency verification (its flatbuffer verifier and semantic checks;
 said explicitly, not left to the default), and every error ExecuTorch raises while loading or running a program

@@ -1,5 +1,5 @@
 """A .pte program checked before ExecuTorch loads its methods, for what ExecuTorch's InternalConsistency verification
-leaves unchecked and then trusts (the twin of targets/executorch/src/program_check.cpp): a flipped byte in a
+leaves unchecked and then trusts (the twin of edgeexit/glue/executorch/src/program_check.cpp): a flipped byte in a
 re-sealed bundle made ExecuTorch 1.5.1 log "Op index 2049 out of range", load the method anyway and jump through a
 null kernel pointer when it ran (SIGSEGV, the Python process gone). Checked here: every index an instruction, a chain
 or a plan holds (operators, delegates, values, jump targets) in range, every operator and delegate named, and every

@@ -123,7 +123,7 @@ REGISTRY: dict[str, BackendSpec] = {s.name: s for s in (
     BackendSpec("tensorrt", "engine", "tensorrt", None, True, "edgeexit.runtime.tensorrt_rt", "TensorRTBackend",
                 f"pip install -e '.[tensorrt]' {GPU_HINT} ('.[jetson]' on a Jetson)", _tensorrt),
 )}
-CPP_RUNNER_FAMILY: Runtime = "executorch"  # what the C++ runner (targets/executorch) runs
+CPP_RUNNER_FAMILY: Runtime = "executorch"  # what the C++ runner (edgeexit/glue/executorch) runs
 FAMILY_OF_FORMAT: dict[str, Runtime] = {s.format: s.family for s in REGISTRY.values()}  # each format: one family
 
 
