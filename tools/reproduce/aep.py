@@ -14,7 +14,7 @@ needs). Every full ensemble has the same architecture, so one is profiled for al
 
 Reduced against the paper: 32 px Fashion-MNIST (the paper: 64 and 224 px), 10,000 training images, 3 epochs with
 Adam 1e-3 cosine (the paper: 100 epochs, Adam 1e-4, early stopping), one backbone and one seed (the paper: averages
-over 8 networks and 6 datasets). About 15 min on 2 idle cores (5 trainings ~1 min each, 5 exports and profiles).
+over 8 networks and 6 datasets). About 18 min on 2 idle cores (5 trainings ~2 min each, up to 6 exports and profiles).
 
     python tools/reproduce/aep.py --out runs/reproduce_aep
 

@@ -10,8 +10,8 @@ Same backbone (CIFAR-style ResNet-20, exits after blocks 1, 3, 5, 7 and the fina
 and 100 % of the MACs), data, epochs and seed for both; `edgeexit.pipeline.train_stage` trains them.
 
 Reduced against the paper: Fashion-MNIST at 32 px with ResNet-20 (the paper: MSDNet / RANet on CIFAR-10/100 and
-ImageNet, 7 exits), 10,000 training images, 3 epochs (the paper: 300 epochs of SGD on CIFAR). About 3 min on 2 idle
-cores (2 trainings, ~50 s each, and 2 x 5 calibrations).
+ImageNet, 7 exits), 10,000 training images, 3 epochs (the paper: 300 epochs of SGD on CIFAR). About 4 min on 2 idle
+cores (2 trainings, ~90 s each, and 3 x 5 calibrations).
 
     python tools/reproduce/budget_gater.py --out runs/reproduce_budget_gater
 

@@ -12,7 +12,7 @@ Two modes:
 - train (default): every backbone x variant (baseline, distill, equilibrium, both) trained by
   `edgeexit.pipeline.train_stage` with `edgeexit build`'s defaults (exits after every stage, AEP heads, unif
   weights, Adam 1e-3 cosine, batch 64), at a reduced scale: 10,000 train / 2,000 val / 5,000 test images,
-  3 epochs. About 12 min on 2 idle cores (8 runs; ResNet-18 ~1 min per run, ResNet-20 ~40 s).
+  3 epochs. About 13 min on 2 idle cores (8 runs; ResNet-18 ~105 s per run, ResNet-20 ~75 s).
 
       python tools/reproduce/distill.py --out runs/reproduce_distill
 

@@ -9,8 +9,8 @@ h >= T = 0.5 (`edgeexit.calibrate.policies.calibrate_fixed`, what the runtime do
 the mean MACs as a fraction of the unsplit ResNet-20, and how many test images leave at each exit.
 
 Reduced against the paper: Fashion-MNIST at 32 px (the paper: MNIST 28 px for the λ sweep of Table 3, CIFAR-10 for
-Table 9), 10,000 training images, 3 epochs (the paper: the whole sets, 20 epochs for Table 3). About 5 min on 2 idle
-cores (5 trainings of ResNet-20, ~50 s each).
+Table 9), 10,000 training images, 3 epochs (the paper: the whole sets, 20 epochs for Table 3). About 7 min on 2 idle
+cores (5 trainings of ResNet-20, ~75 s each).
 
     python tools/reproduce/eenets.py --out runs/reproduce_eenets
 
