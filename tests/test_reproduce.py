@@ -67,6 +67,19 @@ def test_distill_refuses_a_run_without_checkpoint(tmp_path):
     assert res.returncode != 0 and "NAME=DIR" in res.stderr and "Traceback" not in res.stderr
 
 
+def test_distill_refuses_a_run_still_being_written(tmp_path):
+    """A build holding the run (its lock file names a live edgeexit process) may have left an epoch's checkpoint."""
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "edgeexit"])
+    try:
+        (tmp_path / ".edgeexit.lock").write_text(f"pid {writer.pid} (build)\n")
+        res = reproduce("distill.py", "--out", str(tmp_path / "o"), "--runs", f"x={tmp_path}")
+        assert res.returncode != 0 and "still being written" in res.stderr and "Traceback" not in res.stderr
+    finally:
+        writer.kill()
+        writer.wait()
+
+
 def test_aep(tmp_path):
     report = written(tmp_path, "aep", reproduce("aep.py", "--quick", "--modes", "mix", "--out", str(tmp_path)))
     single, (ee,) = report["single"], report["ensembles"]

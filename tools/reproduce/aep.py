@@ -29,18 +29,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_scale, apply_quick, data_config, load_outputs, md_table, scale_text, write  # noqa: E402
+from common import add_scale, apply_quick, load_outputs, md_table, print_table, scale_text, train_run, write  # noqa: E402
 
 from edgeexit.aep import aep_weights  # noqa: E402
 from edgeexit.calibrate import Budget  # noqa: E402
 from edgeexit.models import ModelConfig  # noqa: E402
-from edgeexit.pipeline import calibrate_stage, export_stage, prune_stage, train_stage  # noqa: E402
+from edgeexit.pipeline import calibrate_stage, export_stage, prune_stage  # noqa: E402
 from edgeexit.rundir import RunDir  # noqa: E402
-from edgeexit.train.trainer import TrainConfig  # noqa: E402
 
 MODES = ("desc", "asc", "mix", "unif")
 # The paper's rows, quoted exactly. Table III has Fashion-MNIST rows (by dataset; averaged over the 8 networks);
@@ -63,16 +60,6 @@ PAPER = {
     "table7_latency_change_pct": {"TR-224": {"EE": 5.795, "EEdesc*": 3.782, "EEasc*": 0.387, "EEmix*": -2.729, "EEunif*": 3.220},
                                   "TR-64": {"EE": 7.771, "EEdesc*": -0.776, "EEasc*": -6.061, "EEmix*": -16.325, "EEunif*": -7.482}},
 }
-
-
-def train(args, name: str, exits, mode: str) -> RunDir:
-    run = RunDir(args.out / name)
-    cfg = TrainConfig(method="aep", weight_mode=mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      schedule="cosine", seed=args.seed, max_steps_per_epoch=args.max_steps, device="cpu")
-    t0 = time.time()
-    train_stage(run, data_config(args), ModelConfig(backbone=args.backbone, exits=exits, head="aep"), cfg, progress=False)
-    print(f"== {name}: trained in {time.time() - t0:.0f} s", flush=True)
-    return run
 
 
 def latency(run: RunDir, checkpoint: Path, tag: str, rounds: int) -> dict:
@@ -104,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(f"--modes takes some of {', '.join(MODES)}, got {args.modes}")
     t0 = time.time()
 
-    base_run = train(args, "single", [], "unif")
+    base_run = train_run(args, "single", ModelConfig(backbone=args.backbone, exits=[], head="aep"), method="aep")
     base = load_outputs(base_run.checkpoint)
     single = {"test_accuracy": float(base.test.exit_accuracy[-1]),
               "params": float(sum(base.costs.segment_params) + base.costs.head_params[-1]),
@@ -114,7 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     rows, profiled = [], {}
     for mode in modes:
-        run = train(args, f"ee-{mode}", args.exits, mode)
+        run = train_run(args, f"ee-{mode}", ModelConfig(backbone=args.backbone, exits=args.exits, head="aep"),
+                        method="aep", weight_mode=mode)
         t = load_outputs(run.checkpoint)
         beta = aep_weights(t.net.num_exits, mode, "output")
         full_acc = float((np.tensordot(beta, t.test.logits, 1).argmax(-1) == t.test.labels).mean())
@@ -170,13 +158,8 @@ def print_and_write(report: dict, out: Path) -> None:
                          f"{100 * f['macs_change']:+.1f}", f"{PAPER['table6_macs_change_pct']['TR-64'][paper_other]:+.3f}",
                          lat(f), f"{PAPER['table7_latency_change_pct']['TR-64'][paper_other]:+.3f}",
                          ", ".join(r["exit_names"][k] for k in (r["kept_exits"] if kind == "pruned" else range(len(r["exit_names"]))))])
-    table = Table(title=f"AEP on {report['backbone']}: change against the single-exit network (ours next to the paper's)",
-                  caption=report["scale"])
-    for col in header:
-        table.add_column(col, justify="right")
-    for row in rows:
-        table.add_row(*row)
-    Console(width=220).print(table)
+    print_table(f"AEP on {report['backbone']}: change against the single-exit network (ours next to the paper's)",
+                header, rows, caption=report["scale"], width=220)
     prune_rows = [[f"EE{r['mode']}*", f"{100 * r['pruned_vs_full_accuracy_change']:+.2f}",
                    f"{PAPER['table4_pruned_vs_full_accuracy_pct']['TR-64']['EE' + r['mode'] + '*']:+.3f}"]
                   for r in report["ensembles"]]

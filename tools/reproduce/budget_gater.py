@@ -25,17 +25,14 @@ import sys
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_scale, apply_quick, data_config, load_outputs, md_table, operating_point, scale_text, write  # noqa: E402
+from common import (add_scale, apply_quick, load_outputs, md_table, operating_point, print_table, scale_text,  # noqa: E402
+                    train_run, write)
 
 from edgeexit.calibrate.policies import calibrate_gater  # noqa: E402
 from edgeexit.models import ModelConfig  # noqa: E402
-from edgeexit.pipeline import gater_scores, train_stage  # noqa: E402
-from edgeexit.rundir import RunDir  # noqa: E402
-from edgeexit.train.trainer import TrainConfig  # noqa: E402
+from edgeexit.pipeline import gater_scores  # noqa: E402
 
 # The paper's figures, quoted exactly (papers/003). It has no table of budget-trained vs classic training at equal
 # budgets (that is its Fig. 3, a plot); its text and Table 1 give these.
@@ -58,17 +55,6 @@ PAPER = {
 }
 
 
-def train(args, name: str, method: str, lam: float | None) -> RunDir:
-    run = RunDir(args.out / name)
-    cfg = TrainConfig(method=method, weight_mode="unif", lam=lam, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, schedule="cosine", seed=args.seed, max_steps_per_epoch=args.max_steps, device="cpu")
-    exits = [int(v) for v in args.exits.split(",")] if args.exits[0].isdigit() else args.exits
-    t0 = time.time()
-    train_stage(run, data_config(args), ModelConfig(backbone=args.backbone, exits=exits, head="aep"), cfg, progress=False)
-    print(f"== {name}: trained in {time.time() - t0:.0f} s", flush=True)
-    return run
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="cifar_resnet20")
@@ -79,9 +65,11 @@ def main(argv: list[str] | None = None) -> dict:
     add_scale(p)
     args = apply_quick(p.parse_args(argv), backbone="tiny_cnn", exits="0,1", budgets="0.5,0.7")
     budgets = [float(v) for v in args.budgets.split(",")]
+    exits = [int(v) for v in args.exits.split(",")] if args.exits[0].isdigit() else args.exits
+    model = ModelConfig(backbone=args.backbone, exits=exits, head="aep")
     t0 = time.time()
-    classic = load_outputs(train(args, "classic", "aep", None).checkpoint)
-    gated = load_outputs(train(args, "budget", "budget", args.lam).checkpoint)
+    classic = load_outputs(train_run(args, "classic", model, method="aep", weight_mode="unif").checkpoint)
+    gated = load_outputs(train_run(args, "budget", model, method="budget", lam=args.lam).checkpoint)
     val_p, test_p = gater_scores(gated.net, gated.val.logits), gater_scores(gated.net, gated.test.logits)
     cheapest = max(t.costs.cumulative_macs[0] / t.reference for t in (classic, gated))
     rows = []
@@ -127,16 +115,10 @@ def print_and_write(report: dict, out: Path) -> None:
     per_exit = (f"test accuracy per exit ({', '.join(report['exits'])}): classic "
                 + " ".join(f"{100 * a:.1f}" for a in report["test_exit_accuracy"]["classic"]) + "; budget-aware "
                 + " ".join(f"{100 * a:.1f}" for a in report["test_exit_accuracy"]["budget"]))
-    table = Table(title="Budget-aware gater vs classic training at equal budgets: test accuracy % (test MACs %)",
-                  caption=report["scale"])
-    for col in header:
-        table.add_column(col, justify="right")
-    for row in rows:
-        table.add_row(*row)
-    console = Console(width=180)
-    console.print(table)
-    console.print(gate)
-    console.print(per_exit)
+    print_table("Budget-aware gater vs classic training at equal budgets: test accuracy % (test MACs %)", header, rows,
+                caption=report["scale"], width=180)
+    print(gate)
+    print(per_exit)
     t1 = PAPER["table1_cifar100_budgeted_top1"]
     paper = md_table(["input of the gater", *t1["budgets_flops"]],
                      [[k, *[f"{v:.2f}" for v in t1[k]]] for k in ("Confidence Only", "Confidence and Entropy")])

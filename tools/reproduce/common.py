@@ -17,13 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.table import Table
 
 from edgeexit.calibrate import Budget, calibrate, exit_scores, simulate
 from edgeexit.models import ModelConfig
 from edgeexit.models.costs import ExitCosts, count_costs
 from edgeexit.outputs import ExitOutputs, collect_outputs
-from edgeexit.pipeline import DataConfig, load_trained, reference_macs
+from edgeexit.pipeline import DataConfig, load_trained, reference_macs, train_stage
+from edgeexit.rundir import RunDir
 from edgeexit.train.checkpoint import load_checkpoint
+from edgeexit.train.trainer import TrainConfig
 
 BUDGETS = (0.3, 0.5, 0.7)
 # budgets swept to find the smallest MAC fraction within 1 pt of the full model (calibrated on val, checked on test)
@@ -70,6 +74,28 @@ def apply_quick(args: argparse.Namespace, **backbones: str) -> argparse.Namespac
 def data_config(args: argparse.Namespace) -> DataConfig:
     return DataConfig(args.dataset, image_size=args.image_size, seed=args.seed, limit_train=args.limit_train,
                       limit_val=args.limit_val, limit_test=args.limit_test)
+
+
+def train_run(args: argparse.Namespace, name: str, model: ModelConfig, **train: object) -> RunDir:
+    """Train `model` into OUT/NAME with `edgeexit.pipeline.train_stage` at the script's scale: the options every run
+    of a script shares (epochs, batch, Adam lr cosine-annealed, seed, CPU), and `train`'s own (method, weights, ...)."""
+    run = RunDir(args.out / name)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule="cosine", seed=args.seed,
+                      max_steps_per_epoch=args.max_steps, device="cpu", **train)
+    t0 = time.time()
+    train_stage(run, data_config(args), model, cfg, progress=False)
+    print(f"== {name}: trained in {time.time() - t0:.0f} s", flush=True)
+    return run
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]], *, caption: str | None = None,
+                width: int = 200) -> None:
+    table = Table(title=title, caption=caption)
+    for col in header:
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=width).print(table)
 
 
 def scale_text(args: argparse.Namespace) -> str:

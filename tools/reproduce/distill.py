@@ -31,19 +31,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BUDGETS, accuracy_cost, add_scale, apply_quick, data_config, load_outputs, md_table, pct, point_text, scale_text, write  # noqa: E402
+from common import (BUDGETS, accuracy_cost, add_scale, apply_quick, load_outputs, md_table, pct,  # noqa: E402
+                    point_text, print_table, scale_text, train_run, write)
 
 from edgeexit.models import ModelConfig  # noqa: E402
-from edgeexit.pipeline import train_stage  # noqa: E402
-from edgeexit.rundir import RunDir  # noqa: E402
+from edgeexit.rundir import LOCK  # noqa: E402
 from edgeexit.train.distill import parse_distill  # noqa: E402
-from edgeexit.train.trainer import TrainConfig  # noqa: E402
 
 VARIANTS = {"baseline": (False, False), "distill": (True, False), "equilibrium": (False, True), "both": (True, True)}
 
@@ -55,17 +52,10 @@ def train_runs(args) -> list[tuple[str, Path]]:
     for backbone in args.backbones.split(","):
         for variant in args.variants.split(","):
             use_distill, equilibrium = VARIANTS[variant]
-            name = f"{backbone}/{variant}"
-            run = RunDir(args.out / backbone / variant)
             model = ModelConfig(backbone=backbone, exits=args.exits, head="aep")
-            cfg = TrainConfig(method="aep", weight_mode="unif", epochs=args.epochs, batch_size=args.batch_size,
-                              lr=args.lr, schedule="cosine", seed=args.seed, max_steps_per_epoch=args.max_steps,
-                              device="cpu", distill=distill if use_distill else None, gradient_equilibrium=equilibrium)
-            t0 = time.time()
-            print(f"== {name}: distill {cfg.distill}, gradient equilibrium {equilibrium}", flush=True)
-            train_stage(run, data_config(args), model, cfg, progress=False)
-            print(f"   trained in {time.time() - t0:.0f} s", flush=True)
-            out.append((name, run.checkpoint))
+            run = train_run(args, f"{backbone}/{variant}", model, method="aep", weight_mode="unif",
+                            distill=distill if use_distill else None, gradient_equilibrium=equilibrium)
+            out.append((f"{backbone}/{variant}", run.checkpoint))
     return out
 
 
@@ -78,8 +68,24 @@ def read_runs(specs: list[str]) -> list[tuple[str, Path]]:
         ckpt = Path(where) / "checkpoint.pt"
         if not ckpt.is_file():
             sys.exit(f"{name}: no {ckpt} (is the run finished?)")
+        writer = live_writer(Path(where))
+        if writer:
+            sys.exit(f"{name}: {where} is still being written by {writer}; its checkpoint.pt may be an epoch's, not "
+                     "the final one: wait for that command to finish")
         out.append((name, ckpt))
     return out
+
+
+def live_writer(run: Path) -> str | None:
+    """The edgeexit command holding `run` (its lock file names the pid), if that process still runs. Read only:
+    taking the lock, even briefly, could refuse the build that owns the run."""
+    try:
+        holder = (run / LOCK).read_text().strip()  # "pid 5806 (build)"
+        pid = int(holder.split()[1])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, IndexError, ValueError):
+        return None
+    return holder if b"edgeexit" in cmdline else None
 
 
 def describe(train_config: dict) -> str:
@@ -110,13 +116,19 @@ def main(argv: list[str] | None = None) -> dict:
     results = []
     for name, ckpt in runs:
         t = load_outputs(ckpt)
-        results.append({"run": name, "checkpoint": str(ckpt), "train_config": t.train_config,
+        results.append({"run": name, "checkpoint": str(ckpt), "train_config": t.train_config, "data": asdict(t.data),
                         "backbone": t.model.backbone, **accuracy_cost(t)})
+    if args.runs:  # what the first run was trained with, in words
+        d, c = results[0]["data"], results[0]["train_config"]
+        limits = ", ".join(f"{k} {d[k]}" for k in ("limit_train", "limit_val", "limit_test") if d.get(k))
+        scale += (f"; the first run: {d['name']} at {d['image_size']} px{', ' + limits if limits else ''}, "
+                  f"{c.get('epochs')} epochs, lr {c.get('lr')} {c.get('schedule')}, seed {c.get('seed')}")
     report = {"scale": scale, "budgets": list(BUDGETS), "runs": results, "seconds": time.time() - t0}
-    for r in results:  # the same epochs and seed, or the comparison says nothing
-        keys = ("epochs", "seed", "lr", "batch_size")
-        first = results[0]["train_config"]
-        r["same_schedule_as_first"] = all(r["train_config"].get(k) == first.get(k) for k in keys)
+    for r in results:  # the same data, epochs and seed, or the comparison says nothing
+        keys = ("epochs", "seed", "lr", "batch_size", "schedule", "method", "weight_mode")
+        first = results[0]
+        r["same_schedule_as_first"] = (r["data"] == first["data"] and
+                                       all(r["train_config"].get(k) == first["train_config"].get(k) for k in keys))
     print_and_write(report, args.out)
     return report
 
@@ -142,17 +154,12 @@ def print_and_write(report: dict, out: Path) -> None:
             + (f"{100 * (r['points'][0]['test_accuracy'] - base['points'][0]['test_accuracy']):+.1f} pt / "
                if r["points"][0]["test_accuracy"] is not None and base["points"][0]["test_accuracy"] is not None else "n/a / ")
             + (f"{100 * (need - base_need):+.1f} pt" if need is not None and base_need is not None else "n/a"))
-        rows.append([r["run"], describe(r["train_config"]) + ("" if r["same_schedule_as_first"] else " (OTHER SCHEDULE)"),
+        rows.append([r["run"], describe(r["train_config"]) + ("" if r["same_schedule_as_first"] else " (OTHER DATA OR SCHEDULE)"),
                      " ".join(pct(a) for a in r["test_exit_accuracy"]), pct(r["full_test_accuracy"], 2),
                      *[point_text(pt) for pt in r["points"]],
                      f"{pct(need)} %" if need is not None else "not reached", delta])
-    table = Table(title="Self-distillation and gradient equilibrium: test accuracy (%), thresholds calibrated on val",
-                  caption=report["scale"])
-    for col in header:
-        table.add_column(col, justify="right")
-    for row in rows:
-        table.add_row(*row)
-    Console(width=200).print(table)
+    print_table("Self-distillation and gradient equilibrium: test accuracy (%), thresholds calibrated on val", header,
+                rows, caption=report["scale"])
     text = (f"# Self-distillation and gradient equilibrium (`tools/reproduce/distill.py`)\n\nScale: {report['scale']}.\n"
             "Accuracies in % on the test split; `acc @30%` is the accuracy at thresholds calibrated on validation for "
             "30 % of the unsplit model's MACs (search policy, max softmax), with the MACs they cost on test in "

@@ -24,17 +24,12 @@ import sys
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_scale, apply_quick, data_config, load_outputs, md_table, scale_text, write  # noqa: E402
+from common import add_scale, apply_quick, load_outputs, md_table, print_table, scale_text, train_run, write  # noqa: E402
 
 from edgeexit.calibrate.policies import calibrate_fixed  # noqa: E402
 from edgeexit.models import ModelConfig  # noqa: E402
-from edgeexit.pipeline import train_stage  # noqa: E402
-from edgeexit.rundir import RunDir  # noqa: E402
-from edgeexit.train.trainer import TrainConfig  # noqa: E402
 
 # The paper's rows, quoted exactly (papers/002).
 PAPER = {
@@ -57,16 +52,6 @@ PAPER = {
 }
 
 
-def train(args, name: str, model: ModelConfig, method: str, lam: float | None) -> RunDir:
-    run = RunDir(args.out / name)
-    cfg = TrainConfig(method=method, lam=lam, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      schedule="cosine", seed=args.seed, max_steps_per_epoch=args.max_steps, device="cpu")
-    t0 = time.time()
-    train_stage(run, data_config(args), model, cfg, progress=False)
-    print(f"== {name}: trained in {time.time() - t0:.0f} s", flush=True)
-    return run
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="cifar_resnet20")
@@ -78,11 +63,13 @@ def main(argv: list[str] | None = None) -> dict:
     lams = [float(v) for v in args.lams.split(",")]
     t0 = time.time()
 
-    plain = load_outputs(train(args, "single", ModelConfig(backbone=args.backbone, exits=[], head="aep"), "aep", None).checkpoint)
+    plain = load_outputs(train_run(args, "single", ModelConfig(backbone=args.backbone, exits=[], head="aep"),
+                                   method="aep").checkpoint)
     single = {"test_accuracy": float(plain.test.exit_accuracy[-1]), "macs": float(plain.costs.full_macs)}
     rows = []
     for lam in lams:
-        run = train(args, f"eenet-lam{lam:g}", ModelConfig(backbone=args.backbone, exits=args.exits, head="pool"), "eenet", lam)
+        run = train_run(args, f"eenet-lam{lam:g}", ModelConfig(backbone=args.backbone, exits=args.exits, head="pool"),
+                        method="eenet", lam=lam)
         t = load_outputs(run.checkpoint)
         rule = calibrate_fixed(t.test.logits, t.test.labels, t.costs.cumulative_macs, reference_cost=t.reference,
                                confidences=t.test.confidences, threshold=args.threshold)
@@ -108,19 +95,10 @@ def print_and_write(report: dict, out: Path) -> None:
     paper3 = [[f"{row[0]:.2f}", f"{row[1]:.2f}", f"{row[3]:.2f}", f"{row[4]} / {row[5]} / {row[6]}"]
               for row in PAPER["table3_mnist_eenet8"]["rows"]]
     paper9 = [[row[0], f"{row[1]:.2f}", row[2], f"{row[3]:.2f}"] for row in PAPER["table9_cifar10_eenet20"]["rows"]]
-    table = Table(title=f"EENets: accuracy vs cost per λ, exit rule h >= {report['threshold']}", caption=report["scale"])
-    for col in header:
-        table.add_column(col, justify="right")
-    for row in rows:
-        table.add_row(*row)
-    console = Console(width=160)
-    console.print(table)
-    paper = Table(title="the paper, Table 3 (EENet-8 on MNIST, 20 epochs, λ sweep)")
-    for col in ("λ", "accuracy %", "relative cost", "test examples per exit"):
-        paper.add_column(col, justify="right")
-    for row in paper3:
-        paper.add_row(*row)
-    console.print(paper)
+    print_table(f"EENets: accuracy vs cost per λ, exit rule h >= {report['threshold']}", header, rows,
+                caption=report["scale"], width=160)
+    print_table("the paper, Table 3 (EENet-8 on MNIST, 20 epochs, λ sweep)",
+                ["λ", "accuracy %", "relative cost", "test examples per exit"], paper3, width=160)
     text = (f"# EENets (papers/002) in miniature (`tools/reproduce/eenets.py`)\n\nScale: {report['scale']}; backbone "
             f"{report['backbone']}, exits {report['exits']}, Pool-type EE-blocks, exit rule h >= {report['threshold']} "
             "on the test split. Relative cost: mean MACs / the unsplit network's (the paper: FLOPs).\n\n"
