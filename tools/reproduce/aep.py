@@ -146,16 +146,16 @@ def print_and_write(report: dict, out: Path) -> None:
         return f"{100 * lt['change']:+.1f} ±{100 * lt['null_test_noise']:.1f}" + ("" if lt["trusted"] else " NOISY")
 
     rows = [["single exit", f"{100 * single['test_accuracy']:.2f}", "0", "0", "0", "0", "0", "0",
-             (f"{single['latency']['unsplit_ms']:.3f} ms" if "latency" in single else "not measured"), "0", "final"]]
+             (f"0 ({single['latency']['unsplit_ms']:.3f} ms)" if "latency" in single else "not measured"), "0", "final"]]
     for r in report["ensembles"]:
         name = "EE" + r["mode"]
         for kind, star in (("full", ""), ("pruned", "*")):
             f = r[kind]
             paper_other = "EE" if kind == "full" else name + "*"
             rows.append([name + star, f"{100 * f['test_accuracy']:.2f}", f"{100 * f['accuracy_change']:+.2f}",
-                         f"{tr64[name + star]:+.3f}", f"{100 * f['params_change']:+.1f}",
+                         f"{tr64[name + star]:+.3f}", f"{100 * f['params_change']:+.2f}",
                          f"{PAPER['table5_params_change_pct']['TR-64'][paper_other]:+.3f}",
-                         f"{100 * f['macs_change']:+.1f}", f"{PAPER['table6_macs_change_pct']['TR-64'][paper_other]:+.3f}",
+                         f"{100 * f['macs_change']:+.2f}", f"{PAPER['table6_macs_change_pct']['TR-64'][paper_other]:+.3f}",
                          lat(f), f"{PAPER['table7_latency_change_pct']['TR-64'][paper_other]:+.3f}",
                          ", ".join(r["exit_names"][k] for k in (r["kept_exits"] if kind == "pruned" else range(len(r["exit_names"]))))])
     print_table(f"AEP on {report['backbone']}: change against the single-exit network (ours next to the paper's)",
