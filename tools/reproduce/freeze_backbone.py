@@ -15,8 +15,8 @@ answers differently from the plain classifier (0 expected) and its max |Δlogits
 early-exit test accuracy, the mean MACs as a fraction of the unsplit model, the measured early-exit time as a
 fraction of the unsplit model's on onnxruntime (batch 1 and 64), and the exit histogram.
 
-    .venv/bin/python tools/repro/freeze_backbone.py --work runs/repro_freeze            # the whole thing, ~30 min
-    .venv/bin/python tools/repro/freeze_backbone.py --work /tmp/fb --limit-train 512 --limit-val 256 --limit-test 256 \
+    .venv/bin/python tools/reproduce/freeze_backbone.py --work runs/repro_freeze            # the whole thing, ~30 min
+    .venv/bin/python tools/reproduce/freeze_backbone.py --work /tmp/fb --limit-train 512 --limit-val 256 --limit-test 256 \
         --epochs 1                                                                       # a quick check of the script
 """
 
@@ -163,7 +163,7 @@ def markdown(result: dict, args) -> str:
     row("ECE before -> after, per exit", lambda r: ", ".join(f"{a:.3f}->{b:.3f}" for a, b in
                                                                zip(r["ece_before"] or [], r["ece_after"] or [])))
     table = "\n".join("| " + " | ".join(r) + " |" for r in [rows[0], ("---",) * 3, *rows[1:]])
-    return f"""# Exits on an already-trained ResNet-18, its answers unchanged (`tools/repro/freeze_backbone.py`)
+    return f"""# Exits on an already-trained ResNet-18, its answers unchanged (`tools/reproduce/freeze_backbone.py`)
 
 Fashion-MNIST, 32 px, {args.epochs} epochs everywhere (the default build's), budget 0.6 of the MACs, target cpu
 (onnxruntime), {s['samples']} test images. The plain classifier (no exits) reached test accuracy
@@ -198,7 +198,7 @@ def main() -> None:
     p.add_argument("--limit-val", type=int, default=None)
     p.add_argument("--limit-test", type=int, default=None)
     p.add_argument("--results", type=Path, default=None, help="where to write freeze_backbone.{md,json} "
-                                                               "(default: tools/repro/results for a full run)")
+                                                               "(default: tools/reproduce/results for a full run)")
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     weights = args.work / "plain.pt"

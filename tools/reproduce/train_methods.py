@@ -7,7 +7,7 @@ runs it. Prints one table and writes JSON with, per run:
   fraction of the unsplit model (the calibration policies "fixed" and "gater", i.e. what the runtime does),
 - training seconds per epoch.
 
-    .venv/bin/python tools/repro/train_methods.py --backbone cifar_resnet20 --limit-train 3000 --epochs 2
+    .venv/bin/python tools/reproduce/train_methods.py --backbone cifar_resnet20 --limit-train 3000 --epochs 2
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 budgeted-batch operating points at 30 / 50 / 70 % of the full MACs, calibrated on validation and checked on
 the test split.
 
-    .venv/bin/python tools/repro/prune_budgets.py --run-dir runs/default [--out DIR]
+    .venv/bin/python tools/reproduce/prune_budgets.py --run-dir runs/default [--out DIR]
 Writes OUT/repro_prune_budgets.json and OUT/repro_budgets.png (OUT: the run directory unless --out names another).
 Every cost fraction is of the unsplit model's MACs.
 """
