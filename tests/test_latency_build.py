@@ -1,4 +1,4 @@
-"""Issue 18, wired into `edgeexit build` (opt-in: --max-drop / --latency-first): the unpruned network is profiled
+"""Issue 18, wired into `edgeexit build` (--max-drop / --latency-first; the default: tests/test_deploy_default.py): the unpruned network is profiled
 once, a cost model fitted and saved, one search chooses the deployment, the normal export ships it, and the report
 puts predicted next to measured latency. Tiny real builds (QUICK args), real onnxruntime."""
 
@@ -123,12 +123,14 @@ def test_a_drop_nothing_meets_is_refused_before_anything_is_exported(tmp_path):
     (["--max-drop", "0.5", "--budget", "0.5"], "the deployment search takes a latency budget"),
     (["--max-drop", "0.5", "--budget", "3ms@android"], "names another target than the build's"),
     (["--max-drop", "0.5", "--batch", "65"], "outside the target's batch range"),
-    (["--batch", "4"], "--batch is the operating batch size of the deployment search"),
+    (["--batch", "4", "--budget", "0.5"], "--batch is the operating batch size of the deployment search"),
+    (["--batch", "4", "--method", "eenet"], "--batch is the operating batch size of the deployment search"),
     (["--max-drop", "0.5", "--no-prune"], "--no-prune keeps every exit"),
     (["--max-drop", "nan"], "not a deployment objective"),
     (["--latency-first"], "not a deployment objective"),
     (["--max-drop", "0.5", "--method", "eenet"], "AEP exits scored from their logits"),
-], ids=["macs-budget", "other-target", "batch-range", "batch-alone", "no-prune", "nan", "no-objective", "eenet"])
+], ids=["macs-budget", "other-target", "batch-range", "batch-macs", "batch-eenet", "no-prune", "nan", "no-objective",
+        "eenet"])
 def test_latency_first_options_are_checked_before_training(tmp_path, args, message):
     run = tmp_path / "run"
     res = _build(run, *args)

@@ -73,9 +73,11 @@ def best_static(res: SearchResult):
 
 
 def decide(run, choices, *, temperature: bool = True, profile_device: str = "local", model=None,
-           say: Callable[[Any], None] = _quiet) -> Decision:
+           keep_final: bool = False, say: Callable[[Any], None] = _quiet) -> Decision:
     """Profile the unpruned network, fit and save the cost model, search, and write pruned.pt and calibration.json
-    for what was chosen (see the module's doc). `run` is locked by the caller; `choices.objective` is set."""
+    for what was chosen (see the module's doc). `run` is locked by the caller; `choices.objective` is set.
+    `keep_final`: search only deployments that keep the final exit (--freeze-backbone: the user's own classifier,
+    whose answers the frozen backbone was kept for, is never truncated away)."""
     from edgeexit.calibrate import LOGIT_KINDS, exit_scores, fit_temperatures, load_recipe
     from edgeexit.calibrate.temperature import scale
     from edgeexit.models.costs import count_costs
@@ -102,11 +104,14 @@ def decide(run, choices, *, temperature: bool = True, profile_device: str = "loc
         # a drop nothing meets is refused before minutes of export and profiling: accuracy does not depend on cost
         from edgeexit.deploy.search import make_objective
 
-        search_deployments(scores, correct, MacCost.from_costs(costs), make_objective(max_drop=objective.max_drop))
+        search_deployments(scores, correct, MacCost.from_costs(costs), make_objective(max_drop=objective.max_drop),
+                           keep_final=keep_final)
     cm, backend, batches = _profile_unpruned(run, choices, net.num_exits, outs, scores, temps, costs, profile_device,
                                              model, say)
     say(costmodel_note(cm))
-    res = search_deployments(scores, correct, ShippedCost(cm, batch), objective)
+    if keep_final:
+        say("--freeze-backbone: only deployments that keep the final exit (your model's own classifier) are searched")
+    res = search_deployments(scores, correct, ShippedCost(cm, batch), objective, keep_final=keep_final)
     say(deployment_table(res, net.exit_names, best_static(res), backend, cm.full_ms(batch)))
     _write_choice(run, ckpt, net, costs, res, cm, outs, exit_scores(outs.logits if temps is None else
                   scale(outs.logits, np.asarray(temps, dtype=np.float64)), score), temps, calibration_error, choices)
