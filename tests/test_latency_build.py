@@ -142,20 +142,21 @@ def test_latency_first_options_are_checked_before_training(tmp_path, args, messa
 def test_an_early_exit_choice_becomes_the_calibration_the_bundle_applies():
     """What the build writes for an early-exit subset (the tiny synthetic build above always ends up static): the
     chosen thresholds, replayed as calibration.json is applied, give the search's accuracy, exit fractions and
-    predicted ms; a single exit is costed as the bundle runs it (through the exit loop)."""
+    predicted ms; a single exit is costed as the bundle runs it (one plain call)."""
     import numpy as np
     from test_deploy_search import _synthetic, cost_of
 
     from edgeexit.deploy import Objective, search_deployments
-    from edgeexit.deploy.stage import ShippedCost, deployment_calibration
+    from edgeexit.deploy import LatencyCost
+    from edgeexit.deploy.stage import deployment_calibration
 
     scores, correct = _synthetic(exit1_as_final=False)
     labels = np.zeros(len(scores), dtype=np.int64)
     preds = np.where(correct.T, 0, 1)  # [E, N]: right where `correct` says so
     model = cost_of([1.0, 5.0, 10.0], [0.1, 0.1], 0.01, 0.01)
-    res = search_deployments(scores, correct, ShippedCost(model, 1), Objective(max_drop=0.5))
+    res = search_deployments(scores, correct, LatencyCost(model, 1), Objective(max_drop=0.5))
     assert res.chosen.kind == "early_exit" and len(res.chosen.exits) >= 2
-    assert all(d.cost == model.forced_ms(d.exits) for d in res.statics)
+    assert all(d.cost == model.static_ms(d.exits[0]) for d in res.statics)
     cal = deployment_calibration(res, model, scores.T, preds, labels, score="max_softmax",
                                  exit_names=["e0", "e1", "e2"], target="cpu")
     assert cal.accuracy == res.chosen.accuracy and cal.exit_fractions == pytest.approx(res.chosen.exit_fractions)
