@@ -228,11 +228,15 @@ BUILD = {
     "target": (str, TARGET),
     "run_dir": (Path, RUN_DIR),
     "temperature": (bool, TEMPERATURE),
-    "budget": (Optional[str], typer.Option(None, help="fraction of full MACs (default 0.6), '20e6macs', or a preset; "
-                                                       "with --max-drop / --latency-first: a latency cap, e.g. 3ms@cpu")),
-    "max_drop": (Optional[float], typer.Option(None, help="latency first: the fastest deployment on the target (exits, "
-                                                          "thresholds, where the network ends) losing at most this many "
-                                                          "points of validation accuracy, e.g. 0.5")),
+    "budget": (Optional[str], typer.Option(None, help="decide on MACs instead of the device: a fraction of full MACs "
+                                                       "(0.6), '20e6macs', a preset or 'N ms@cpu'; with --max-drop / "
+                                                       "--latency-first: a latency cap, e.g. 3ms@cpu")),
+    "max_drop": (Optional[float], typer.Option(None, help="the fastest deployment on the target (exits, thresholds, "
+                                                          "where the network ends), timed there, losing at most this "
+                                                          "many points of validation accuracy [default: 0.5 when no "
+                                                          "--budget is given; MACs budget 0.6 where the search cannot "
+                                                          "decide: other methods, int8/fp16, --no-prune, a target not "
+                                                          "timed here]")),
     "latency_first": (bool, typer.Option(False, help="choose the deployment from latency measured on the target "
                                                      "(implied by --max-drop; with --budget Nms: most accurate within it)")),
     "batch": (Optional[int], typer.Option(None, min=1, help="latency first: the operating batch size the deployment is "

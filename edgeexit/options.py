@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from edgeexit.errors import ConfigError
@@ -123,32 +123,92 @@ class BuildChoices:
     target: Target
     precision: str
     formats: list[str]
-    budget: Budget | None  # None: the latency-first flow without a cost cap (--max-drop alone)
+    budget: Budget | None  # None: the latency-first flow without a cost cap (--max-drop alone, the default)
     policy: str
     score: str
-    # the latency-first flow (issue 18, opt-in: --max-drop / --latency-first): what the deployment search optimises
-    # and at which batch size; None: today's MACs-first flow (prune, calibrate for the budget)
+    # the latency-first flow (issue 18; the default, or --max-drop / --latency-first): what the deployment search
+    # optimises and at which batch size; None: the MACs-first flow (prune, calibrate for the budget)
     objective: Objective | None = None
     batch: int | None = None
+    default: bool = False  # the objective is the build's own default (DEFAULT_MAX_DROP), not the user's
+    note: str | None = None  # why this build decides on MACs although no budget was given (said once)
 
 
-DEFAULT_BUDGET = "0.6"  # the MACs-first build's budget when none is given
+DEFAULT_MAX_DROP = 0.5  # the build's objective when none is given: the fastest deployment within 0.5 pt, on the device
+DEFAULT_BUDGET = "0.6"  # the MACs-first build's budget where the deployment search cannot decide
 
 
 def build_choices(target: str, precision: str | None, budget_text: str | None, policy: str | None, score: str | None,
                   method: str, eval_batch_size: int, *, max_drop: float | None = None, latency_first: bool = False,
                   batch: int | None = None, prune: bool = True) -> BuildChoices:
-    """Every build option known to be usable, or the error (before the first epoch)."""
+    """Every build option known to be usable, or the error (before the first epoch). Given no budget and no
+    objective, the build decides on the device with --max-drop DEFAULT_MAX_DROP where the deployment search can
+    (`search_blocker`), and on the MACs budget DEFAULT_BUDGET elsewhere, saying why (`note`)."""
     if (latency_first or max_drop is not None) and not prune:
         raise ConfigError("--no-prune keeps every exit; the deployment search chooses which to keep",
                           got="--no-prune with --max-drop / --latency-first", expected="one of them")
     if latency_first or max_drop is not None:
-        return _latency_choices(target, precision, budget_text, policy, score, method, eval_batch_size, max_drop, batch)
+        base = _macs_choices(target, precision, DEFAULT_BUDGET, policy, score, method, eval_batch_size)
+        return _latency_choices(base, budget_text, method, max_drop, batch)
+    if budget_text is None:
+        base = _macs_choices(target, precision, DEFAULT_BUDGET, policy, score, method, eval_batch_size)
+        why = search_blocker(method, base, prune)
+        if why is None:
+            return replace(_latency_choices(base, None, method, DEFAULT_MAX_DROP, batch), default=True)
+        if batch is not None:
+            raise ConfigError("--batch is the operating batch size of the deployment search, which cannot decide "
+                              "this build", got=f"--batch {batch}", expected="no --batch", hint=why)
+        return on_macs(base, why)
     if batch is not None:
         raise ConfigError("--batch is the operating batch size of the deployment search", got=f"--batch {batch}",
-                          expected="--max-drop PT or --latency-first with it",
+                          expected="--max-drop PT or --latency-first with it (or no --budget: the default build)",
                           hint="the MACs-first build does not search at a batch size; drop --batch")
-    budget_text = DEFAULT_BUDGET if budget_text is None else budget_text
+    return _macs_choices(target, precision, budget_text, policy, score, method, eval_batch_size)
+
+
+def search_blocker(method: str, base: BuildChoices, prune: bool) -> str | None:
+    """Why the deployment search cannot decide a build with these choices (None: it can)."""
+    from edgeexit.calibrate import LOGIT_KINDS
+
+    if method != "aep":
+        return (f"the deployment search chooses among AEP exits scored from their logits; --method {method} "
+                "sets its thresholds with its own policy")
+    if base.policy != "search" or base.score not in LOGIT_KINDS:
+        return f"--policy {base.policy} --score {base.score} set the thresholds; the deployment search sets its own"
+    if base.precision != "fp32":
+        return (f"{base.precision} (the precision of target {base.target.name}) moves the exit scores after the "
+                "search chose thresholds on them; build --precision fp32 to decide on the device")
+    if not prune:
+        return "--no-prune keeps every exit; the deployment search chooses which to keep"
+    return None
+
+
+def on_macs(choices: BuildChoices, why: str) -> BuildChoices:
+    """The default build on the MACs budget DEFAULT_BUDGET instead of the device, with the line that says why."""
+    return replace(choices, budget=budget(DEFAULT_BUDGET), objective=None, batch=None, default=False,
+                   note=f"deciding on MACs (budget {DEFAULT_BUDGET} of the unsplit model's), not on the device: {why}")
+
+
+def device_blocker(choices: BuildChoices, profile_device: str) -> str | None:
+    """Why a default build cannot profile its target where it would (None: it can). A local profile needs the
+    target's own runtime here: a decision timed on the CPU emulation would be a decision for another device."""
+    from edgeexit.runtime.registry import family_of, for_family
+
+    if profile_device != "local":
+        return None
+    tgt = choices.target
+    own = for_family(family_of(tgt.formats), tgt.delegate)
+    if own is None or own.format == "engine":  # engines are built on the device, never at export
+        return (f"target {tgt.name} runs where this machine cannot time it; profile on it with "
+                "--profile-device ssh://... | adb://..., or name a --max-drop to decide on the CPU emulation")
+    ok, why, install = own.available()
+    if not ok:
+        return f"target {tgt.name}'s runtime {own.name} is not here ({why}; {install})"
+    return None
+
+
+def _macs_choices(target, precision, budget_text, policy, score, method, eval_batch_size) -> BuildChoices:
+    """The MACs-first build's choices (a budget as a MAC fraction, MACs, a preset or N ms@cpu)."""
     from edgeexit.calibrate import POLICIES, SCORE_KINDS
     from edgeexit.pipeline import exportable, policy_score
     from edgeexit.targets import load_target
@@ -180,15 +240,14 @@ def build_choices(target: str, precision: str | None, budget_text: str | None, p
     return BuildChoices(tgt, precision, formats, b, policy, score)
 
 
-def _latency_choices(target, precision, budget_text, policy, score, method, eval_batch_size, max_drop,
-                     batch) -> BuildChoices:
+def _latency_choices(base: BuildChoices, budget_text: str | None, method: str, max_drop: float | None,
+                     batch: int | None) -> BuildChoices:
     """The latency-first build's choices: the aep method (its exits scored from logits), fp32 (int8 would move the
     scores the search chose thresholds on), an objective of --max-drop and/or a millisecond --budget on this target,
     and the operating batch size within the target's batch range (default 1)."""
     from edgeexit.calibrate import LOGIT_KINDS
     from edgeexit.deploy import make_objective
 
-    base = build_choices(target, precision, None, policy, score, method, eval_batch_size)
     tgt = base.target
     if method != "aep":
         raise ConfigError("the deployment search chooses among AEP exits scored from their logits",

@@ -1,13 +1,18 @@
 """The build recipe: train -> prune -> calibrate -> export (+ evaluate, profile, report) in one go, as `edgeexit
 build` runs it. Which stages run and with what:
 
-- latency first (opt-in: --max-drop, --latency-first): the unpruned network is exported once and profiled on the
-  target, a cost model fitted (RUN/costmodel.json), and one search over exit subsets x thresholds chooses the
-  deployment (edgeexit/deploy/stage.py) in place of prune and calibrate; the export below ships it.
+- latency first (the default; --max-drop, --latency-first): the unpruned network is exported once and profiled on
+  the target, a cost model fitted (RUN/costmodel.json), and one search over exit subsets x thresholds chooses the
+  deployment (edgeexit/deploy/stage.py) in place of prune and calibrate; the export below ships it. Given no budget
+  and no objective, the build asks for the fastest deployment within DEFAULT_MAX_DROP points; where the search
+  cannot decide (edgeexit.options: other methods, int8 or fp16, --no-prune, a target whose runtime cannot be timed
+  here) it builds for the MACs budget DEFAULT_BUDGET and says why in one line. With --freeze-backbone only subsets
+  that keep the final exit (the user's own classifier) are searched.
 - prune: AEP's pruning for the aep method under a MACs budget; skipped for other methods and millisecond budgets,
   and undone when the kept subset drops the user's own classifier that --freeze-backbone keeps.
-- a millisecond budget takes two passes: calibrate for the whole model, export, profile on this host, then
-  calibrate for the budget from that table (and export again).
+- a millisecond budget (MACs-first route) takes two passes: calibrate for the whole model, export it into a
+  scratch directory, profile it on this host, then calibrate for the budget from that table (the bundle is
+  written once, by the export below).
 - the bundle is written once: its evaluation, profile and report are measured on the finished version before it
   is swapped in and attached to that same write (write_bundle's `attach`); nothing loads it again.
 
@@ -70,6 +75,7 @@ def build(run: RunDir, opts: TrainOptions, choices: BuildChoices, *, temperature
 
     t0 = time.time()
     method, passed = opts.train.method, opts.passed
+    choices = settle_default(choices, profile_device, say)
     rule(f"[bold]1/6 train ({method})")
     result = train_stage(run, opts.data, opts.model, opts.train)
     say("per-exit val accuracy " + " ".join(f"{a:.4f}" for a in result.val_exit_accuracy))
@@ -79,7 +85,8 @@ def build(run: RunDir, opts: TrainOptions, choices: BuildChoices, *, temperature
         from edgeexit.deploy.stage import decide
 
         rule("[bold]2/6 profile the unpruned network, 3/6 search deployments")
-        decision = decide(run, choices, temperature=temperature, profile_device=profile_device, model=passed, say=say)
+        decision = decide(run, choices, temperature=temperature, profile_device=profile_device, model=passed,
+                          keep_final=opts.train.freeze_backbone, say=say)
         backend, profile_batches = decision.backend, decision.batches
     else:
         backend = _prune_and_calibrate(run, opts, choices, temperature=temperature, prune=prune, say=say, rule=rule)
@@ -110,6 +117,23 @@ def build(run: RunDir, opts: TrainOptions, choices: BuildChoices, *, temperature
     keep_in_run(run, measured["files"])
     return BuildResult(bundle, measured["ev"], measured["prof"], measured["rep"], measured["backend"],
                        time.time() - t0)
+
+
+def settle_default(choices: BuildChoices, profile_device: str, say: Callable[[Any], None] = _quiet) -> BuildChoices:
+    """The default objective stays only where the target can be timed (`device_blocker`); what the build decides on
+    is said in one line."""
+    from rich.markup import escape
+
+    from edgeexit.options import device_blocker, on_macs
+
+    if choices.default and (why := device_blocker(choices, profile_device)) is not None:
+        choices = on_macs(choices, why)
+    if choices.note is not None:
+        say(f"[yellow]{escape(choices.note)}[/]")
+    elif choices.default:
+        say(f"deciding on the device: the {escape(choices.objective.describe())} (the default; --max-drop PT to "
+            "change it, --budget for a MACs budget)")
+    return choices
 
 
 def _prune_and_calibrate(run: RunDir, opts: TrainOptions, choices: BuildChoices, *, temperature: bool, prune: bool,
@@ -144,11 +168,19 @@ def _prune_and_calibrate(run: RunDir, opts: TrainOptions, choices: BuildChoices,
     rule("[bold]3/6 calibrate")
     backend, prof = None, None
     if b.kind == "ms":  # a latency budget needs the measured table: export once, profile, then calibrate
+        import shutil
+
         calibrate_stage(run, trained, budget=Budget("macs_fraction", 1.0), policy=choices.policy, score=choices.score,
                         curves=False, temperature=temperature, model=passed)
-        first = export_stage(run, trained, **export)
-        backend = measure_backend(first, say)
-        prof = profile_bundle(first, backend=backend)
+        # into a scratch directory: RUN/bundle is written once, by the build's own export (a dead build's scratch
+        # directory is cleaned by the run's lock)
+        scratch = jsonio.make_temp_dir(run.root, "ms-profile")
+        try:
+            first = export_stage(run, trained, out=scratch / "bundle", **export)
+            backend = measure_backend(first, say)
+            prof = profile_bundle(first, backend=backend)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         jsonio.write_json(run.profile, prof)
     cal = calibrate_stage(run, trained, budget=b, policy=choices.policy, score=choices.score, profile=prof,
                           temperature=temperature, model=passed)

@@ -28,11 +28,18 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
 
-def summary_table(result: dict, title: str = "early exit vs full model") -> Table:
-    t = Table(title=title)
+def shipped_label(num_exits: int) -> str:
+    """What the shipped bundle is called: a bundle of one exit is a static truncation, not early exit."""
+    return "static truncation" if num_exits == 1 else "early exit"
+
+
+def summary_table(result: dict, title: str | None = None) -> Table:
+    """The evaluation (eval.json) of a bundle against the unsplit model; a one-exit bundle is called what it is."""
+    label = shipped_label(len(result["exit_histogram"]))
+    t = Table(title=title or f"{label} vs full model")
     t.add_column("metric")
     t.add_column("full model", justify="right")
-    t.add_column("early exit", justify="right")
+    t.add_column(label, justify="right")
     # every string below may come from a file or a device: escaped, so rich never reads it as markup
     t.add_row(f"{escape(str(result['split']))} accuracy ({result['samples']} samples)", _pct(result["full_accuracy"]),
               _pct(result["early_exit_accuracy"]))
@@ -75,13 +82,15 @@ def predicted_block(cal: dict | None, prof: dict, ev: dict) -> dict | None:
     full_ms = None if table is None else table["full"]["p50_ms"]
     ratio = ev["latency_fraction_by_batch"].get(b)
     if ratio is not None and full_ms is not None:
-        measured, how = ratio * full_ms, f"the early-exit loop on the {ev['split']} split (eval) x the unsplit p50"
+        shipped = "the static truncation" if len(ev["exit_histogram"]) == 1 else "the early-exit loop"
+        measured, how = ratio * full_ms, f"{shipped} on the {ev['split']} split (eval) x the unsplit p50"
     elif table is not None:
         n = max(1, sum(ev["exit_histogram"]))
         measured = sum(h / n * row["cumulative"]["p50_ms"] for h, row in zip(ev["exit_histogram"], table["exits"]))
         how = "the profile's per-exit times, weighted by where the samples answered"
     else:
         measured, how = None, f"batch {b} not profiled"
+    check = forced_check(p.get("forced_predicted_ms"), table)
     static = None
     if "static_exit" in p:
         static = {"exit": p["static_exit"], "name": p.get("static_name"), "predicted_ms": p["static_predicted_ms"],
@@ -93,10 +102,28 @@ def predicted_block(cal: dict | None, prof: dict, ev: dict) -> dict | None:
         "deployment": {"exits": p.get("exits"), "names": p.get("exit_names"), "predicted_ms": p["predicted_ms"],
                        "measured_ms": measured, "relative_error": _rel(p["predicted_ms"], measured),
                        "val_accuracy": (cal or {}).get("accuracy")},
-        "best_static": static,
+        "best_static": static, "forced_check": check,
         "full": {"predicted_ms": p.get("full_predicted_ms"), "measured_ms": full_ms,
                  "relative_error": _rel(p.get("full_predicted_ms"), full_ms), "val_accuracy": p.get("full_accuracy")},
     }
+
+
+def forced_check(predicted: str | None, table: dict | None) -> dict | None:
+    """The cost model checked on the shipped bundle's own profile: the exit loop forced to each of its exits as
+    predicted (from the unpruned network's profile) next to the same runs as measured; None for a one-exit bundle
+    (its one plain call is the deployment itself, compared above) or without the table."""
+    if not predicted or table is None:
+        return None
+    try:
+        pred = [float(v) for v in str(predicted).split(",")]
+    except ValueError:
+        return None
+    rows = table["exits"]
+    if len(pred) != len(rows):
+        return None
+    errors = [p / r["cumulative"]["p50_ms"] - 1 for p, r in zip(pred, rows)]
+    return {"predicted_ms": pred, "measured_ms": [r["cumulative"]["p50_ms"] for r in rows], "relative_error": errors,
+            "worst": max(errors, key=abs)}
 
 
 DEFAULT_MAX_DROP_PT = 0.5  # the allowed accuracy loss when the build did not state one (`build --max-drop`)
@@ -325,7 +352,7 @@ def markdown(rep: dict) -> str:
         *[f"| measured time, batch {b} | 1.000 | {v['fraction']:.3f}x (realisation {v['realisation']:.2f}) |"
           if v["realisation"] is not None else f"| measured time, batch {b} | 1.000 | {v['fraction']:.3f}x |"
           for b, v in lat.items()],
-        f"| parameters (early-exit network) | | {rep['params']:,} |", "",
+        f"| parameters (shipped network) | | {rep['params']:,} |", "",
         "Realisation = latency saving / MAC saving (1.0: every MAC saved is time saved).", "",
         "## Static baseline", "", rep["static_baseline"]["verdict"], "",
         "| choice | accuracy | time / unsplit |", "|---|---:|---:|",
@@ -390,8 +417,14 @@ def predicted_lines(pr: dict) -> list[str]:
              f"Chosen by the deployment search ({pr['objective']}) from a cost model of the unpruned network profiled "
              f"on `{pr['cost_backend']}` ({pr['cost_device']}); batch {pr['batch']}. The model's leave-one-out error "
              f"is {100 * pr['cost_model_error']:.1f} %, its profile's noise {100 * pr['profile_noise']:.1f} %. "
-             f"Measured: {pr['measured_how']}. Every deployment, a single exit too, is costed as the bundle runs "
-             "it, through the exit loop; the unsplit model as one plain call.", "",
+             f"Measured: {pr['measured_how']}. Every deployment is costed as the bundle runs it: a single exit (a "
+             "static truncation) and the unsplit model as one plain call, more exits through the exit loop."
+             + ("" if not pr.get("forced_check") else
+                f" On the shipped bundle's own profile, the exit loop forced to each of its exits was predicted within "
+                f"{100 * abs(pr['forced_check']['worst']):.1f} % (worst: "
+                f"{', '.join(_err_cell(e) for e in pr['forced_check']['relative_error'])}).")
+             + (" At batch > 1 the compaction copies (gathering the samples that go on) are not in the model."
+                if pr["batch"] > 1 else ""), "",
              "| | exits | val accuracy | predicted ms | measured ms | error |", "|---|---|---:|---:|---:|---:|",
              f"| **shipped** | {d['names']} | {_pct(d['val_accuracy'])} | {_ms_cell(d['predicted_ms'])} | "
              f"{_ms_cell(d['measured_ms'])} | {_err_cell(d['relative_error'])} |"]
@@ -446,6 +479,20 @@ def plot_front(ax, rep: dict) -> None:
     ax.set_title(f"accuracy vs measured latency on the device, batch {fr['batch']}")
 
 
+def latency_chart_words(rep: dict) -> dict[str, str]:
+    """The per-exit latency chart's title and legend: a one-exit bundle is a static truncation (one plain call, no
+    exit loop), and the unsplit model stands for the truncation at the last exit only when that is the original
+    final exit."""
+    exits = rep["exits"]
+    ends_at_final = exits[-1]["macs_fraction"] >= 1 - 1e-9
+    single = len(exits) == 1
+    where = f"{rep['profile_backend']}, batch {rep['profile']['batch_size']}"
+    return {"title": f"{'latency of the shipped static truncation' if single else 'per-exit latency'}, {where}",
+            "shipped": "the shipped static truncation (one call)" if single else
+                       "to answer here (split network, earlier heads included)",
+            "static": "network truncated here, alone" + (" (last: the unsplit model)" if ends_at_final else "")}
+
+
 def plot_report(rep: dict, out: Path) -> dict[str, Path]:
     """The three PNGs of the report, written in `out`."""
     out = Path(out)
@@ -480,9 +527,12 @@ def plot_report(rep: dict, out: Path) -> dict[str, Path]:
     idx = np.arange(len(exits))
     w = 0.38
 
+    words = latency_chart_words(rep)
+    ends_at_final = exits[-1]["macs_fraction"] >= 1 - 1e-9
+
     def bars(offset, key, label, color):
         rows = [(i, e[key]) for i, e in enumerate(exits) if e[key] is not None]
-        if key == "static_ms":  # truncated at the last exit: the unsplit model itself
+        if key == "static_ms" and ends_at_final:  # truncated at the original final exit: the unsplit model itself
             rows.append((len(exits) - 1, rep["profile"]["full_ms"]))
         if not rows:
             return
@@ -491,14 +541,14 @@ def plot_report(rep: dict, out: Path) -> dict[str, Path]:
         err = np.array([[s["p50_ms"] - s["p10_ms"] for _, s in rows], [s["p90_ms"] - s["p50_ms"] for _, s in rows]])
         ax.bar(xs, p50, w, yerr=err, capsize=3, label=label, color=color)
 
-    bars(-w / 2, "cumulative_ms", "to answer here (split network, earlier heads included)", "tab:blue")
-    bars(w / 2, "static_ms", "network truncated here, alone (last: the unsplit model)", "tab:gray")
+    bars(-w / 2, "cumulative_ms", words["shipped"], "tab:blue")
+    bars(w / 2, "static_ms", words["static"], "tab:gray")
     full = rep["profile"]["full_ms"]
     ax.axhline(full["p50_ms"], color="black", linewidth=1, label="unsplit model (p10-p90 shaded)")
     ax.axhspan(full["p10_ms"], full["p90_ms"], color="black", alpha=0.1)
     ax.set_xticks(idx, [f"{e['index']}: {e['name']}" for e in exits], fontsize=8)
     ax.set_ylabel("ms per batch (p50, bars p10-p90)")
-    ax.set_title(f"per-exit latency, {rep['profile_backend']}, batch {rep['profile']['batch_size']}"
+    ax.set_title(words["title"]
                  + ("" if rep["profile"]["trusted"] else " (NOISY profile)"))
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(True, axis="y", alpha=0.3)
@@ -531,10 +581,13 @@ def report_table(rep: dict) -> Table:
     if pr:
         d, st = pr["deployment"], pr["best_static"]
         static = "" if st is None else f"; best static truncation ({st['name']}) predicted {_ms_cell(st['predicted_ms'])} ms"
+        fc = pr.get("forced_check")
+        check = "" if not fc else f"; its forced exits predicted within {100 * abs(fc['worst']):.1f} %"
         t.caption = escape(f"batch {pr['batch']}: shipped deployment predicted {_ms_cell(d['predicted_ms'])} ms, "
-                           f"measured {_ms_cell(d['measured_ms'])} ms ({_err_cell(d['relative_error'])}){static}; "
+                           f"measured {_ms_cell(d['measured_ms'])} ms ({_err_cell(d['relative_error'])}){check}{static}; "
                            f"unsplit model predicted {_ms_cell(pr['full']['predicted_ms'])} ms, measured "
-                           f"{_ms_cell(pr['full']['measured_ms'])} ms")
+                           f"{_ms_cell(pr['full']['measured_ms'])} ms; cost model error (leave-one-out) "
+                           f"{100 * (pr['cost_model_error'] or 0):.1f} %")
     return t
 
 

@@ -1,4 +1,4 @@
-"""Issue 18, wired into `edgeexit build` (opt-in: --max-drop / --latency-first): the unpruned network is profiled
+"""Issue 18, wired into `edgeexit build` (--max-drop / --latency-first; the default: tests/test_deploy_default.py): the unpruned network is profiled
 once, a cost model fitted and saved, one search chooses the deployment, the normal export ships it, and the report
 puts predicted next to measured latency. Tiny real builds (QUICK args), real onnxruntime."""
 
@@ -123,12 +123,14 @@ def test_a_drop_nothing_meets_is_refused_before_anything_is_exported(tmp_path):
     (["--max-drop", "0.5", "--budget", "0.5"], "the deployment search takes a latency budget"),
     (["--max-drop", "0.5", "--budget", "3ms@android"], "names another target than the build's"),
     (["--max-drop", "0.5", "--batch", "65"], "outside the target's batch range"),
-    (["--batch", "4"], "--batch is the operating batch size of the deployment search"),
+    (["--batch", "4", "--budget", "0.5"], "--batch is the operating batch size of the deployment search"),
+    (["--batch", "4", "--method", "eenet"], "--batch is the operating batch size of the deployment search"),
     (["--max-drop", "0.5", "--no-prune"], "--no-prune keeps every exit"),
     (["--max-drop", "nan"], "not a deployment objective"),
     (["--latency-first"], "not a deployment objective"),
     (["--max-drop", "0.5", "--method", "eenet"], "AEP exits scored from their logits"),
-], ids=["macs-budget", "other-target", "batch-range", "batch-alone", "no-prune", "nan", "no-objective", "eenet"])
+], ids=["macs-budget", "other-target", "batch-range", "batch-macs", "batch-eenet", "no-prune", "nan", "no-objective",
+        "eenet"])
 def test_latency_first_options_are_checked_before_training(tmp_path, args, message):
     run = tmp_path / "run"
     res = _build(run, *args)
@@ -140,20 +142,21 @@ def test_latency_first_options_are_checked_before_training(tmp_path, args, messa
 def test_an_early_exit_choice_becomes_the_calibration_the_bundle_applies():
     """What the build writes for an early-exit subset (the tiny synthetic build above always ends up static): the
     chosen thresholds, replayed as calibration.json is applied, give the search's accuracy, exit fractions and
-    predicted ms; a single exit is costed as the bundle runs it (through the exit loop)."""
+    predicted ms; a single exit is costed as the bundle runs it (one plain call)."""
     import numpy as np
     from test_deploy_search import _synthetic, cost_of
 
     from edgeexit.deploy import Objective, search_deployments
-    from edgeexit.deploy.stage import ShippedCost, deployment_calibration
+    from edgeexit.deploy import LatencyCost
+    from edgeexit.deploy.stage import deployment_calibration
 
     scores, correct = _synthetic(exit1_as_final=False)
     labels = np.zeros(len(scores), dtype=np.int64)
     preds = np.where(correct.T, 0, 1)  # [E, N]: right where `correct` says so
     model = cost_of([1.0, 5.0, 10.0], [0.1, 0.1], 0.01, 0.01)
-    res = search_deployments(scores, correct, ShippedCost(model, 1), Objective(max_drop=0.5))
+    res = search_deployments(scores, correct, LatencyCost(model, 1), Objective(max_drop=0.5))
     assert res.chosen.kind == "early_exit" and len(res.chosen.exits) >= 2
-    assert all(d.cost == model.forced_ms(d.exits) for d in res.statics)
+    assert all(d.cost == model.static_ms(d.exits[0]) for d in res.statics)
     cal = deployment_calibration(res, model, scores.T, preds, labels, score="max_softmax",
                                  exit_names=["e0", "e1", "e2"], target="cpu")
     assert cal.accuracy == res.chosen.accuracy and cal.exit_fractions == pytest.approx(res.chosen.exit_fractions)

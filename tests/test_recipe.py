@@ -31,6 +31,7 @@ class Counts:
         self.checkpoint: Counter = Counter()  # stage -> load_checkpoint calls
         self.targets = 0  # target TOML files parsed
         self.bundles = 0  # write_bundle calls
+        self.dests: list[Path] = []  # where each wrote
         self.hashed: Counter = Counter()  # a bundle file (path inside its version) -> sha256 calls
 
 
@@ -83,7 +84,10 @@ def _count(monkeypatch) -> Counts:
 
     wrap(checkpoint.load_checkpoint, lambda *a, **k: counts.checkpoint.update([counts.stage]))
     wrap(tomlfiles.read, lambda path, what, *a, **k: setattr(counts, "targets", counts.targets + (what == "target")))
-    wrap(store.write_bundle, lambda *a, **k: setattr(counts, "bundles", counts.bundles + 1))
+    def wrote(dest, *a, **k):
+        counts.bundles += 1
+        counts.dests.append(Path(dest))
+    wrap(store.write_bundle, wrote)
 
     def hashed(path, *a, **k):
         rel = _bundle_file(path)
@@ -112,9 +116,10 @@ def test_a_build_loads_each_artifact_once_per_stage_and_writes_its_bundle_once(t
         assert (bundle / rel).is_file(), rel
 
 
-def test_a_millisecond_build_takes_two_passes_and_still_attaches_its_report_in_the_last_write(tmp_path, monkeypatch):
-    """The two-pass route: calibrate for the whole model, export, profile here, calibrate for the milliseconds, export
-    again (with its measurements in that write). No pruning under a millisecond budget."""
+def test_a_millisecond_build_takes_two_passes_and_writes_its_bundle_once(tmp_path, monkeypatch):
+    """The two-pass route: calibrate for the whole model, export into a scratch directory, profile here, calibrate
+    for the milliseconds, export RUN/bundle (with its measurements in that one write). No pruning under a
+    millisecond budget."""
     import json
 
     counts = _count(monkeypatch)
@@ -125,6 +130,11 @@ def test_a_millisecond_build_takes_two_passes_and_still_attaches_its_report_in_t
     assert not (run / "pruned.pt").exists()
     assert counts.checkpoint == Counter({"calibrate_stage": 2, "export_stage": 2}), counts.checkpoint
     assert counts.targets == 1 and counts.bundles == 2
+    assert counts.dests[-1] == run / "bundle" and counts.dests.count(run / "bundle") == 1, counts.dests
+    assert counts.dests[0].parent.parent == run and ".tmp-" in counts.dests[0].parent.name  # the scratch export
+    assert [p.name for p in run.iterdir() if ".tmp-" in p.name] == []  # removed
+    versions = [p.name for p in run.iterdir() if p.name.startswith(".bundle")]
+    assert len(versions) == 1, versions  # RUN/bundle has one version: nothing of the first pass is left in the run
     assert json.loads((run / "bundle" / "calibration.json").read_text())["cost_unit"] == "ms"
     assert (run / "bundle" / "report" / "report.json").is_file()
 

@@ -89,6 +89,36 @@ def test_a_shipped_static_truncation_is_not_compared_as_early_exit(drop_build):
     assert all(c["exit"] != 0 for c in sb["candidates"] if c["exit"] is not None) or len(bundle.exits) > 1
 
 
+def test_a_static_bundle_is_not_called_early_exit_in_the_tables_and_the_latency_chart(drop_build):
+    from rich.console import Console
+
+    from edgeexit.report import latency_chart_words, summary_table
+
+    run = drop_build
+    rep = json.loads((run / "report.json").read_text())
+    ev = json.loads((run / "eval.json").read_text())
+    assert len(ev["exit_histogram"]) == 1
+    console = Console(width=200, record=True)
+    console.print(summary_table(ev))
+    text = console.export_text()
+    assert "static truncation vs full model" in text and "early exit" not in text.lower(), text
+    words = latency_chart_words(rep)
+    assert words["title"].startswith("latency of the shipped static truncation") and "static" in words["shipped"]
+    assert "answer here" not in words["shipped"] and "per-exit" not in words["title"]
+    # exit 0 of the tiny network is not its final exit: the unsplit model is not drawn as its truncation
+    assert "unsplit" not in words["static"]
+    md = (run / "report.md").read_text()
+    assert "early-exit network" not in md and "the static truncation on the" in rep["predicted"]["measured_how"]
+    # an early-exit bundle keeps its words
+    many = {**rep, "exits": rep["exits"] * 2}
+    many["exits"] = [{**many["exits"][0], "macs_fraction": 0.5}, {**many["exits"][0], "macs_fraction": 1.0}]
+    assert latency_chart_words(many)["title"].startswith("per-exit latency")
+    assert "(last: the unsplit model)" in latency_chart_words(many)["static"]
+    console = Console(width=200, record=True)
+    console.print(summary_table({**ev, "exit_histogram": [1, 2]}))
+    assert "early exit vs full model" in console.export_text()
+
+
 def test_a_static_bundle_on_a_quiet_profile_is_described_as_a_truncation(drop_build):
     bundle, ev, prof, cal = _inputs(drop_build)
     prof = _profile_with(prof, trusted=True, noise=0.0)

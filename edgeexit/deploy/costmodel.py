@@ -4,26 +4,38 @@ A deployment keeps exits S = k_1 < ... < k_m of the network (the last kept exit 
 one) and runs them as m segment calls: run i is the backbone from exit k_{i-1} up to k_i plus head k_i. Per batch
 size the profile (`edgeexit.profile.summarise`) measured, per exit k, the truncated network alone (`static`), the
 head alone (`head`), the segment alone (`segment`) and the exit loop forced to answer at k (`cumulative`), plus the
-unsplit model (`full`). In those terms (all per call of a batch, in ms):
+unsplit model (`full`). The unpruned bundle is profiled with finite thresholds (`tested_thresholds` in
+edgeexit/deploy/stage.py), so its forced runs pay every earlier exit's test (score download, compare, NaN check) as
+a sample that goes on pays it. In those terms (all per call of a batch, in ms):
 
-    S_k   one call of the network truncated at k (backbone + head k)        = static_k (and = full at the end)
+    S_k   one bare call of the network truncated at k (backbone + head k)   = static_k
     H_k   an intermediate head alone, its call overhead included            = head_k
-    D     what one more segment boundary adds beyond that (gather, score, dispatch)
-    L     what the exit loop adds once over a single static call
+    D     what one more segment boundary adds in the exit loop beyond the segment's own call: the loop step and the
+          exit test of the exit before it
+    L     what the exit loop adds once per call (input checks, output buffers, the final scatter, the NaN check)
+    P     what a plain call of one whole graph adds to its bare call (input checks, upload, download, NaN check):
+          the unsplit model as users call it, and a one-segment bundle (a static truncation, run as a plain call)
 
-    segment_0 = S_0,   segment_k = S_k - S_{k-1} + H_{k-1},   cumulative_k = S_k + sum_{i<k} H_i + k D + L
+    segment_0 = S_0,   segment_k = S_k - S_{k-1} + H_{k-1},   cumulative_k = S_k + sum_{i<k} H_i + k D + L,
+    full = S_{E-1} + P
 
-(the head and the call overhead inside a static call cannot be told apart; these combinations can.) The parameters
-are a least-squares fit, each equation weighted by 1 / its measurement, so that every entry counts relatively.
-A deployment answering at run i with probability P(reach run i) = P_i is then predicted as
+(the head and the call overhead inside a bare call cannot be told apart; these combinations can.) The parameters
+are a weighted least-squares fit, each equation divided by its measurement (every entry counts relatively) and the
+exit loop's own entries (`cumulative`) weighted `LOOP_WEIGHT` times: a deployment runs in that loop, and the bare
+calls, timed back to back on a warm cache, only apportion the loop's time to segments and heads. (Without a final
+exit in the profile, `full` is another network: P is then 0.) A deployment answering at run i with probability
+P(reach run i) = P_i is predicted as
 
-    single exit k:  the measured static_k (the unsplit model's time at the final exit): nothing to predict;
+    single exit k:  a plain call of the truncated network: the measured static_k + P (at the final exit of an
+                    unpruned profile: the unsplit model, measured);
     m >= 2:         T_1 + sum_{i>=2} T_i(P_i),   T_1 = S_{k_1} + L,   T_i = S_{k_i} - S_{k_{i-1}} + H_{k_{i-1}} + D
 
 With batch b > 1 and compaction, run i sees a live batch n = b P_i: its time is interpolated linearly in n between
 the profiled batch sizes (n below the smallest: that time scaled by n, the expected cost when a run happens with
-probability n). The error the model states is leave-one-out: every `cumulative` and `static` entry predicted by a
-fit without it; the profile's own noise (the unsplit model timed twice) comes on top.
+probability n); the copies of compaction (gathering the survivors) are not in the profile. The error the model
+states (`stated_error`) is leave-one-out: every `cumulative` entry, the ones deployments are made of, predicted by a
+fit without it, the worst over batch sizes; statics and the unsplit model are measured, not predicted. The
+profile's own noise (the unsplit model timed twice) comes on top.
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ FORMAT = "edgeexit-costmodel/1"
 FILE = "costmodel.json"  # its name in a run directory, next to profile.json
 Ms = Annotated[float, Field(allow_inf_nan=False)]
 END_FRACTION = 0.99  # a last exit at >= 99 % of the unsplit model's MACs is the original final exit
+LOOP_WEIGHT = 10.0  # the exit loop's own entries against the bare calls (see the module's doc)
 
 
 class _Model(BaseModel):
@@ -59,13 +72,16 @@ class BatchFit(_Model):
     h_ms: list[Ms]  # H_k of the intermediate exits, fitted
     boundary_ms: Ms  # D
     loop_ms: Ms  # L
+    call_ms: Ms = 0.0  # P
     noise: Ms  # the profile's own noise at this batch (relative)
-    loo: dict[str, Ms]  # leave-one-out relative error of each cumulative / static entry
+    loo: dict[str, Ms]  # leave-one-out relative error of each cumulative entry
     residual: Ms  # the fit's largest relative residual over all entries
+    entries: dict[str, Ms] = Field(default_factory=dict)  # the profile's p50 of every entry fitted (to refit, to check)
 
     def static(self, k: int) -> float:
+        """A plain call of the network truncated at k: its bare call (measured, else fitted) and P."""
         v = self.static_ms[k]
-        return float(v) if v is not None else float(self.s_ms[k])
+        return (float(v) if v is not None else float(self.s_ms[k])) + self.call_ms
 
     def run(self, prev: int, k: int) -> float:
         """One segment run from exit `prev` (exclusive) up to exit `k`, head included, inside the exit loop."""
@@ -87,6 +103,7 @@ class CostModel(_Model):
     bundle_checksum: str | None = None
     provenance: dict = Field(default_factory=dict)
     trusted: bool = True  # the profile's own verdict on its noise
+    stated_error: Ms = 0.0  # the worst leave-one-out relative error of the exit loop's entries, over batch sizes
 
     # --- persistence
 
@@ -123,8 +140,8 @@ class CostModel(_Model):
     # --- what it states
 
     def error(self) -> float:
-        """Largest leave-one-out relative prediction error over every batch size (0 when nothing was left out)."""
-        return max((v for b in self.batches for v in b.loo.values()), default=0.0)
+        """The error the model states: its worst leave-one-out relative error (0 when nothing could be left out)."""
+        return self.stated_error
 
     def noise(self) -> float:
         """The profile's own noise: the largest over batch sizes."""
@@ -161,7 +178,8 @@ class CostModel(_Model):
         return float(np.interp(n, sizes, values))
 
     def static_ms(self, k: int, batch: int = 1) -> float:
-        """The network truncated at exit k (at the last exit of an unpruned profile: the unsplit model), measured."""
+        """A plain call of the network truncated at exit k, as a one-segment bundle runs it: measured bare, plus P
+        (at the last exit of an unpruned profile: the unsplit model, measured)."""
         batch = self._check_batch(batch)
         if k == self.num_exits - 1 and self.ends_at_final:
             return self._interp([b.full_ms for b in self.batches], batch)
@@ -192,8 +210,9 @@ class CostModel(_Model):
         return first + sum(self._interp(r, batch * float(pi)) for r, pi in zip(runs, p[1:]))
 
     def forced_ms(self, exits: Sequence[int], batch: int = 1) -> float:
-        """The exit loop over `exits` with every sample answering at the last: what the profile's `cumulative` entries
-        time for exits 0..k (one exit: the loop around a single segment, not the static truncation)."""
+        """The exit loop over `exits` with every sample answering at the last, the earlier kept exits tested: what
+        the profile's `cumulative` entries time for exits 0..k (one exit: the loop around a single segment; a
+        one-segment bundle does not run it, see `predict`)."""
         first, runs = self.run_times(exits, batch)
         return first + sum(self._interp(r, float(batch)) for r in runs)
 
@@ -227,10 +246,11 @@ def _p50(entry: dict | None) -> float | None:
 
 
 def _equations(table: dict, num_exits: int, ends_at_final: bool) -> list[tuple[str, np.ndarray, float]]:
-    """(name, coefficients over [S_0..S_{E-1}, H_0..H_{E-2}, D, L], measured ms) of every entry of one batch table."""
+    """(name, coefficients over [S_0..S_{E-1}, H_0..H_{E-2}, D, L(, P)], measured ms) of every entry of one batch
+    table; P only when the profile's last exit is the original final one (`full` is then S_{E-1} + P)."""
     E = num_exits
-    n_params = 2 * E + 1
-    iS, iH, iD, iL = 0, E, 2 * E - 1, 2 * E
+    n_params = 2 * E + 1 + ends_at_final
+    iS, iH, iD, iL, iP = 0, E, 2 * E - 1, 2 * E, 2 * E + 1
 
     def row() -> np.ndarray:
         return np.zeros(n_params)
@@ -262,14 +282,21 @@ def _equations(table: dict, num_exits: int, ends_at_final: bool) -> list[tuple[s
     if ends_at_final:
         a = row()
         a[iS + E - 1] = 1
+        a[iP] = 1
         out.append(("full", a, float(table["full"]["p50_ms"])))
     return out
 
 
+def _weight(name: str) -> float:
+    return LOOP_WEIGHT if name.startswith("cumulative") else 1.0
+
+
 def _solve(eqs: list[tuple[str, np.ndarray, float]], n_params: int) -> np.ndarray | None:
-    """Weighted least squares (each row / its measurement); None when the rows do not determine every parameter."""
-    A = np.array([a / max(v, 1e-12) for _, a, v in eqs])
-    y = np.ones(len(eqs))
+    """Weighted least squares (each row / its measurement, the loop's entries LOOP_WEIGHT times); None when the rows
+    do not determine every parameter."""
+    w = np.array([_weight(name) for name, _, _ in eqs])
+    A = np.array([a / max(v, 1e-12) for _, a, v in eqs]) * w[:, None]
+    y = w
     if np.linalg.matrix_rank(A) < n_params:
         return None
     return np.linalg.lstsq(A, y, rcond=None)[0]
@@ -277,7 +304,7 @@ def _solve(eqs: list[tuple[str, np.ndarray, float]], n_params: int) -> np.ndarra
 
 def fit_batch(table: dict, batch: int, num_exits: int, ends_at_final: bool) -> BatchFit:
     E = num_exits
-    n_params = 2 * E + 1
+    n_params = 2 * E + 1 + ends_at_final
     eqs = _equations(table, E, ends_at_final)
     theta = _solve(eqs, n_params)
     if theta is None:
@@ -287,7 +314,7 @@ def fit_batch(table: dict, batch: int, num_exits: int, ends_at_final: bool) -> B
     residual = max(abs(float(a @ theta) / v - 1) for _, a, v in eqs)
     loo = {}
     for i, (name, a, v) in enumerate(eqs):
-        if not name.startswith(("cumulative", "static", "full")):
+        if not name.startswith("cumulative"):  # statics and the unsplit model are measured, not predicted
             continue
         rest = _solve(eqs[:i] + eqs[i + 1:], n_params)
         if rest is not None:  # an entry the others cannot stand in for is not predicted (and not counted)
@@ -296,8 +323,9 @@ def fit_batch(table: dict, batch: int, num_exits: int, ends_at_final: bool) -> B
     return BatchFit(batch=batch,
                     static_ms=[_p50(e.get("static")) for e in table["exits"]], full_ms=float(table["full"]["p50_ms"]),
                     s_ms=theta[:E].tolist(), h_ms=theta[E:2 * E - 1].tolist(), boundary_ms=float(theta[2 * E - 1]),
-                    loop_ms=float(theta[2 * E]), noise=float(noise) if noise is not None and math.isfinite(noise) else 0.0,
-                    loo=loo, residual=residual)
+                    loop_ms=float(theta[2 * E]), call_ms=float(theta[2 * E + 1]) if ends_at_final else 0.0,
+                    noise=float(noise) if noise is not None and math.isfinite(noise) else 0.0,
+                    loo=loo, residual=residual, entries={name: v for name, _, v in eqs})
 
 
 def fit_cost_model(profile: dict) -> CostModel:
@@ -324,7 +352,8 @@ def fit_cost_model(profile: dict) -> CostModel:
                      backend=str(profile.get("backend")), device=str(profile.get("device", "local")),
                      target=profile.get("target"), host=profile.get("host"),
                      bundle_checksum=prov.get("bundle_checksum"), provenance=dict(prov),
-                     trusted=bool(profile.get("trusted", True)))
+                     trusted=bool(profile.get("trusted", True)),
+                     stated_error=max((v for f in fits for v in f.loo.values()), default=0.0))
 
 
 def read_cost_model(text_or_dict: str | dict) -> CostModel:

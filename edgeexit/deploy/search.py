@@ -389,9 +389,12 @@ def _front(sub: _Subset, const: float, objective: Objective, floor_hits: int | N
     return points
 
 
-def search_deployments(scores, correct, cost: DeploymentCost, objective: Objective) -> SearchResult:
+def search_deployments(scores, correct, cost: DeploymentCost, objective: Objective, *,
+                       keep_final: bool = False) -> SearchResult:
     """The best deployment for `objective` over every exit subset x thresholds (see the module's doc), and every
-    candidate considered. Raises BudgetError naming the best reachable value when nothing meets the objective."""
+    candidate considered. `keep_final`: only subsets that keep the final exit (a network whose own classifier must
+    stay: --freeze-backbone), so no static truncation but the unsplit model. Raises BudgetError naming the best
+    reachable value when nothing meets the objective."""
     t0 = time.perf_counter()
     if objective.cap_unit is not None and objective.cap_unit != cost.unit:
         raise ConfigError("the budget's unit is not the cost's", got=objective.cap_unit, expected=cost.unit,
@@ -408,7 +411,8 @@ def search_deployments(scores, correct, cost: DeploymentCost, objective: Objecti
         floor_hits = max(0, math.ceil(n * (full_hits / n - objective.max_drop / 100.0) - 1e-9))
     candidates: list[Deployment] = []
     seen: set = set()
-    for mask in range(1, 2 ** n_exits):
+    masks = [m for m in range(1, 2 ** n_exits) if not keep_final or m >> final & 1]
+    for mask in masks:
         ks = [k for k in range(n_exits) if mask >> k & 1]
         const, cum = cost.linear(ks)
         sub = _Subset(ex, ks, np.asarray(cum, dtype=np.float64))
@@ -439,7 +443,7 @@ def search_deployments(scores, correct, cost: DeploymentCost, objective: Objecti
         chosen = max(feasible, key=lambda d: (d.accuracy, -d.cost, -len(d.exits)))
     return SearchResult(objective=objective, unit=cost.unit, batch=getattr(cost, "batch", None), n_samples=n,
                         num_exits=n_exits, full=full, statics=statics, chosen=chosen, candidates=candidates,
-                        subsets=2 ** n_exits - 1, seconds=time.perf_counter() - t0)
+                        subsets=len(masks), seconds=time.perf_counter() - t0)
 
 
 def _refuse(objective: Objective, candidates: list[Deployment], floor_hits: int | None, n: int, full: Deployment,

@@ -4,8 +4,9 @@
     -> export the unpruned network once for the target (a scratch run directory, removed afterwards) and profile it
        at batch 1, the operating batch and the target's largest -> RUN/costmodel.json
     -> search every exit subset x thresholds at the operating batch for the objective, each costed as the bundle
-       will run it (`ShippedCost`: a single exit too goes through the exit loop); a refusal changes nothing but
-       costmodel.json (a drop nothing meets is refused before the export)
+       will run it (`LatencyCost`: a single exit as one plain call, as the runtime runs a one-segment bundle; more
+       exits through the exit loop); a refusal changes nothing but costmodel.json (a drop nothing meets is refused
+       before the export)
     -> RUN/pruned.pt (+ .json) keeping the chosen exits (none when it keeps them all), RUN/search.json (what the
        search considered, for the report's front) and RUN/calibration.json with
        the chosen thresholds; what the shipped deployment was predicted to take rides in its policy_params, so the
@@ -40,19 +41,14 @@ class Decision:
     exit_names: list[str]  # of the unpruned network
 
 
-class ShippedCost(LatencyCost):
-    """The cost model as a bundle ships a deployment: every deployment, a single exit too, runs through the exit loop
-    (one segment per kept exit, its score included). `LatencyCost` costs a single exit as one plain call of the
-    truncated network (what a user could deploy outside edgeexit); the shipped one-segment bundle pays the loop's
-    overhead on top, which on small models is most of its time. The build decides on what it ships."""
+def tested_thresholds(score: str, num_exits: int) -> list[float]:
+    """The thresholds the unpruned network is profiled with: finite (the top of the score's range) at every exit but
+    the last. The profile times forced runs only, which let nobody leave whatever the thresholds, but a finite
+    threshold makes each run pay every earlier exit's test, as a sample that goes on pays it in the shipped loop (an
+    infinite one skips the test: the cost model would miss it)."""
+    from edgeexit.calibrate.calibration import SCORE_RANGES
 
-    def linear(self, exits):
-        if len(exits) == 1:
-            return self.model.forced_ms(exits, self.batch), np.zeros(1)
-        return super().linear(exits)
-
-    def predict(self, exits, reach):
-        return self.model.forced_ms(exits, self.batch) if len(exits) == 1 else super().predict(exits, reach)
+    return [float(SCORE_RANGES[score][1])] * (num_exits - 1) + [math.inf]
 
 
 def profile_batches(target, batch: int) -> list[int]:
@@ -73,9 +69,11 @@ def best_static(res: SearchResult):
 
 
 def decide(run, choices, *, temperature: bool = True, profile_device: str = "local", model=None,
-           say: Callable[[Any], None] = _quiet) -> Decision:
+           keep_final: bool = False, say: Callable[[Any], None] = _quiet) -> Decision:
     """Profile the unpruned network, fit and save the cost model, search, and write pruned.pt and calibration.json
-    for what was chosen (see the module's doc). `run` is locked by the caller; `choices.objective` is set."""
+    for what was chosen (see the module's doc). `run` is locked by the caller; `choices.objective` is set.
+    `keep_final`: search only deployments that keep the final exit (--freeze-backbone: the user's own classifier,
+    whose answers the frozen backbone was kept for, is never truncated away)."""
     from edgeexit.calibrate import LOGIT_KINDS, exit_scores, fit_temperatures, load_recipe
     from edgeexit.calibrate.temperature import scale
     from edgeexit.models.costs import count_costs
@@ -102,11 +100,14 @@ def decide(run, choices, *, temperature: bool = True, profile_device: str = "loc
         # a drop nothing meets is refused before minutes of export and profiling: accuracy does not depend on cost
         from edgeexit.deploy.search import make_objective
 
-        search_deployments(scores, correct, MacCost.from_costs(costs), make_objective(max_drop=objective.max_drop))
+        search_deployments(scores, correct, MacCost.from_costs(costs), make_objective(max_drop=objective.max_drop),
+                           keep_final=keep_final)
     cm, backend, batches = _profile_unpruned(run, choices, net.num_exits, outs, scores, temps, costs, profile_device,
                                              model, say)
     say(costmodel_note(cm))
-    res = search_deployments(scores, correct, ShippedCost(cm, batch), objective)
+    if keep_final:
+        say("--freeze-backbone: only deployments that keep the final exit (your model's own classifier) are searched")
+    res = search_deployments(scores, correct, LatencyCost(cm, batch), objective, keep_final=keep_final)
     say(deployment_table(res, net.exit_names, best_static(res), backend, cm.full_ms(batch)))
     _write_choice(run, ckpt, net, costs, res, cm, outs, exit_scores(outs.logits if temps is None else
                   scale(outs.logits, np.asarray(temps, dtype=np.float64)), score), temps, calibration_error, choices)
@@ -124,8 +125,8 @@ def _profile_unpruned(run, choices, num_exits, outs, scores, temps, costs, profi
     from edgeexit.rundir import RunDir
 
     preds = outs.logits.argmax(-1)
-    # nobody leaves early: the profile times every exit forced anyway; the thresholds only have to be valid
-    cal = make_calibration("search", choices.score, [math.inf] * num_exits, scores.T, preds, outs.labels,
+    cal = make_calibration("search", choices.score, tested_thresholds(choices.score, num_exits), scores.T, preds,
+                           outs.labels,
                            np.asarray(costs.cumulative_macs, dtype=np.float64), "macs", None, None,
                            reference_cost=float(costs.full_macs), temperatures=temps)  # unpruned: the unsplit MACs
     cal.provenance = {"checkpoint": run.checkpoint.name, "checkpoint_sha256": run.sha256(run.checkpoint)}
@@ -242,7 +243,7 @@ def deployment_calibration(res: SearchResult, cm: CostModel, scores, preds, labe
 
     chosen, obj = res.chosen, res.objective
     ks = list(chosen.exits)
-    const, cum = ShippedCost(cm, res.batch).linear(ks)
+    const, cum = LatencyCost(cm, res.batch).linear(ks)
     # the cumulative ms of answering at each kept exit: exact at batch 1 (a linear stand-in above it)
     run_costs = np.maximum.accumulate(const + np.asarray(cum, dtype=np.float64))
     full_ms = cm.full_ms(res.batch)  # the unsplit model as one plain call: the yardstick
@@ -252,6 +253,10 @@ def deployment_calibration(res: SearchResult, cm: CostModel, scores, preds, labe
                     "search_accuracy": float(chosen.accuracy),
                     "full_predicted_ms": float(full_ms), "full_accuracy": float(res.full.accuracy),
                     "cost_model_error": float(cm.error()), "cost_model_noise": float(cm.noise()),
+                    # the exit loop forced to each kept exit, as predicted: the shipped bundle's profile measures the
+                    # same runs, a check of the model on another bundle than the one it was fitted on
+                    "forced_predicted_ms": ",".join(f"{cm.forced_ms(ks[:j + 1], res.batch):.6g}"
+                                                    for j in range(len(ks))) if len(ks) > 1 else None,
                     "cost_backend": cm.backend, "cost_device": cm.device, "search_seconds": float(res.seconds)}
     if obj.max_drop is not None:
         params["max_drop"] = float(obj.max_drop)

@@ -234,6 +234,15 @@ class EarlyExitRuntime:
 
     def _run_chunk(self, x: np.ndarray, logits_out: np.ndarray, exits_out: np.ndarray, start: int = 0) -> None:
         be = self.backend
+        if self.num_exits == 1:
+            # a static truncation: one plain call, nothing to score, scatter or compact (the loop's bookkeeping
+            # would cost a tiny model as much again as the call itself)
+            outs = self.segments[0].run({self._inputs[0]: be.upload(x)})
+            if self.trace is not None:
+                self.trace.append("segment0")
+            logits_out[...] = be.download(outs[LOGITS])
+            exits_out[...] = 0
+            return
         result = be.upload(logits_out)
         live = None  # output row of every sample still running; None: all of them, in order (nothing exited yet)
         cur = be.upload(x)
