@@ -58,7 +58,8 @@ def test_build_help_lists_the_panels_in_order():
     res = CliRunner().invoke(app, ["build", "--help"], env={"COLUMNS": "160"})
     assert res.exit_code == 0, res.output
     heads = [line.split("─ ", 1)[1].split(" ", 1)[0] for line in res.output.splitlines() if line.startswith("╭─ ")]
-    assert [h for h in heads if h != "Options"] == ["Data", "Model", "Training", "Calibration", "Export", "Device"]
+    assert [h for h in heads if h != "Options"] == ["Data", "Model", "Training", "Calibration", "Export", "Device",
+                                                 "Output"]
     assert "--budget" in res.output and "fraction of full MACs" in res.output
 
 
