@@ -10,6 +10,7 @@ anything unknown still reach the terminal, only after the command. When the comm
 not a user's mistake), everything captured is written back, chatter included, since it may explain the failure.
 
     progress (say, rule, the training bar)   normal and --verbose     rich's global console, silenced by --quiet
+    notes (note: a busy machine)             normal and --verbose     stderr, before the command runs
     the result                               always                   the command's own console (edgeexit.cli)
     errors                                   always                   stderr (edgeexit.cli_guard)
 """
@@ -64,6 +65,16 @@ def say(*objects, **kwargs) -> None:
     import rich
 
     rich.get_console().print(*objects, **kwargs)
+
+
+def note(text: str) -> None:
+    """A note about the run (e.g. a busy machine) on stderr, so that stdout stays the result; silenced by --quiet."""
+    if level() == QUIET:
+        return
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[yellow]note:[/] {escape(text)}", soft_wrap=True)
 
 
 def rule(title: str = "") -> None:

@@ -102,7 +102,8 @@ PANELS: dict[str, str] = {
     "run_dir": IN_EXPORT, "target": IN_EXPORT, "precision": IN_EXPORT, "eval_batch_size": IN_EXPORT,
     "device": IN_DEVICE, "profile_device": IN_DEVICE, "backend": IN_DEVICE, "batches": IN_DEVICE,
     "rounds": IN_DEVICE, "calls": IN_DEVICE, "runner": IN_DEVICE, "runner_binary": IN_DEVICE, "etdump": IN_DEVICE,
-    "threads": IN_DEVICE, "quiet": IN_OUTPUT, "verbose": IN_OUTPUT,
+    "threads": IN_DEVICE, "quiet": IN_OUTPUT, "verbose": IN_OUTPUT, "show": IN_OUTPUT, "json_out": IN_OUTPUT,
+    "mode": IN_TRAINING, "out": IN_EXPORT, "split": IN_DATA,
 }
 
 
@@ -124,7 +125,7 @@ def options(*groups: dict, **overrides: typer.models.OptionInfo):
 
     def decorate(fn):
         takes_shared = "shared" in inspect.signature(fn).parameters
-        panelled = len(merged) - len(OUTPUT) > PANELS_FROM  # --quiet and --verbose alone do not make a long list
+        panelled = sum(not isinstance(o, typer.models.ArgumentInfo) for _, o in merged.values()) > PANELS_FROM
         params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
                                     default=_in_panel(name, overrides.get(name, option), panelled))
                   for name, (kind, option) in merged.items()]
@@ -166,18 +167,16 @@ THREADS = {
 def habits_of_a_command(*, quiet: bool = False, verbose: bool = False, threads: int | None = None,
                         runs_model: bool = False) -> Iterator[None]:
     """What every command does around its work: how much it says, its threads, the note on a busy machine."""
-    from rich.markup import escape
-
     from edgeexit import chatter
     from edgeexit import threads as pools
 
     chatter.set_level(quiet=quiet, verbose=verbose)
+    if runs_model:
+        pools.choose(threads)
+        note = pools.competing_load(threads)
+        if note:  # on stderr, before the command's own output (and before stderr is captured): stdout stays the result
+            chatter.note(note)
     with chatter.hushed():
-        if runs_model:
-            pools.choose(threads)
-            note = pools.competing_load(threads)
-            if note:
-                chatter.say(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
         yield
 
 
