@@ -303,7 +303,7 @@ COMPARE = {
 }
 
 # build trains briefly by default: its own defaults for three of the shared options
-BUILD_EPOCHS = typer.Option(3, min=1, help="short by default so the whole job fits ~10 min on 2 cores")
+BUILD_EPOCHS = typer.Option(3, min=1, help="short by default, for a first bundle soon (train longer for accuracy)")
 BUILD_LR = typer.Option(1e-3, help="Adam learning rate (higher than train's: build trains briefly)")
 BUILD_SCHEDULE = typer.Option("cosine", help="learning rate: cosine (annealed to 0, good for short runs) | constant")
 PREDICT = {
