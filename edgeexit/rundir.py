@@ -60,7 +60,7 @@ def pruned_record(ckpt: dict, *, kept_exits: list[int], ensemble: dict, checkpoi
             "ensemble": ensemble, "provenance": {"checkpoint_sha256": checkpoint_sha256}}
 
 
-def resolve_pruned(path: Path, ckpt: dict) -> dict:
+def resolve_pruned(path: Path, ckpt: dict, *, read=None) -> dict:
     """A pruned.pt written by `pruned_record` with the weights of the checkpoint.pt beside it, checked by sha256:
     state_dict is then the whole trained network's (`state_is_unpruned`: edgeexit.train.checkpoint loads it, then cuts
     the kept exits), as is unpruned_state_dict. Other checkpoints are returned as they are."""
@@ -85,7 +85,7 @@ def resolve_pruned(path: Path, ckpt: dict) -> dict:
         raise StaleArtifactError(f"{path} was cut from another training than {source}",
                                  got=f"{WEIGHTS_FROM} sha256 {got[:12]}…", expected=f"sha256 {str(want)[:12]}…",
                                  hint=f"re-run `edgeexit prune --run-dir {Path(path).parent}`")
-    full = load_checkpoint(source)
+    full = (read or load_checkpoint)(source)  # `read`: the checkpoint reader itself, no second resolution
     if full.get("weights_from") is not None or full.get("kept_exits") is not None:
         raise CheckpointError(f"{source} is not a trained checkpoint", got="a pruned one",
                               expected="the checkpoint `edgeexit train` writes", hint="re-run `edgeexit train`")

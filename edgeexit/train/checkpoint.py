@@ -29,6 +29,17 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint at `path`, checked; a pruned.pt without weights of its own gets those of the checkpoint.pt
+    beside it (edgeexit.rundir.resolve_pruned)."""
+    ckpt = _read_checkpoint(Path(path))
+    if ckpt.get("weights_from") is not None:
+        from edgeexit.rundir import resolve_pruned
+
+        return resolve_pruned(path, ckpt, read=_read_checkpoint)
+    return ckpt
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError("checkpoint not found", got=str(path), expected="a file written by `edgeexit train`",
@@ -50,10 +61,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
         raise CheckpointError("checkpoint lacks keys", got=missing, expected=list(REQUIRED), hint="retrain with `edgeexit train`")
-    if ckpt.get("weights_from") is not None:  # a pruned.pt without weights of its own (edgeexit.rundir.pruned_record)
-        from edgeexit.rundir import resolve_pruned
-
-        return resolve_pruned(path, ckpt)
     return ckpt
 
 
