@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from edgeexit import chatter
 from edgeexit import cli_options as flags
 from edgeexit import options as opt
 from edgeexit.cli_guard import GuardedGroup
@@ -77,7 +78,7 @@ def _trained(run) -> Path:
     """The checkpoint later stages use: RUN/pruned.pt when `edgeexit prune` cut one from RUN/checkpoint.pt, else
     RUN/checkpoint.pt (RunDir.trained refuses a stale pruned.pt)."""
     chosen = run.trained()
-    console.print(f"[dim]using {chosen}[/]")
+    chatter.say(f"[dim]using {chosen}[/]")
     return chosen
 
 
@@ -146,7 +147,7 @@ def profile(run_dir, backend, device, batches, rounds, calls, runner, runner_bin
         sizes = opt.batch_list(batches)  # checked before anything is opened
         with run.lock("profile"):
             bundle = load_bundle(run.bundle)
-            console.print(f"profiling {bundle.root.name} on {escape(dev.describe())} ({rounds} rounds)...")
+            chatter.say(f"profiling {bundle.root.name} on {escape(dev.describe())} ({rounds} rounds)...")
             prof = profile_bundle(bundle, backend=backend, device=dev, batches=sizes, rounds=rounds,
                                   calls=calls, runner_binary=runner_binary)
             if etdump:
@@ -266,7 +267,7 @@ def build(target, run_dir, temperature, budget, max_drop, latency_first, batch, 
         run = RunDir(run_dir)
         with run.lock("build"):
             res = build_recipe(run, o, choices, temperature=temperature, prune=prune, eval_batch_size=eval_batch_size,
-                               profile_device=profile_device, say=console.print, rule=console.rule)
+                               profile_device=profile_device, say=chatter.say, rule=chatter.rule)
     except EdgeExitError as err:
         _fail(err)
     for line in build_lines(res, choices, run, run_dir, profile_device, title=f"{shared['backbone']} on "

@@ -4,11 +4,12 @@ their values as one dict (`shared`), which `edgeexit.options.train_options` turn
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 
@@ -37,14 +38,15 @@ TRAIN_SHARED: dict[str, tuple[object, typer.models.OptionInfo]] = {
     "head": (Optional[str], typer.Option(None, help="aep | plain | pool | bnpool (default: pool for --method eenet, "
                                                     "else aep)")),
     "image_size": (int, typer.Option(32, min=1, max=4096, help="input height and width; each backbone has a smallest")),
-    "method": (str, typer.Option("aep", help="aep (weighted ensemble, papers/000) | eenet (confidence + cost L_v2, "
-                                             "papers/002) | budget (bi-level gater, papers/003)")),
+    "method": (str, typer.Option("aep", help="aep (AEP's weighted ensemble, Sarti et al., arXiv:2301.12168) | eenet "
+                                             "(confidence + cost L_v2, EENets, Demir & Akbas, arXiv:2409.05336) | "
+                                             "budget (bi-level gater, Addad et al., HAL hal-04683503)")),
     "weight_mode": (str, typer.Option("unif", help="AEP weights: desc | asc | mix | unif")),
     "lam": (Optional[float], typer.Option(None, "--lam", help="cost weight λ (default: 1 for eenet, 2 for budget)")),
     "gater_features": (str, typer.Option("confidence,entropy", help="budget: the gater's inputs, from "
                                                                     "confidence,margin,entropy")),
-    "gater_period": (int, typer.Option(10, min=1, help="budget: network steps per gater step (papers/003: 10 on CIFAR, "
-                                                       "100 on ImageNet)")),
+    "gater_period": (int, typer.Option(10, min=1, help="budget: network steps per gater step (Addad et al.: 10 on "
+                                                       "CIFAR, 100 on ImageNet)")),
     "device": (str, typer.Option("auto", help="auto | cpu | cuda | cuda:N; under torchrun each rank takes "
                                               "cuda:LOCAL_RANK")),
     "weights": (Optional[str], typer.Option(None, help="'imagenet' (efficientnet_lite0's shipped weights), or your "
@@ -83,7 +85,7 @@ TRAIN_SHARED: dict[str, tuple[object, typer.models.OptionInfo]] = {
 # --help panel of each option, by name, for a command with more than PANELS_FROM options (a short list stays one
 # panel). A shared training option not named here goes to "Training".
 IN_DATA, IN_MODEL, IN_TRAINING = "Data", "Model", "Training"
-IN_CALIBRATION, IN_EXPORT, IN_DEVICE = "Calibration", "Export", "Device"
+IN_CALIBRATION, IN_EXPORT, IN_DEVICE, IN_OUTPUT = "Calibration", "Export", "Device", "Output"
 PANELS_FROM = 8
 PANELS: dict[str, str] = {
     "dataset": IN_DATA, "image_size": IN_DATA, "limit_train": IN_DATA, "limit_val": IN_DATA, "limit_test": IN_DATA,
@@ -100,6 +102,8 @@ PANELS: dict[str, str] = {
     "run_dir": IN_EXPORT, "target": IN_EXPORT, "precision": IN_EXPORT, "eval_batch_size": IN_EXPORT,
     "device": IN_DEVICE, "profile_device": IN_DEVICE, "backend": IN_DEVICE, "batches": IN_DEVICE,
     "rounds": IN_DEVICE, "calls": IN_DEVICE, "runner": IN_DEVICE, "runner_binary": IN_DEVICE, "etdump": IN_DEVICE,
+    "threads": IN_DEVICE, "quiet": IN_OUTPUT, "verbose": IN_OUTPUT, "show": IN_OUTPUT, "json_out": IN_OUTPUT,
+    "mode": IN_TRAINING, "out": IN_EXPORT, "split": IN_DATA,
 }
 
 
@@ -117,29 +121,63 @@ def options(*groups: dict, **overrides: typer.models.OptionInfo):
     """Give a command the options of `groups` (name -> (type, option); `overrides`: another default or help for
     this command). The command's own signature lists the names only; one that ends in `shared` gets the
     TRAIN_SHARED values as one dict there (edgeexit.options.train_options makes the typed configs of it)."""
-    merged = {name: spec for group in groups for name, spec in group.items()}
+    merged = {name: spec for group in (*groups, OUTPUT) for name, spec in group.items()}
 
     def decorate(fn):
         takes_shared = "shared" in inspect.signature(fn).parameters
-        panelled = len(merged) > PANELS_FROM
+        panelled = sum(not isinstance(o, typer.models.ArgumentInfo) for _, o in merged.values()) > PANELS_FROM
         params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
                                     default=_in_panel(name, overrides.get(name, option), panelled))
                   for name, (kind, option) in merged.items()]
         if panelled:  # --help lists the panels in the order of their first option: data first, device last
-            order = [IN_DATA, IN_MODEL, IN_TRAINING, IN_CALIBRATION, IN_EXPORT, IN_DEVICE]
+            order = [IN_DATA, IN_MODEL, IN_TRAINING, IN_CALIBRATION, IN_EXPORT, IN_DEVICE, IN_OUTPUT]
             params.sort(key=lambda p: order.index(p.default.rich_help_panel)
                         if getattr(p.default, "rich_help_panel", None) in order else len(order))
 
         @functools.wraps(fn)
         def command(**kwargs):
+            habits = {name: kwargs.pop(name) for name in (*OUTPUT, *THREADS) if name in kwargs}
             if takes_shared:
-                return fn(shared={name: kwargs.pop(name) for name in TRAIN_SHARED}, **kwargs)
-            return fn(**kwargs)
+                kwargs["shared"] = {name: kwargs.pop(name) for name in TRAIN_SHARED}
+            with habits_of_a_command(runs_model="threads" in merged, **habits):
+                return fn(**kwargs)
 
         command.__signature__ = inspect.Signature(params)  # what typer reads: names, types, options
         command.__annotations__ = {p.name: p.annotation for p in params}
         return command
     return decorate
+
+
+# every command with options: how much it says (edgeexit.chatter); a command that runs a model: its threads
+OUTPUT = {
+    "quiet": (bool, typer.Option(False, "--quiet", "-q", help="print the result only (and errors): no progress, no "
+                                                              "notes")),
+    "verbose": (bool, typer.Option(False, "--verbose", "-v", help="also show what torch, onnxscript, ExecuTorch and "
+                                                                  "the native runtimes print themselves (warnings, "
+                                                                  "cpuinfo and XNNPACK logs), hidden by default")),
+}
+THREADS = {
+    "threads": (Optional[int], typer.Option(None, min=1, help="threads for torch, onnxruntime and ExecuTorch/XNNPACK "
+                                                              "(default: one per core); on a machine other jobs share, "
+                                                              "about its idle cores (a note says so when it is busy)")),
+}
+
+
+@contextlib.contextmanager
+def habits_of_a_command(*, quiet: bool = False, verbose: bool = False, threads: int | None = None,
+                        runs_model: bool = False) -> Iterator[None]:
+    """What every command does around its work: how much it says, its threads, the note on a busy machine."""
+    from edgeexit import chatter
+    from edgeexit import threads as pools
+
+    chatter.set_level(quiet=quiet, verbose=verbose)
+    if runs_model:
+        pools.choose(threads)
+        note = pools.competing_load(threads)
+        if note:  # on stderr, before the command's own output (and before stderr is captured): stdout stays the result
+            chatter.note(note)
+    with chatter.hushed():
+        yield
 
 
 BACKEND = typer.Option(None, help=backend_help())  # the names come from the backend registry
@@ -155,6 +193,7 @@ TRAIN = {
     "resume": (bool, typer.Option(False, help="continue from run-dir/checkpoint.pt, with its settings")),
     "adopt": (bool, typer.Option(False, help="with --resume: go on with the settings given now where they differ from "
                                              "the checkpoint's (learning rate, schedule, batch size, limits...)")),
+    **THREADS,
 }
 PRUNE = {
     "run_dir": (Path, RUN_DIR),
@@ -165,6 +204,7 @@ PRUNE = {
                                                       "MACs budget (0.5, 20e6macs) instead of AEP's best ensemble")),
     "model": (Optional[str], AGAIN_MODEL),
     "model_kwargs": (Optional[str], AGAIN_MODEL_KWARGS),
+    **THREADS,
 }
 CALIBRATE = {
     "run_dir": (Path, RUN_DIR),
@@ -181,6 +221,7 @@ CALIBRATE = {
     "temperature": (bool, TEMPERATURE),
     "model": (Optional[str], AGAIN_MODEL),
     "model_kwargs": (Optional[str], AGAIN_MODEL_KWARGS),
+    **THREADS,
 }
 PROFILE = {
     "run_dir": (Path, RUN_DIR),
@@ -194,6 +235,7 @@ PROFILE = {
     "runner_binary": (Optional[Path], typer.Option(None, help="the C++ runner (edgeexit_runner, built from `edgeexit glue`) "
                                                              "for cpp / adb; adb pushes its shared libraries with it")),
     "etdump": (bool, typer.Option(False, help="ExecuTorch bundles: also per-segment and per-operator times from ETDump")),
+    **THREADS,
 }
 EXPORT = {
     "run_dir": (Path, RUN_DIR),
@@ -203,6 +245,7 @@ EXPORT = {
                                                     "a bundle")),
     "model": (Optional[str], AGAIN_MODEL),
     "model_kwargs": (Optional[str], AGAIN_MODEL_KWARGS),
+    **THREADS,
 }
 ENGINES = {
     "bundle": (Path, typer.Argument(..., help="the bundle to build engines for, e.g. RUN/bundle")),
@@ -223,6 +266,7 @@ EVAL = {
     "batch_size": (int, typer.Option(64, min=1, help="images per runtime call")),
     "limit": (Optional[int], typer.Option(None, min=1, help="use the first N samples of the split")),
     "json_out": (Optional[Path], typer.Option(None, "--json", help="also write the figures as JSON")),
+    **THREADS,
 }
 BUILD = {
     "target": (str, TARGET),
@@ -249,6 +293,7 @@ BUILD = {
     "precision": (Optional[str], PRECISION),
     "prune": (bool, typer.Option(True, help="AEP pruning to the best exit subset (aep method only)")),
     "profile_device": (str, typer.Option("local", help="where to profile: local | ssh://user@host | adb://SERIAL")),
+    **THREADS,
 }
 REPORT = {
     "run_dir": (Path, typer.Argument(Path("runs/default"), help="a run directory")),
@@ -259,10 +304,11 @@ COMPARE = {
     "samples": (int, typer.Option(1000, min=0, help="test-split images besides the bundle's test vectors")),
     "tolerance": (Optional[float], typer.Option(None, min=0.0, help="max |Δlogits| (default: by the bundle's precision)")),
     "json_out": (Optional[Path], typer.Option(None, "--json", help="also write the comparison as JSON")),
+    **THREADS,
 }
 
 # build trains briefly by default: its own defaults for three of the shared options
-BUILD_EPOCHS = typer.Option(3, min=1, help="short by default so the whole job fits ~10 min on 2 cores")
+BUILD_EPOCHS = typer.Option(3, min=1, help="short by default, for a first bundle soon (train longer for accuracy)")
 BUILD_LR = typer.Option(1e-3, help="Adam learning rate (higher than train's: build trains briefly)")
 BUILD_SCHEDULE = typer.Option("cosine", help="learning rate: cosine (annealed to 0, good for short runs) | constant")
 PREDICT = {
@@ -270,6 +316,7 @@ PREDICT = {
     "images": (list[Path], typer.Argument(..., help="image files (PNG, JPEG, ...) and folders of them")),
     "backend": (Optional[str], BACKEND),
     "json_out": (bool, typer.Option(False, "--json", help="print the answers as JSON instead of a table")),
+    **THREADS,
 }
 GLUE = {
     "out": (Path, typer.Option(..., help="the folder to copy into: absent, empty, or a previous `edgeexit glue` copy")),

@@ -309,12 +309,13 @@ def prune_stage(run: RunDir, *, mode: str | None = None, limit: int | None = Non
 def write_pruned(run: RunDir, ckpt: dict, net: EarlyExitNet, result: PruneResult) -> None:
     """RUN/pruned.pt (the sub-network keeping `result.kept_exits` of the trained `net`, its ensemble weights, the
     sha256 of RUN/checkpoint.pt it was cut from) and RUN/pruned.json: what `prune` and the deployment search write."""
-    sub = net.select_exits(result.kept_exits)
-    save_checkpoint(run.pruned, {**{k: v for k, v in ckpt.items() if k != "format"},
-                                 "state_dict": sub.state_dict(), "kept_exits": result.kept_exits,
-                                 "unpruned_state_dict": ckpt["state_dict"],
-                                 "ensemble": {"mode": result.mode, "weights": result.weights},
-                                 "provenance": {"checkpoint_sha256": run.sha256(run.checkpoint)}})
+    from edgeexit.rundir import pruned_record
+
+    net.select_exits(result.kept_exits)  # the subset is one this network can be cut to (ValueError otherwise)
+    # no weights: pruned.pt takes them from checkpoint.pt (edgeexit.rundir.resolve_pruned)
+    save_checkpoint(run.pruned, pruned_record(ckpt, kept_exits=result.kept_exits,
+                                              ensemble={"mode": result.mode, "weights": result.weights},
+                                              checkpoint_sha256=run.sha256(run.checkpoint)))
     jsonio.write_json(run.pruned_json, {**result.to_dict(), "provenance": {
         "checkpoint_sha256": run.sha256(run.checkpoint), "pruned_sha256": run.sha256(run.pruned)}})
 

@@ -1,4 +1,4 @@
-"""AEP pruning (papers/000, Section III): keep the best sub-ensemble of exits, found on validation.
+"""AEP pruning (Sarti et al., arXiv:2301.12168, Section III): keep the best sub-ensemble of exits, found on validation.
 
 For every non-empty subset S of the E exits the ensemble predicts argmax_c sum_{i in S} beta_i O_i,
 where O_i are the raw exit outputs (logits: "linear activation") and beta are AEP's output weights
@@ -31,7 +31,7 @@ class PruneResult:
     full: dict  # the same figures for all exits kept: {"exits", "accuracy", "params", "macs"}
     subsets: list[dict]  # every non-empty subset: {"exits", "accuracy", "params", "macs"}
     n_samples: int
-    objective: str = "ensemble"  # "ensemble" (AEP, papers/000) or "budget" (early-exit accuracy under a budget)
+    objective: str = "ensemble"  # "ensemble" (AEP, arXiv:2301.12168) or "budget" (early-exit accuracy under a budget)
     budget_macs: float | None = None
 
     def to_dict(self) -> dict:
@@ -94,7 +94,7 @@ def subset_hits(logits: np.ndarray, labels: np.ndarray, beta: np.ndarray,
 
 def prune(logits, labels, *, mode: str, segment_params, head_params, segment_macs, head_macs,
           max_chunk_bytes: int = 32 << 20) -> PruneResult:
-    """Evaluate every non-empty exit subset on validation outputs and keep the best (papers/000).
+    """Evaluate every non-empty exit subset on validation outputs and keep the best (Sarti et al., arXiv:2301.12168).
 
     `logits [E, N, C]` and `labels [N]` come from the validation split; `segment_* [E]` are the
     parameters / MACs of the backbone segment ending at each exit (not cumulative) and `head_* [E]`

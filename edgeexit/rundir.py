@@ -2,13 +2,17 @@
 provenance), and the lock that keeps two commands from writing the same run at once.
 
     checkpoint.pt                 train      <- data
-    pruned.pt, pruned.json        prune      <- checkpoint.pt (its sha256)
+    pruned.pt, pruned.json        prune      <- checkpoint.pt (its sha256); pruned.pt holds no weights (below)
     calibration.json, curves.*    calibrate  <- pruned.pt or checkpoint.pt (its sha256) [+ profile.json]
     bundle/                       export     <- that checkpoint + calibration.json (their sha256)
     profile.json                  profile    <- bundle (its manifest checksum, and the checkpoint behind it)
     costmodel.json                build      <- a profile of the unpruned network's bundle (its checksum; latency-first)
     eval.json                     eval       <- bundle (its content sha256)
     report.{json,md}, *.png       report     <- eval.json + profile.json + the bundle's calibration.json
+
+Only what a later stage reads is kept: pruned.pt names the exits kept and their ensemble weights, and takes every
+weight from checkpoint.pt beside it (`pruned_record`, `resolve_pruned`: the same file name, its sha256 checked), so a
+ResNet-18 run no longer holds a second 224 MB copy of weights (and optimizer state) it already has.
 
 One source for each: every command reads a run's measurements and report from here, never from the copies a
 bundle carries under report/ (those are what ships beside the model, written from the same bytes). The bundle's
@@ -33,6 +37,60 @@ LOCK = ".edgeexit.lock"
 
 class StaleArtifactError(ConfigError):
     """An artifact was made from another input than the one it is being combined with."""
+
+
+WEIGHTS_FROM = "checkpoint.pt"  # the one file a pruned.pt takes its weights from: beside it, in its run directory
+
+
+def _holds_tensor(value) -> bool:
+    if isinstance(value, dict):
+        return any(_holds_tensor(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_tensor(v) for v in value)
+    return type(value).__name__ in ("Tensor", "Parameter")
+
+
+def pruned_record(ckpt: dict, *, kept_exits: list[int], ensemble: dict, checkpoint_sha256: str) -> dict:
+    """What pruned.pt holds: the trained checkpoint's plain data (configs, input spec, history; no weights, optimizer
+    or generator state), the exits kept, their ensemble weights, and the sha256 of checkpoint.pt, whose weights it
+    uses (`resolve_pruned`). A few kilobytes, whatever the model's size."""
+    plain = {k: v for k, v in ckpt.items() if k not in ("format", "state_dict", "unpruned_state_dict", "weights_from",
+                                                        "state_is_unpruned") and not _holds_tensor(v)}
+    return {**plain, "state_dict": {}, "weights_from": WEIGHTS_FROM, "kept_exits": list(kept_exits),
+            "ensemble": ensemble, "provenance": {"checkpoint_sha256": checkpoint_sha256}}
+
+
+def resolve_pruned(path: Path, ckpt: dict, *, read=None) -> dict:
+    """A pruned.pt written by `pruned_record` with the weights of the checkpoint.pt beside it, checked by sha256:
+    state_dict is then the whole trained network's (`state_is_unpruned`: edgeexit.train.checkpoint loads it, then cuts
+    the kept exits), as is unpruned_state_dict. Other checkpoints are returned as they are."""
+    source_name = ckpt.get("weights_from")
+    if source_name is None:
+        return ckpt
+    from edgeexit.errors import CheckpointError
+    from edgeexit.train.checkpoint import load_checkpoint
+
+    if source_name != WEIGHTS_FROM:  # never a path a file chose: only the run directory's own checkpoint
+        raise CheckpointError("a pruned checkpoint names another weights file than its run's checkpoint.pt",
+                              got=repr(source_name)[:80], expected=repr(WEIGHTS_FROM),
+                              hint="re-run `edgeexit prune` in the run directory")
+    source = Path(path).parent / WEIGHTS_FROM
+    want = (ckpt.get("provenance") or {}).get("checkpoint_sha256")
+    if not source.is_file():
+        raise CheckpointError(f"{Path(path).name} takes its weights from {WEIGHTS_FROM} beside it, which is missing",
+                              got=str(source), expected=f"{WEIGHTS_FROM} with sha256 {str(want)[:12]}…",
+                              hint="copy the whole run directory, or re-run `edgeexit train` and `edgeexit prune`")
+    got = sha256(source)
+    if got != want:
+        raise StaleArtifactError(f"{path} was cut from another training than {source}",
+                                 got=f"{WEIGHTS_FROM} sha256 {got[:12]}…", expected=f"sha256 {str(want)[:12]}…",
+                                 hint=f"re-run `edgeexit prune --run-dir {Path(path).parent}`")
+    full = (read or load_checkpoint)(source)  # `read`: the checkpoint reader itself, no second resolution
+    if full.get("weights_from") is not None or full.get("kept_exits") is not None:
+        raise CheckpointError(f"{source} is not a trained checkpoint", got="a pruned one",
+                              expected="the checkpoint `edgeexit train` writes", hint="re-run `edgeexit train`")
+    return {**ckpt, "state_dict": full["state_dict"], "unpruned_state_dict": full["state_dict"],
+            "state_is_unpruned": True}
 
 
 @dataclass

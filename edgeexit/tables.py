@@ -133,21 +133,26 @@ def targets_table(rows: list[dict]) -> Table:
 
 
 def backbones_table() -> Table:
-    """The backbones edgeexit has adapters for, with their exits (or why one is not available here)."""
-    from edgeexit.errors import EdgeExitError
-    from edgeexit.models import backbone, exit_blocks, list_backbones
+    """The backbones edgeexit has adapters for, and the vision transformers, with their exits, MACs and parameters at
+    each one's default input size: read from a table measured once (edgeexit.models.catalog), no model is built."""
+    from edgeexit.models.catalog import catalog
 
-    t = Table(title="backbones")
-    for col in ("name", "blocks", "exits after (stages)", "full"):
-        t.add_column(col)
-    for name in list_backbones():
-        try:
-            bb = backbone(name, num_classes=10, in_channels=3)
-        except EdgeExitError as err:  # e.g. efficientnet_lite0 without the `pretrained` extra
-            t.add_row(name, "", escape(f"not available here: {err.hint or err.what}"), "")
-            continue
-        t.add_row(name, str(len(bb.blocks)), ", ".join(bb.block_names[i] for i in bb.stages),
-                  ", ".join(bb.block_names[i] for i in exit_blocks(bb, "full")))
+    def si(n: int) -> str:
+        return next(f"{n / 10 ** e:.3g} {p}" for e, p in ((9, "G"), (6, "M"), (3, "k"), (0, "")) if n >= 10 ** e or not e)
+
+    def names(blocks: list[str]) -> str:  # a ViT's encoder blocks: encoder.layers.encoder_layer_2 -> encoder_layer_2
+        return ", ".join(b.rsplit(".", 1)[-1] if b.startswith("encoder.layers.") else b for b in blocks)
+
+    t = Table(title="backbones: the unsplit model's MACs and parameters for the input shown (1000 classes at 224 px, "
+                    "10 at 32 px; MACs grow with the image area); --exits stages puts exits after the blocks listed, "
+                    "--exits full after as many blocks as shown")
+    t.add_column("name", no_wrap=True)
+    for col in ("input", "MACs", "params", "blocks", "full"):
+        t.add_column(col, justify="right", no_wrap=True)
+    t.add_column("exits after (stages)", overflow="fold")
+    for row in catalog():
+        t.add_row(row.name, f"{row.channels}×{row.image_size}²", si(row.macs), si(row.params), str(row.blocks),
+                  str(len(row.full)), names(row.stages))
     return t
 
 

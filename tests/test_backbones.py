@@ -85,3 +85,33 @@ def test_bad_model_config_is_a_clear_error(bad):
     with pytest.raises(ConfigError) as err:
         build_model(ModelConfig(**{**SMALL, "backbone": "tiny_cnn", **bad}))
     assert "expected" in str(err.value)
+
+
+def test_backbones_command_builds_no_model_and_lists_vits_with_macs():
+    """`edgeexit backbones` reads the measured table: torch is never imported (so no model is built), every adapter
+    and every vision transformer is listed with its MACs and parameters."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom edgeexit.cli import app\n"
+            "try:\n    app(['backbones'])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("NO-TORCH")
+    lines = out.stdout.splitlines()
+    for name in [*list_backbones(), "vit_b_16", "vit_h_14"]:
+        assert any(line.startswith(f"│ {name} ") for line in lines), name
+    resnet18 = next(line for line in lines if line.startswith("│ resnet18 "))
+    assert "1.81 G" in resnet18 and "11.7 M" in resnet18  # torchvision's figures for ResNet-18 at 224 px
+
+
+def test_backbone_catalog_is_complete_and_matches_real_models():
+    """The table lists every backbone, and its figures are what a real (not meta-device) model counts."""
+    from edgeexit.models.catalog import catalog, catalog_names, measure
+
+    rows = {r.name: r for r in catalog()}
+    assert list(rows) == catalog_names()  # regenerate with `python -m edgeexit.models.catalog`
+    for name in ("cifar_resnet20", "resnet18"):
+        assert measure(name, meta=False) == rows[name], name

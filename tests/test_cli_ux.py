@@ -58,7 +58,8 @@ def test_build_help_lists_the_panels_in_order():
     res = CliRunner().invoke(app, ["build", "--help"], env={"COLUMNS": "160"})
     assert res.exit_code == 0, res.output
     heads = [line.split("─ ", 1)[1].split(" ", 1)[0] for line in res.output.splitlines() if line.startswith("╭─ ")]
-    assert [h for h in heads if h != "Options"] == ["Data", "Model", "Training", "Calibration", "Export", "Device"]
+    assert [h for h in heads if h != "Options"] == ["Data", "Model", "Training", "Calibration", "Export", "Device",
+                                                 "Output"]
     assert "--budget" in res.output and "fraction of full MACs" in res.output
 
 
@@ -125,7 +126,7 @@ def test_predict_png_jpeg_and_folder_table_and_json(built, tmp_path):
 
     res = CliRunner().invoke(app, ["predict", str(run / "bundle"), str(png), str(jpg), str(folder), "--json"])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
+    out = json.loads(res.stdout)  # the answers on stdout; a note (a busy machine) goes to stderr
     rows = out["predictions"]
     assert [r["file"].rsplit("/", 1)[1] for r in rows] == ["one.png", "two.jpg", "a.jpeg", "b.png"]  # folder sorted
     for r in rows:

@@ -75,7 +75,8 @@ def test_a_millisecond_budget_refuses_a_profile_of_another_training(built, tmp_p
     run = copy_run(built, tmp_path / "run")
     for args in (["calibrate", "--budget", "1.0"], ["export"], ["profile", "--rounds", "3"]):
         assert runner.invoke(app, [*args, "--run-dir", str(run)]).exit_code == 0
-    other = copy_run(built, tmp_path / "other", ("pruned.pt",))  # another checkpoint, the first run's profile
+    # another checkpoint (a pruned.pt takes its weights from the checkpoint.pt beside it), the first run's profile
+    other = copy_run(built, tmp_path / "other", ("checkpoint.pt", "pruned.pt", "pruned.json"))
     shutil.copy(run / "profile.json", other / "profile.json")
     res = runner.invoke(app, ["calibrate", "--run-dir", str(other), "--budget", "5ms@cpu"])
     assert res.exit_code == 2 and "profile.json was made from another" in res.output

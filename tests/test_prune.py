@@ -201,3 +201,55 @@ def test_budget_objective_keeps_the_cheap_exit_the_ensemble_rule_drops():
     assert by_exits[(0, 1)]["expected_macs"] == pytest.approx(1.4)
     with pytest.raises(BudgetError, match="no exit subset"):
         prune_for_budget(logits, labels, mode="unif", budget_macs=0.5, reference_macs=3.0, **sizes)
+
+
+def test_pruned_checkpoint_keeps_no_weights_and_rebuilds_the_sub_network(built, tmp_path):
+    """pruned.pt names the kept exits and takes every weight from checkpoint.pt beside it (sha256 checked): no second
+    copy of the weights, the optimizer or the generator (issue 21: 224 MB for ResNet-18); the network it gives is the
+    trained one cut at the kept exits."""
+    import shutil
+
+    import torch
+    from typer.testing import CliRunner
+
+    from edgeexit.cli import app
+    from edgeexit.errors import CheckpointError
+    from edgeexit.rundir import RunDir, StaleArtifactError
+    from edgeexit.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from tests.conftest import copy_run
+
+    run = copy_run(built, tmp_path / "run")
+    res = CliRunner().invoke(app, ["prune", "--run-dir", str(run), "--budget", "0.5"])
+    assert res.exit_code == 0, res.output
+    raw = torch.load(run / "pruned.pt", weights_only=True)
+    assert raw["state_dict"] == {} and raw["weights_from"] == "checkpoint.pt"
+    assert not any(isinstance(v, (torch.Tensor, dict)) and k.endswith(("state_dict", "optimizer", "generator", "scaler"))
+                   and v for k, v in raw.items())
+    assert (run / "pruned.pt").stat().st_size < (run / "checkpoint.pt").stat().st_size / 4
+
+    kept = raw["kept_exits"]
+    full, _ = model_from_checkpoint(load_checkpoint(run / "checkpoint.pt"))
+    sub, _ = model_from_checkpoint(load_checkpoint(RunDir(run).trained()))
+    assert sub.num_exits == len(kept)
+    spec = load_checkpoint(run / "checkpoint.pt")["input_spec"]
+    x = torch.randn(4, spec["channels"], spec["height"], spec["width"])
+    with torch.no_grad():
+        want, got = full.select_exits(kept)(x), sub(x)
+    for w, g in zip(want, got):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+    unpruned, _ = model_from_checkpoint(load_checkpoint(run / "pruned.pt"), unpruned=True)
+    assert unpruned.num_exits == full.num_exits
+
+    moved = tmp_path / "moved"  # pruned.pt alone: its weights are missing, said so
+    moved.mkdir()
+    shutil.copy(run / "pruned.pt", moved / "pruned.pt")
+    with pytest.raises(CheckpointError, match="checkpoint.pt beside it, which is missing"):
+        load_checkpoint(moved / "pruned.pt")
+    other = tmp_path / "other"  # beside another training's checkpoint: refused as stale
+    other.mkdir()
+    shutil.copy(run / "pruned.pt", other / "pruned.pt")
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    ckpt["epoch"] = ckpt["epoch"] + 1
+    torch.save(ckpt, other / "checkpoint.pt")
+    with pytest.raises(StaleArtifactError, match="cut from another training"):
+        load_checkpoint(other / "pruned.pt")

@@ -1,18 +1,26 @@
-"""Early-exit networks: backbone adapters, exit placement and heads."""
+"""Early-exit networks: backbone adapters, exit placement and heads.
 
-from edgeexit.models.backbone import Backbone
-from edgeexit.models.build import (
-    HEAD_KINDS,
-    ModelConfig,
-    backbone,
-    build_model,
-    exit_blocks,
-    list_backbones,
-)
-from edgeexit.models.net import EarlyExitNet, ExitSegment, UnsplitModel
-from edgeexit.models.small_families import from_sequential
+The names below are imported on first use (PEP 562), so that `edgeexit.models.catalog` (what `edgeexit backbones`
+lists) is read without importing torch."""
 
-__all__ = [
-    "Backbone", "EarlyExitNet", "ExitSegment", "HEAD_KINDS", "ModelConfig", "UnsplitModel",
-    "backbone", "build_model", "exit_blocks", "from_sequential", "list_backbones",
-]
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "Backbone": "edgeexit.models.backbone",
+    "HEAD_KINDS": "edgeexit.models.build", "ModelConfig": "edgeexit.models.build", "backbone": "edgeexit.models.build",
+    "build_model": "edgeexit.models.build", "exit_blocks": "edgeexit.models.build",
+    "list_backbones": "edgeexit.models.build",
+    "EarlyExitNet": "edgeexit.models.net", "ExitSegment": "edgeexit.models.net", "UnsplitModel": "edgeexit.models.net",
+    "from_sequential": "edgeexit.models.small_families",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'edgeexit.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value  # once
+    return value

@@ -68,8 +68,8 @@ class ModelConfig:
     exits: str | list[int] | list[str] = "stages"
     head: str = "aep"  # "aep": the classifier replicated (AEP); "plain" | "pool" | "bnpool": EENet exit blocks
     weights: str | None = None  # a weights file (state_dict or torch.export archive); "imagenet" for efficientnet_lite0
-    gater_features: tuple[str, ...] | None = None  # budget-aware gater (papers/003) on these exit features, or none
-    gater_hidden: int = 500  # the gater MLP's hidden width (papers/003, Supplementary B)
+    gater_features: tuple[str, ...] | None = None  # budget-aware gater (hal-04683503) on these exit features, or none
+    gater_hidden: int = 500  # the gater MLP's hidden width (Addad et al., hal-04683503, Supplementary B)
     # A user's own model: "package.module:function" or "torchvision:<name>", called with `model_kwargs`; its exits
     # are module paths (`exits`), or the ViT preset's placements for a VisionTransformer (edgeexit.models.user).
     # Read back from a checkpoint, a "package.module:function" is called only when the user passes it again
@@ -99,7 +99,8 @@ def exit_blocks(bb: Backbone, exits: str | list[int], *, in_channels: int | None
     """Block indices after which exits go, for a placement name or an explicit list.
 
     "eenet:<distribution>:<n>" places n early exits by the share of the model's MACs spent before them
-    (papers/002, Sec. 3.4; `placement.place_exits`), which needs the input size (`in_channels`, `image_size`).
+    (EENets, arXiv:2409.05336, Sec. 3.4; `placement.place_exits`), which needs the input size (`in_channels`,
+    `image_size`).
     """
     last = len(bb.blocks) - 1
     if exits == "stages":

@@ -1,4 +1,4 @@
-"""EENet early-exit blocks Plain, Pool and Bnpool (Demir & Akbas, papers/002, Sec. 3.1, Fig. 2, Eq. 1-2).
+"""EENet early-exit blocks Plain, Pool and Bnpool (Demir & Akbas, arXiv:2409.05336, Sec. 3.1, Fig. 2, Eq. 1-2).
 
 Each block has two separate fully-connected branches fed by the same input:
 

@@ -1,5 +1,6 @@
-"""The budget-aware gater of papers/003 as it runs inside exported segments: P_k = σ(MLP(s_k)) from the confidence
-features of exit k's logits. Its training objectives live in `edgeexit.train.gater`."""
+"""The budget-aware gater (Addad, Lechervy, Jurie, HAL hal-04683503) as it runs inside exported segments:
+P_k = σ(MLP(s_k)) from the confidence features of exit k's logits. Its training objectives live in
+`edgeexit.train.gater`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from edgeexit.errors import ConfigError, ShapeError
 from edgeexit.models.scores import score_fn_torch
 
 FEATURES = ("confidence", "margin", "entropy")
-_EXIT_SCORE = {"confidence": "max_softmax", "margin": "margin", "entropy": "neg_entropy"}  # papers/003 Eq. 6-8
+_EXIT_SCORE = {"confidence": "max_softmax", "margin": "margin", "entropy": "neg_entropy"}  # Addad et al. Eq. 6-8
 
 
 def exit_features(logits: Tensor, features: Sequence[str] = ("confidence", "entropy")) -> Tensor:
@@ -34,7 +35,7 @@ def exit_features(logits: Tensor, features: Sequence[str] = ("confidence", "entr
 
 
 class Gater(nn.Module):
-    """P_k = σ(MLP(s_k)) for every exit k (papers/003, Sec. 3, "Estimating the probability ...").
+    """P_k = σ(MLP(s_k)) for every exit k (Addad et al., hal-04683503, Sec. 3, "Estimating the probability ...").
 
     One MLP, shared by all exits, as in the paper (a single φ, P^k_{i;φ} = σ(MLP(s^k_{i;θ}))): one hidden
     layer of 500 units (Supplementary B); ReLU between the layers (the paper names no activation).

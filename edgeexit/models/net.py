@@ -19,7 +19,7 @@ class EarlyExitNet(nn.Module):
     """`segments[k]` maps the features after exit k-1 to the features at exit k; `heads[k]` answers there.
 
     The last head is the final classifier, so `forward(x)[-1]` are the logits of the original model.
-    `gater` (optional) is the budget-aware gater of papers/003 that scores every exit from its logits;
+    `gater` (optional) is the budget-aware gater of Addad et al., hal-04683503 that scores every exit from its logits;
     it is a submodule so that checkpoints carry it, but `forward` never runs it.
     """
 

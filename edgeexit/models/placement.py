@@ -1,5 +1,5 @@
 """Where to put EENet exits: by the share of the network's cost spent before each exit
-(Demir & Akbas, papers/002, Sec. 3.4, Fig. 3).
+(Demir & Akbas, arXiv:2409.05336, Sec. 3.4, Fig. 3).
 
 Each distribution gives a target cost rate t_k ∈ (0, 1) for early exit k = 1 … N (N = number of
 early exits; the final classifier is not one of them):

@@ -71,7 +71,7 @@ def vgg16(*, num_classes: int = 10, in_channels: int = 3, weights=None) -> Backb
     """VGG-16 cut after every conv layer; stages end at the five max-pools.
 
     AEP replaces VGG's over-parameterised classifier by global average pooling and one dense layer at
-    every exit, the final one included, so the final head is GAP + dense too (papers/000, Sec. IV-A).
+    every exit, the final one included, so the final head is GAP + dense too (AEP, arXiv:2301.12168, Sec. IV-A).
     """
     m = _load_torchvision("vgg16", num_classes, weights)
     layers = list(m.features)

@@ -28,6 +28,19 @@ def _runtime():
     return Runtime.get()
 
 
+def _size_threadpool(threads: int) -> None:
+    """ExecuTorch's one threadpool (XNNPACK's workers) at `threads` threads. Reset only when its size differs: a
+    reset while a program runs would pull the threads from under it, and nothing runs while a backend opens."""
+    try:
+        from executorch.extension.pybindings import portable_lib
+    except ImportError:  # pragma: no cover - the runtime came without its pybindings: its own default
+        return
+    get = getattr(portable_lib, "_threadpool_get_thread_count", None)
+    reset = getattr(portable_lib, "_unsafe_reset_threadpool", None)
+    if get is not None and reset is not None and get() != threads:
+        reset(threads)
+
+
 class PteSegment:
     """One method of a loaded program."""
 
@@ -73,6 +86,8 @@ class ExecuTorchBackend(TorchBackend):
         super().__init__(threads)
         self.runtime = _runtime()
         self._programs: dict[Path, object] = {}
+        if self.threads:
+            _size_threadpool(self.threads)
 
     def open_segment(self, path: Path, ref: SegmentRef, inputs, outputs, max_batch: int) -> PteSegment:
         if ref is None or ref.method is None:

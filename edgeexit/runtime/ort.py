@@ -71,7 +71,9 @@ class OrtBackend:
     install_hint = "onnxruntime's CPU provider is always built in"
 
     def __init__(self, threads: int | None = None):
-        self.threads = threads
+        from edgeexit.threads import chosen
+
+        self.threads = threads or chosen()  # the command's --threads unless the caller asks for its own
         self._check_provider()
 
     def _check_provider(self) -> None:

@@ -293,10 +293,13 @@ class TorchBackend:
     device_name = "cpu"
 
     def __init__(self, threads: int | None = None):
+        from edgeexit.threads import chosen
+
         self.torch = _torch()
         self.device = self.torch.device(self.device_name)
-        if threads:
-            self.torch.set_num_threads(threads)
+        self.threads = threads or chosen()  # the command's --threads unless the caller asks for its own
+        if self.threads:
+            self.torch.set_num_threads(self.threads)
 
     def open_segment(self, path: Path, ref: SegmentRef, inputs, outputs, max_batch: int) -> TorchSegment:
         return TorchSegment(self, path, inputs, outputs)

@@ -29,6 +29,17 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint at `path`, checked; a pruned.pt without weights of its own gets those of the checkpoint.pt
+    beside it (edgeexit.rundir.resolve_pruned)."""
+    ckpt = _read_checkpoint(Path(path))
+    if ckpt.get("weights_from") is not None:
+        from edgeexit.rundir import resolve_pruned
+
+        return resolve_pruned(path, ckpt, read=_read_checkpoint)
+    return ckpt
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError("checkpoint not found", got=str(path), expected="a file written by `edgeexit train`",
@@ -75,10 +86,12 @@ def model_from_checkpoint(ckpt: dict[str, Any], *, unpruned: bool = False,
     check_stored_spec(spec, kwargs, model, where="the checkpoint")
     cfg = ModelConfig.from_dict({**stored, "weights": None})
     net = build_model(cfg)
-    state = ckpt["state_dict"]
+    state, cut_after = ckpt["state_dict"], None
     if ckpt.get("kept_exits") is not None:
         if unpruned:
             state = ckpt["unpruned_state_dict"]
+        elif ckpt.get("state_is_unpruned"):  # the whole network's weights (edgeexit.rundir.resolve_pruned)
+            cut_after = ckpt["kept_exits"]
         else:
             net = net.select_exits(ckpt["kept_exits"])
     try:
@@ -88,4 +101,6 @@ def model_from_checkpoint(ckpt: dict[str, Any], *, unpruned: bool = False,
         raise CheckpointError("checkpoint weights do not match its model config", got=" ".join(first),
                               expected=f"a state_dict of {cfg.backbone} with exits {cfg.exits} and head {cfg.head}",
                               hint="the checkpoint was edited, or written by another edgeexit version; retrain") from err
+    if cut_after is not None:
+        net = net.select_exits(cut_after)
     return net.eval(), cfg
