@@ -224,4 +224,7 @@ def build_lines(res, choices, run, run_dir, profile_device: str, *, title: str) 
         lines.append(device)
     lines.append(f"bundle: {run.bundle} -> {res.bundle.root.name}  (report/ inside; {run.report_md})  "
                  f"total {res.seconds:.0f} s")
+    from edgeexit.bundle.slim import sizes_line
+
+    lines.append(escape(sizes_line(res.bundle, run.bundle)))  # what ships, beside what is checked
     return lines

@@ -69,6 +69,9 @@ class Bundle:
     root: Path
     manifest: Manifest
     left_alone: tuple[str, ...] = ()  # after a write: old version directories not pruned (not provably ours), why
+    # after an export with --slim: the deployable bundle written beside this development bundle, and where
+    deployable: "Bundle | None" = None
+    deployable_at: Path | None = None
 
     def path(self, rel: str) -> Path:
         return self.root / rel
