@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_android_jvm import java, run_jvm
-from test_cpp_runner import check_verification, python_reference, resign, run_runner
+from test_android_jvm import java, jvm_app, run_jvm  # noqa: F401 (jvm_app, cpp_build: fixtures)
+from test_cpp_runner import check_verification, cpp_build, python_reference, resign, run_runner  # noqa: F401
 from typer.testing import CliRunner
 
 from edgeexit.bundle import MANIFEST, load_bundle, sha256
