@@ -30,7 +30,8 @@ class Counts:
         self.stage = "options"
         self.checkpoint: Counter = Counter()  # stage -> load_checkpoint calls
         self.targets = 0  # target TOML files parsed
-        self.bundles = 0  # write_bundle calls
+        self.bundles = 0  # write_bundle calls for RUN/bundle
+        self.slim = 0  # write_bundle calls for the deployable RUN/bundle-slim beside it (edgeexit.bundle.slim)
         self.hashed: Counter = Counter()  # a bundle file (path inside its version) -> sha256 calls
 
 
@@ -47,14 +48,15 @@ def _bundle_file(path: Path) -> str | None:
     """The path of a file inside a bundle version (or its temporary directory); None for a run's own files."""
     parts = Path(path).parts
     for i, part in enumerate(parts):
-        if part.startswith(".bundle"):
-            return "/".join(parts[i + 1:])
+        if part.startswith(".bundle"):  # the deployable bundle's files counted apart: hard links of the same bytes
+            return ("slim:" if part.startswith(".bundle-slim") else "") + "/".join(parts[i + 1:])
     return None
 
 
 def _count(monkeypatch) -> Counts:
     import importlib
 
+    import edgeexit.bundle.slim  # noqa: F401 (imported before the wraps: a module imported later binds the wrapper)
     import edgeexit.bundle.store as store
     import edgeexit.tomlfiles as tomlfiles
     import edgeexit.train.checkpoint as checkpoint
@@ -83,7 +85,10 @@ def _count(monkeypatch) -> Counts:
 
     wrap(checkpoint.load_checkpoint, lambda *a, **k: counts.checkpoint.update([counts.stage]))
     wrap(tomlfiles.read, lambda path, what, *a, **k: setattr(counts, "targets", counts.targets + (what == "target")))
-    wrap(store.write_bundle, lambda *a, **k: setattr(counts, "bundles", counts.bundles + 1))
+    def written(dest, *a, **k):
+        which = "slim" if Path(dest).name == "bundle-slim" else "bundles"
+        setattr(counts, which, getattr(counts, which) + 1)
+    wrap(store.write_bundle, written)
 
     def hashed(path, *a, **k):
         rel = _bundle_file(path)
@@ -104,8 +109,10 @@ def test_a_build_loads_each_artifact_once_per_stage_and_writes_its_bundle_once(t
     # train writes the checkpoint and loads none; prune, calibrate and export load the one they use once each
     assert counts.checkpoint == Counter({"prune_stage": 1, "calibrate_stage": 1, "export_stage": 1}), counts.checkpoint
     assert counts.targets == 1
-    assert counts.bundles == 1
+    assert counts.bundles == 1 and counts.slim == 1
     assert counts.hashed and max(counts.hashed.values()) <= 2, counts.hashed
+    # the deployable bundle's big files are hard links whose sha256 carries over: hashed by no one but their loader
+    assert not [f for f in counts.hashed if f.startswith("slim:onnx/")], counts.hashed
     # the one write carries the measurements and the report
     bundle = run / "bundle"
     for rel in ("report/eval.json", "report/profile.json", "report/report.json", "report/report.md"):
@@ -124,7 +131,7 @@ def test_a_millisecond_build_takes_two_passes_and_still_attaches_its_report_in_t
     assert "skipped (--no-prune, a method other than aep, or a millisecond budget)" in res.output.replace("\n", " ")
     assert not (run / "pruned.pt").exists()
     assert counts.checkpoint == Counter({"calibrate_stage": 2, "export_stage": 2}), counts.checkpoint
-    assert counts.targets == 1 and counts.bundles == 2
+    assert counts.targets == 1 and counts.bundles == 2 and counts.slim == 1  # the deployable bundle: of the last
     assert json.loads((run / "bundle" / "calibration.json").read_text())["cost_unit"] == "ms"
     assert (run / "bundle" / "report" / "report.json").is_file()
 

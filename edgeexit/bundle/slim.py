@@ -86,16 +86,18 @@ def slim_fields(manifest: Manifest, *, vectors: bool = False) -> tuple[dict[str,
 
 
 def write_slim(dev: Bundle | Path | str, dest: Path | str, *, vectors: bool = False) -> Bundle:
-    """The deployable bundle of the development bundle `dev` (verified again here: a slim bundle is never cut from
-    files nobody checked), written at `dest` like any bundle (atomic; `dest` must be absent, empty or an edgeexit
-    bundle nobody changed)."""
-    dev = load_bundle(dev.root if isinstance(dev, Bundle) else dev)
+    """The deployable bundle of the development bundle `dev`, written at `dest` like any bundle (atomic; `dest` must be
+    absent, empty or an edgeexit bundle nobody changed). A slim bundle is never cut from files nobody checked: a path
+    is verified first (load_bundle); a `Bundle` is one already (what write_bundle or load_bundle returned), and its
+    files' sha256 carry over to the hard links without hashing them again."""
+    dev = dev if isinstance(dev, Bundle) else load_bundle(dev)
     fields, files = slim_fields(dev.manifest, vectors=vectors)
+    linked = [f for f in files if f not in (SCHEMA_FILE, BUNDLE_MARK, MANIFEST)]
 
     def populate(tmp: Path) -> None:
-        link_files(dev.root, [f for f in files if f not in (SCHEMA_FILE, BUNDLE_MARK, MANIFEST)], tmp)
+        link_files(dev.root, linked, tmp)
 
-    return write_bundle(dest, fields, populate)
+    return write_bundle(dest, fields, populate, known={f: dev.manifest.files[f] for f in linked})
 
 
 def bundle_bytes(bundle: Bundle) -> int:
