@@ -18,7 +18,7 @@ from test_cpp_runner import check_verification, cpp_build, python_reference, res
 from typer.testing import CliRunner
 
 from edgeexit.bundle import MANIFEST, load_bundle, sha256
-from edgeexit.bundle.slim import bundle_bytes, slim_path, write_slim
+from edgeexit.bundle.slim import bundle_bytes, deployable_bytes, slim_path, write_slim
 from edgeexit.cli import app
 from edgeexit.errors import BundleError, ConfigError
 from edgeexit.runtime import EarlyExitRuntime
@@ -63,6 +63,7 @@ def test_build_writes_both_and_says_both_sizes(built):
     assert [e.threshold for e in m.exits] == [e.threshold for e in dev.exits] and m.class_names == dev.manifest.class_names
     assert all(m.files[f] == dev.manifest.files[f] for f in segments)  # the same bytes, not a new lowering
     assert bundle_bytes(slim) < bundle_bytes(dev) / 3
+    assert deployable_bytes(dev) == bundle_bytes(slim) - (slim.root / MANIFEST).stat().st_size  # sized without writing
 
 
 def test_export_writes_the_pte_deployable_bundle(android_bundle):

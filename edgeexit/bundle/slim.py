@@ -105,6 +105,14 @@ def bundle_bytes(bundle: Bundle) -> int:
     return sum(bundle.path(rel).stat().st_size for rel in bundle.manifest.files) + bundle.path(MANIFEST).stat().st_size
 
 
+def deployable_bytes(dev: Bundle, *, vectors: bool = False) -> int:
+    """What the deployable bundle of `dev` would take, its manifest aside (a few kB), without writing it: for sizing a
+    bundle that was exported with --no-slim, or by an edgeexit before it."""
+    _, files = slim_fields(dev.manifest, vectors=vectors)
+    written = {SCHEMA_FILE, BUNDLE_MARK} & set(dev.manifest.files)  # the writer writes them again, the same bytes
+    return sum(dev.path(rel).stat().st_size for rel in {*files, *written})
+
+
 def megabytes(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
