@@ -219,7 +219,7 @@ def jetson_slim(built, tmp_path_factory) -> Path:
 
 
 def test_engines_build_from_the_slim_jetson_bundle(jetson_slim, tmp_path):
-    from edgeexit.engines import build_engines
+    from edgeexit.engines import build_engines, describe
     from edgeexit.runtime.engine_record import METADATA
 
     before = load_bundle(jetson_slim)
@@ -230,6 +230,7 @@ def test_engines_build_from_the_slim_jetson_bundle(jetson_slim, tmp_path):
     assert m.formats == ["engine", "onnx"] and METADATA in m.files and m.reference.segment == {}
     assert {f for f in m.files if f.endswith(".engine")} == {e.segment["engine"].file for e in m.exits}
     assert b.root == load_bundle(dest).root
+    assert describe(b, dest).startswith(f"engines: {len(m.exits)} segments, tensorrt_rtx")  # no reference claimed
     # the deployable bundle of the built engines: the engines and their record, no ONNX
     engines_only = write_slim(dest, tmp_path / "engines-only").manifest
     assert engines_only.formats == ["engine"] and METADATA in engines_only.files
