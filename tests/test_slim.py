@@ -88,6 +88,9 @@ def test_export_slim_vectors_and_no_slim(built, tmp_path):
     res = CliRunner().invoke(app, ["export", "--run-dir", str(run), "--out", str(tmp_path / "c"), "--no-slim"])
     assert res.exit_code == 0, res.output
     assert not slim_path(tmp_path / "c").exists() and "no deployable bundle (--no-slim)" in " ".join(res.output.split())
+    res = CliRunner().invoke(app, ["export", "--run-dir", str(run), "--out", str(out), "--no-slim"])
+    assert res.exit_code == 0, res.output  # the deployable bundle of the export before is not this one's: said so
+    assert f"{slim_path(out)} is an earlier export's, not this bundle's" in " ".join(res.output.split())
 
 
 def test_a_user_folder_where_the_slim_bundle_goes_is_refused_before_export(built, tmp_path):

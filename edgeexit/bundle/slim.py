@@ -123,7 +123,9 @@ def sizes_line(dev: Bundle, dev_path: Path | str) -> str:
     line = f"development bundle {dev_path}: {megabytes(bundle_bytes(dev))} ({', '.join(dev.manifest.formats)}; " \
            "compare, profile, report)"
     if dev.deployable is None:
-        return line + "; no deployable bundle (--no-slim)"
+        older = slim_path(dev_path)
+        stale = f"; {older} is an earlier export's, not this bundle's" if older.exists() or older.is_symlink() else ""
+        return line + "; no deployable bundle (--no-slim)" + stale
     slim = dev.deployable
     return (f"deployable bundle {dev.deployable_at}: {megabytes(bundle_bytes(slim))} "
             f"({', '.join(slim.manifest.formats)}; ship this); {line}")
