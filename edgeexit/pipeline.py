@@ -498,7 +498,7 @@ def with_deployable(bundle: Bundle, dest: Path, vectors: bool) -> Bundle:
     except (EdgeExitError, OSError) as err:
         raise ExportError(f"the development bundle {dest} was written, the deployable bundle {at} was not (what is "
                           f"there is older, if anything)", got=str(err)[:500], expected="both bundles",
-                          hint=f"free the disk or the path and export again; or export with --no-slim") from err
+                          hint="free the disk or the path and export again; or export with --no-slim") from err
     return dataclasses.replace(bundle, deployable=slim, deployable_at=at)
 
 

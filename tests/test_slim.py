@@ -17,7 +17,7 @@ from test_android_jvm import java, jvm_app, run_jvm  # noqa: F401 (jvm_app, cpp_
 from test_cpp_runner import check_verification, cpp_build, python_reference, resign, run_runner  # noqa: F401
 from typer.testing import CliRunner
 
-from edgeexit.bundle import MANIFEST, load_bundle, sha256
+from edgeexit.bundle import MANIFEST, load_bundle
 from edgeexit.bundle.slim import bundle_bytes, deployable_bytes, slim_path, write_slim
 from edgeexit.cli import app
 from edgeexit.errors import BundleError, ConfigError
@@ -102,6 +102,24 @@ def test_a_user_folder_where_the_slim_bundle_goes_is_refused_before_export(built
     assert res.exit_code != 0 and "Traceback" not in res.output
     assert "refusing to write a bundle over a path" in " ".join(res.output.split())
     assert (mine / "notes.txt").read_text() == "mine" and not (tmp_path / "b").exists()
+
+
+def test_a_failed_deployable_write_is_an_error_that_says_what_was_written(built, tmp_path, monkeypatch):
+    """The development bundle is swapped in before the deployable one is cut from it: a full disk then fails the
+    export, saying which of the two is new (never a silent, stale RUN/bundle-slim)."""
+    import edgeexit.bundle.slim as slim
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    run, _ = built
+    monkeypatch.setattr(slim, "write_slim", full)
+    res = CliRunner().invoke(app, ["export", "--run-dir", str(run), "--out", str(tmp_path / "b")])
+    flat = " ".join(res.output.split())
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert f"the development bundle {tmp_path / 'b'} was written, the deployable bundle {tmp_path / 'b-slim'} was " \
+           "not" in flat and "No space left on device" in flat
+    load_bundle(tmp_path / "b")
 
 
 # ------------------------------------------------------------------------------------------------ Python runners
