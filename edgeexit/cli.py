@@ -167,26 +167,22 @@ def profile(run_dir, backend, device, batches, rounds, calls, runner, runner_bin
 
 @app.command()
 @options(flags.EXPORT)
-def export(run_dir, target, precision, out, model, model_kwargs):
+def export(run_dir, target, precision, out, model, model_kwargs, slim, slim_vectors):
     """Split into one exported program per segment, lower them for the target (each checked against its program),
     write the verified bundle."""
     from edgeexit.pipeline import export_stage
     from edgeexit.rundir import RunDir
-    from edgeexit.tables import engines_hint
+    from edgeexit.tables import export_lines
 
     try:
         run = RunDir(run_dir)
         with run.lock("export"):
-            bundle = export_stage(run, _trained(run), out, target=target, precision=precision,
-                                  model=opt.passed_model(model, model_kwargs))
+            bundle = export_stage(run, _trained(run), out, target=target, precision=precision, slim=slim,
+                                  slim_vectors=slim_vectors, model=opt.passed_model(model, model_kwargs))
     except EdgeExitError as err:
         _fail(err)
-    m = bundle.manifest
-    console.print(f"bundle: {out or run.bundle} -> {bundle.root.name} ({len(bundle.exits)} segments, target {m.target}, "
-                  f"{m.format} {m.precision}, formats {', '.join(m.formats)})")
-    hint = engines_hint(bundle, out or run.bundle)  # a target that builds its engines on the device says how
-    if hint:
-        console.print(hint, soft_wrap=True)
+    for line in export_lines(bundle, out or run.bundle):
+        console.print(line, soft_wrap=True)
 
 
 @app.command()
@@ -253,7 +249,7 @@ def predict(bundle, images, backend, json_out):
 @app.command()
 @options(flags.BUILD, flags.TRAIN_SHARED, epochs=flags.BUILD_EPOCHS, lr=flags.BUILD_LR, schedule=flags.BUILD_SCHEDULE)
 def build(target, run_dir, temperature, budget, max_drop, latency_first, batch, policy, score, eval_batch_size,
-          precision, prune, profile_device, shared):
+          precision, prune, profile_device, slim, slim_vectors, shared):
     """train -> prune -> calibrate -> export -> profile -> measure: a bundle with its report, in one go."""
     from edgeexit.recipe import build as build_recipe
     from edgeexit.rundir import RunDir
@@ -267,7 +263,8 @@ def build(target, run_dir, temperature, budget, max_drop, latency_first, batch, 
         run = RunDir(run_dir)
         with run.lock("build"):
             res = build_recipe(run, o, choices, temperature=temperature, prune=prune, eval_batch_size=eval_batch_size,
-                               profile_device=profile_device, say=chatter.say, rule=chatter.rule)
+                               profile_device=profile_device, say=chatter.say, rule=chatter.rule,
+                               slim=slim, slim_vectors=slim_vectors)
     except EdgeExitError as err:
         _fail(err)
     for line in build_lines(res, choices, run, run_dir, profile_device, title=f"{shared['backbone']} on "

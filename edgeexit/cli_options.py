@@ -100,6 +100,7 @@ PANELS: dict[str, str] = {
     "threshold": IN_CALIBRATION, "quota": IN_CALIBRATION, "limit": IN_CALIBRATION, "temperature": IN_CALIBRATION,
     "max_drop": IN_CALIBRATION, "latency_first": IN_CALIBRATION, "batch": IN_CALIBRATION,
     "run_dir": IN_EXPORT, "target": IN_EXPORT, "precision": IN_EXPORT, "eval_batch_size": IN_EXPORT,
+    "slim": IN_EXPORT, "slim_vectors": IN_EXPORT,
     "device": IN_DEVICE, "profile_device": IN_DEVICE, "backend": IN_DEVICE, "batches": IN_DEVICE,
     "rounds": IN_DEVICE, "calls": IN_DEVICE, "runner": IN_DEVICE, "runner_binary": IN_DEVICE, "etdump": IN_DEVICE,
     "threads": IN_DEVICE, "quiet": IN_OUTPUT, "verbose": IN_OUTPUT, "show": IN_OUTPUT, "json_out": IN_OUTPUT,
@@ -237,6 +238,13 @@ PROFILE = {
     "etdump": (bool, typer.Option(False, help="ExecuTorch bundles: also per-segment and per-operator times from ETDump")),
     **THREADS,
 }
+SLIM = {  # export and build: the deployable bundle beside the development one (edgeexit.bundle.slim)
+    "slim": (bool, typer.Option(True, "--slim/--no-slim", help="also write the deployable bundle beside the "
+                                "development one (BUNDLE-slim): only what the device runs (the .pte, or the ONNX the "
+                                "engines are built from), verified like any bundle; ship that one")),
+    "slim_vectors": (bool, typer.Option(False, "--slim-vectors", help="keep the test vectors (pte/program.bpte, "
+                                        "vectors.npz) in the deployable bundle, for verify() on the device")),
+}
 EXPORT = {
     "run_dir": (Path, RUN_DIR),
     "target": (str, TARGET),
@@ -246,6 +254,7 @@ EXPORT = {
     "model": (Optional[str], AGAIN_MODEL),
     "model_kwargs": (Optional[str], AGAIN_MODEL_KWARGS),
     **THREADS,
+    **SLIM,
 }
 ENGINES = {
     "bundle": (Path, typer.Argument(..., help="the bundle to build engines for, e.g. RUN/bundle")),
@@ -294,6 +303,7 @@ BUILD = {
     "prune": (bool, typer.Option(True, help="AEP pruning to the best exit subset (aep method only)")),
     "profile_device": (str, typer.Option("local", help="where to profile: local | ssh://user@host | adb://SERIAL")),
     **THREADS,
+    **SLIM,
 }
 REPORT = {
     "run_dir": (Path, typer.Argument(Path("runs/default"), help="a run directory")),

@@ -251,7 +251,8 @@ def _build(bundle_dir: Path, dest: Path, *, compute_capabilities, workspace_mb, 
 def describe(bundle: Bundle, dest: Path) -> str:
     """One line on what was built, for the command's output."""
     builder = read_record(bundle.path(METADATA)).builder
-    return (f"engines: {len(bundle.exits)} segments + reference, {builder.flavour} {builder.version}, "
+    reference = " + reference" if FORMAT in bundle.manifest.reference.segment else ""  # a deployable bundle has none
+    return (f"engines: {len(bundle.exits)} segments{reference}, {builder.flavour} {builder.version}, "
             f"compute capability {', '.join(builder.compute_capabilities)}"
             f"{', GPU ' + builder.gpu if builder.gpu else ' (CPU-only build)'}"
             f"{', L4T ' + builder.l4t if builder.l4t else ''}, {builder.tool} -> {dest} ({bundle.root.name})")

@@ -385,18 +385,24 @@ def read_calibration(run: RunDir, checkpoint: Path) -> Calibration:
 
 def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, target="cpu",
                  precision: str | None = None, probes: bool = True, model: PassedModel | None = None,
-                 attach=None) -> Bundle:
+                 attach=None, slim: bool = False, slim_vectors: bool = False) -> Bundle:
     """Split into torch.export programs, lower them to every format of the target (a name, or the `Target` a build
     parsed once; each lowering checked against torch), and write the verified bundle at `out` (default RUN/bundle).
     `probes`: also each intermediate exit's head alone and the network truncated there, for the profiler (never run
-    by the exit loop). `attach(bundle)`: files measured on it that go into the same write (see write_bundle)."""
+    by the exit loop). `attach(bundle)`: files measured on it that go into the same write (see write_bundle).
+    `slim`: also the deployable bundle beside it (`out`-slim: edgeexit.bundle.slim), with the test vectors when
+    `slim_vectors`; the development bundle is returned, the deployable one is its `.deployable`."""
     import importlib
 
     from edgeexit.export import LOWERINGS, probe_programs, split_programs
 
+    from edgeexit.bundle.slim import slim_path
     from edgeexit.bundle.store import check_dest
 
-    check_dest(Path(out) if out is not None else run.bundle)  # a wrong --out is refused before minutes of lowering
+    dest = Path(out) if out is not None else run.bundle
+    check_dest(dest)  # a wrong --out is refused before minutes of lowering
+    if slim:
+        check_dest(slim_path(dest))
     tgt, precision, formats = exportable(target, precision)
     ckpt = load_checkpoint(checkpoint)
     net, cfg, spec, data = _trained(ckpt, model)
@@ -471,11 +477,30 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
                                      calibration_sha256=run.sha256(run.calibration)),
         }
         fields = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in fields.items()}
-        return write_bundle(Path(out) if out is not None else run.bundle, fields, populate, attach)
+        bundle = write_bundle(dest, fields, populate, attach)
     except ValidationError as err:  # the manifest's own types refuse what the model gives (an exit name, say)
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()[:5])
         raise ExportError("the model does not fit the bundle manifest", got=problems,
                           expected="the manifest v2 types (edgeexit/bundle/manifest.py)") from None
+    return with_deployable(bundle, dest, slim_vectors) if slim else bundle
+
+
+def with_deployable(bundle: Bundle, dest: Path, vectors: bool) -> Bundle:
+    """The development bundle just written at `dest`, with the deployable bundle cut from it (`.deployable`). When
+    that write fails, the error says that the development bundle is new and the deployable one is not."""
+    import dataclasses
+
+    from edgeexit.bundle.slim import slim_path, write_slim
+    from edgeexit.errors import EdgeExitError
+
+    at = slim_path(dest)
+    try:
+        slim = write_slim(bundle, at, vectors=vectors)
+    except (EdgeExitError, OSError) as err:
+        raise ExportError(f"the development bundle {dest} was written, the deployable bundle {at} was not (what is "
+                          f"there is older, if anything)", got=str(err)[:500], expected="both bundles",
+                          hint="free the disk or the path and export again; or export with --no-slim") from err
+    return dataclasses.replace(bundle, deployable=slim, deployable_at=at)
 
 
 QUANT_SAMPLES = 1000  # validation images the int8 observers see

@@ -65,7 +65,7 @@ def measure_backend(bundle: Bundle, say: Callable[[Any], None] = _quiet) -> str:
 
 def build(run: RunDir, opts: TrainOptions, choices: BuildChoices, *, temperature: bool = True, prune: bool = True,
           eval_batch_size: int = 64, profile_device: str = "local", say: Callable[[Any], None] = _quiet,
-          rule: Callable[[str], None] = _quiet) -> BuildResult:
+          rule: Callable[[str], None] = _quiet, slim: bool = True, slim_vectors: bool = False) -> BuildResult:
     """The whole build into `run` (its lock held by the caller). Every option was checked before this is called."""
     from edgeexit.evaluate import evaluate_bundle
     from edgeexit.pipeline import export_stage, train_stage
@@ -109,7 +109,8 @@ def build(run: RunDir, opts: TrainOptions, choices: BuildChoices, *, temperature
         measured.update(backend=name, prof=prof, ev=ev, rep=rep, files=files)
         return {f"{REPORTS}{k}": v for k, v in files.items()}
 
-    bundle = export_stage(run, trained, attach=attach, **export)
+    # the deployable bundle (RUN/bundle-slim) beside the development one (edgeexit.bundle.slim)
+    bundle = export_stage(run, trained, attach=attach, slim=slim, slim_vectors=slim_vectors, **export)
     # the run directory keeps what the separate commands read and write (eval.json, profile.json, the report), the
     # same bytes the bundle's report/ holds
     jsonio.write_json(run.profile, measured["prof"])

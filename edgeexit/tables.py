@@ -167,6 +167,19 @@ def engines_hint(bundle, path) -> str | None:
             "builds its TensorRT engines into a new version of it, then profiles them there)")
 
 
+def export_lines(bundle, path) -> list[str]:
+    """What `edgeexit export` says: the bundle written, both bundles' sizes, and how to build engines on the device
+    when the target needs that (rich markup)."""
+    from edgeexit.bundle.slim import sizes_line
+
+    m = bundle.manifest
+    lines = [f"bundle: {escape(str(path))} -> {escape(bundle.root.name)} ({len(bundle.exits)} segments, target "
+             f"{escape(m.target)}, {m.format} {m.precision}, formats {', '.join(m.formats)})",
+             escape(sizes_line(bundle, path))]
+    hint = engines_hint(bundle, path)  # a target that builds its engines on the device says how
+    return lines + ([hint] if hint else [])
+
+
 def costmodel_note(model) -> str:
     """The cost model's stated error beside the noise of the profile it was fitted on."""
     b = model.batches[0]
@@ -232,4 +245,7 @@ def build_lines(res, choices, run, run_dir, profile_device: str, *, title: str) 
         lines.append(device)
     lines.append(f"bundle: {run.bundle} -> {res.bundle.root.name}  (report/ inside; {run.report_md})  "
                  f"total {res.seconds:.0f} s")
+    from edgeexit.bundle.slim import sizes_line
+
+    lines.append(escape(sizes_line(res.bundle, run.bundle)))  # what ships, beside what is checked
     return lines

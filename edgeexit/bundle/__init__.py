@@ -1,5 +1,6 @@
-"""The deployable bundle: a typed manifest (v2) with its JSON Schema, segment files in one or more formats, the
-unsplit reference model, calibration and reports; written atomically, verified before use."""
+"""The bundle: a typed manifest (v2) with its JSON Schema, segment files in one or more formats, the
+unsplit reference model, calibration and reports; written atomically, verified before use. Beside it, the deployable
+bundle (slim.py): the same contract, only what the device runs."""
 
 from edgeexit.bundle.manifest import (
     BATCH,
@@ -29,10 +30,11 @@ from edgeexit.bundle.store import (
     sha256,
     write_bundle,
 )
+from edgeexit.bundle.slim import deployable_bytes, slim_path, write_slim
 
 __all__ = [
     "BATCH", "FORMATS", "MANIFEST", "SCHEMA_FILE", "SCHEMA_VERSION", "BatchRange", "Bundle", "Ensemble", "Exit",
     "InputInfo", "Manifest", "Provenance", "REPORTS", "Reference", "SegmentRef", "TensorSpec", "add_files",
     "content_digest", "digest",
-    "is_bundle", "json_schema", "load_bundle", "sha256", "write_bundle",
+    "deployable_bytes", "is_bundle", "json_schema", "load_bundle", "sha256", "slim_path", "write_bundle", "write_slim",
 ]

@@ -69,6 +69,9 @@ class Bundle:
     root: Path
     manifest: Manifest
     left_alone: tuple[str, ...] = ()  # after a write: old version directories not pruned (not provably ours), why
+    # after an export with --slim: the deployable bundle written beside this development bundle, and where
+    deployable: "Bundle | None" = None
+    deployable_at: Path | None = None
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -394,7 +397,8 @@ def _permissions(root: Path) -> None:
 
 
 def write_bundle(dest: Path | str, fields: dict[str, Any], populate: Callable[[Path], dict[str, Any] | None],
-                 attach: Callable[[Bundle], dict[str, str | bytes]] | None = None) -> Bundle:
+                 attach: Callable[[Bundle], dict[str, str | bytes]] | None = None,
+                 known: dict[str, str] | None = None) -> Bundle:
     """Write a bundle: `populate(tmpdir)` writes every file (and may return manifest fields that only writing them
     tells, e.g. where each segment went); this adds `files` (sha256 of each), the JSON Schema and the checksum,
     validates the manifest, fsyncs, and swaps the new version in at `dest` atomically.
@@ -406,6 +410,9 @@ def write_bundle(dest: Path | str, fields: dict[str, Any], populate: Callable[[P
 
     `fields` are the manifest fields other than schema_version, files and checksum. `dest` must be absent, an empty
     directory, or a bundle edgeexit wrote and nobody changed: nothing else is ever replaced.
+
+    `known`: sha256 of files `populate` hard-links from a verified bundle (relative path -> sha256), taken as they are
+    instead of hashing them again (a file that changed meanwhile makes the new bundle fail every loader's check).
     """
     dest = Path(dest)
     parent = dest.parent
@@ -417,7 +424,8 @@ def write_bundle(dest: Path | str, fields: dict[str, Any], populate: Callable[[P
         fields = {**fields, **(populate(tmp) or {})}
         jsonio.write_json(tmp / SCHEMA_FILE, json_schema())
         jsonio.write_atomic(tmp / BUNDLE_MARK, BUNDLE_MARK_TEXT)
-        version, manifest = _seal(tmp, dest, fields, _hash_new(tmp, {}))
+        version, manifest = _seal(tmp, dest, fields, _hash_new(tmp, {
+            k: v for k, v in (known or {}).items() if k not in (SCHEMA_FILE, BUNDLE_MARK)}))
     except BaseException:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

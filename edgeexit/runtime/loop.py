@@ -173,8 +173,11 @@ class EarlyExitRuntime:
         for e in b.exits:
             path, ref = segment_file(b, e.segment, be.format, f"exit {e.index}")
             segments.append(be.open_segment(path, ref, e.inputs, e.outputs, max_batch))
-        ref_path, ref_ref = segment_file(b, b.manifest.reference.segment, be.format, "the reference model")
-        reference = be.open_segment(ref_path, ref_ref, b.manifest.reference.inputs, b.manifest.reference.outputs, max_batch)
+        reference = None  # a deployable bundle (export --slim) may not ship the unsplit model: the exits need none
+        if b.manifest.reference.segment:
+            ref_path, ref_ref = segment_file(b, b.manifest.reference.segment, be.format, "the reference model")
+            reference = be.open_segment(ref_path, ref_ref, b.manifest.reference.inputs, b.manifest.reference.outputs,
+                                        max_batch)
         ensemble = b.manifest.ensemble
         return cls(be, segments, b.manifest.thresholds, [e.cumulative_macs for e in b.exits], b.input_shape,
                    len(b.manifest.class_names), max_batch, ensemble_weights=ensemble.weights if ensemble else None,
@@ -183,7 +186,11 @@ class EarlyExitRuntime:
     def reference(self) -> ModelRunner:
         """The unsplit original model of the bundle on the same backend: the yardstick."""
         if self._reference is None:
-            raise ConfigError("this runtime was built without the reference model", hint="use EarlyExitRuntime.open")
+            raise ConfigError("this runtime has no reference model (the unsplit network every saving is measured "
+                              "against)", got="a deployable bundle (export --slim) or segments opened by hand",
+                              expected="a development bundle, opened with EarlyExitRuntime.open",
+                              hint="evaluate, profile and compare the development bundle (RUN/bundle); the deployable "
+                              "one (RUN/bundle-slim) holds only what the device runs")
         return ModelRunner(self.backend, self._reference, self.input_shape, self.max_batch)
 
     def with_thresholds(self, thresholds: Sequence[float | None]) -> "EarlyExitRuntime":

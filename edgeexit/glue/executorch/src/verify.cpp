@@ -100,9 +100,13 @@ Verification verify_bundled(Runtime& runtime, const std::string& bpte_path) {
   result.tolerance = tolerance_for(b.precision);
   if (bpte_path.empty()) {
     if (b.bundled.empty()) {
+      // a deployable bundle (export --slim) carries them only with --slim-vectors: its development bundle's
+      // vectors hold for it (the same program.pte), so say how to use those
       throw BundleError("the bundle has no test vectors", "no pte/program.bpte in its files",
                         "pte/program.bpte (ExecuTorch's BundledProgram)",
-                        "re-export it with this edgeexit: `edgeexit export --run-dir RUN --target android`");
+                        "a deployable bundle carries them only when exported with --slim-vectors; verify it with "
+                        "its development bundle's: --bpte RUN/bundle/pte/program.bpte (ee_verify's bpte_path), or "
+                        "re-export: `edgeexit export --run-dir RUN --target android --slim-vectors`");
     }
     result.path = b.root + "/" + b.bundled;
   } else {

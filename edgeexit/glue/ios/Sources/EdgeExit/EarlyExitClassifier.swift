@@ -61,7 +61,9 @@ public final class EarlyExitClassifier {
     private let handle: OpaquePointer
     private let lock = NSLock()  // the C runtime owns its buffers: one call at a time
 
-    /// Verifies the bundle (manifest against its JSON Schema, every file's sha256) and loads its segments.
+    /// Verifies the bundle (manifest checksum, its JSON Schema, exactly the listed files, every file's sha256; a
+    /// listed file missing is refused) and loads its segments. Ship the deployable bundle (`edgeexit export` writes
+    /// it beside the development one, BUNDLE-slim: the .pte and what it needs); it is verified the same way.
     public init(bundleDirectory: URL) throws {
         guard let handle = ee_open(bundleDirectory.path) else {
             throw EdgeExitError.last(Int32(EE_ERR_BUNDLE))
@@ -140,7 +142,8 @@ public final class EarlyExitClassifier {
     /// Runs the bundle's test vectors (pte/program.bpte, made at export) through the program this classifier runs and
     /// compares every output with the tolerance of the bundle's precision (1e-4 fp32, 0.1 int8): do it once before
     /// trusting the device's answers, and check `passed`. A failing vector is a result, not an error; the call
-    /// throws `EdgeExitError` only when the vectors cannot be read.
+    /// throws `EdgeExitError` only when the vectors cannot be read, or the bundle has none: a deployable bundle
+    /// (BUNDLE-slim) carries them only when exported with --slim-vectors.
     public func verify() throws -> Verification {
         lock.lock()
         defer { lock.unlock() }

@@ -24,8 +24,10 @@ class Verification(val tolerance: Double, val methods: List<MethodCheck>) {
  * sample stops at the first exit whose score reaches that exit's threshold. Backed by the edgeexit C API
  * (libedgeexit) through libedgeexit_jni.
  *
- * Opening verifies the bundle (manifest against its JSON Schema, every file's sha256) and throws
- * [EdgeExitException] when it does not hold. Calls are serialised; use one classifier per thread for parallel work.
+ * Opening verifies the bundle (manifest checksum, its JSON Schema, exactly the listed files, every file's sha256)
+ * and throws [EdgeExitException] when it does not hold, a listed file missing included. Ship the deployable bundle
+ * (`edgeexit export` writes it beside the development one, BUNDLE-slim: the .pte and what it needs); it is
+ * verified the same way. Calls are serialised; use one classifier per thread for parallel work.
  *
  *     EarlyExitClassifier(bundleDir).use { c ->
  *         check(c.verify().passed) { "this device does not reproduce the bundle's test vectors" }
@@ -96,7 +98,8 @@ class EarlyExitClassifier(bundleDir: String) : Closeable {
      * Runs the bundle's test vectors (pte/program.bpte, made at export) through the program this classifier runs and
      * compares every output with the tolerance of the bundle's precision (1e-4 fp32, 0.1 int8): do it once before
      * trusting the device's answers, and check [Verification.passed]. A failing vector is a result, not an
-     * exception; [EdgeExitException] means the vectors could not be read at all.
+     * exception; [EdgeExitException] means the vectors could not be read at all, or the bundle has none: a
+     * deployable bundle (`edgeexit export`'s BUNDLE-slim) carries them only when exported with --slim-vectors.
      */
     @Synchronized
     fun verify(): Verification {
