@@ -11,8 +11,9 @@ The discipline
 2. One fixed input per timed entry, prepared (and uploaded) before timing; the same inputs for the unsplit model and
    the split one.
 3. Warm-up: every entry runs `warmup` times before anything is timed.
-4. Alternating rounds: each round runs every entry once (the median of `calls` back-to-back calls), the order
-   rotated every round so that drift hits all entries alike.
+4. Alternating rounds: each round runs every entry once (the median of `calls` back-to-back calls, after `prime`
+   untimed calls of the same entry, so each figure starts from its own warm caches whatever ran before it), the
+   order rotated every round so that drift hits all entries alike.
 5. Null test: the unsplit model is entered twice, `full` and `full_repeat`, half a round apart (right after `full` it
    would find the weights in cache and come out faster: the pair would measure the cache, not the noise). Their
    ratio is the run's own noise: `noise = max(|null ratio - 1|, (p90 - p10 of the per-round ratios) / sqrt(rounds))`.
@@ -26,11 +27,11 @@ Public API (stable: the profiler, tools/bench/*.py and tools/bench/deploy.py use
     resolve_threads(threads) -> int                     # None/0 -> usable cores
     pin_threads(backend, threads) -> dict               # set the process's pools; the `setup` record
     with_null_test(entries, reference=FULL) -> dict     # inserts REPEAT half a round away from FULL
-    time_rounds(entries, *, rounds, calls, warmup) -> dict[str, list[float]]   # ms, one figure per round
+    time_rounds(entries, *, rounds, calls, warmup, prime=1) -> dict[str, list[float]]   # ms, one figure per round
     stats(ms) -> dict                                   # p10 p25 p50 p75 p90 (ms), spread, rounds
     null_test(full, repeat, bound=NOISE_BOUND) -> dict  # null_ratio, round_ratio_p10/p90, noise, bound, trusted
     ratio(times, name, reference=FULL, *, bound=NOISE_BOUND) -> dict   # median, iqr, min, max, null test, noisy
-    measure(entries, *, rounds, calls, warmup, bound=NOISE_BOUND) -> Measurement  # all of the above at once
+    measure(entries, *, rounds, calls, warmup, prime=1, bound=NOISE_BOUND, setup=None) -> Measurement  # all at once
     describe(r) -> str                                  # "0.412x (IQR 0.405-0.420; null 1.004, noise 0.6 % <= 3 %)"
     agree(a, b, *, slack=3.0) -> dict                   # do two measurements of the same work agree within noise?
 
@@ -98,9 +99,10 @@ def with_null_test(entries: Mapping[str, Callable[[], object]], reference: str =
 
 
 def time_rounds(entries: Mapping[str, Callable[[], object]], *, rounds: int, calls: int = 1,
-                warmup: int = 1) -> dict[str, list[float]]:
-    """Per entry, one figure per round in ms: the median of `calls` back-to-back calls. Every entry is warmed up
-    `warmup` times first; each round starts one entry further on (every entry leads in turn)."""
+                warmup: int = 1, prime: int = 1) -> dict[str, list[float]]:
+    """Per entry, one figure per round in ms: the median of `calls` back-to-back calls, after `prime` untimed
+    calls of the same entry (so every figure starts from its own warm caches, whatever ran before it). Every entry
+    is warmed up `warmup` times first; each round starts one entry further on (every entry leads in turn)."""
     names = list(entries)
     for _ in range(warmup):
         for name in names:
@@ -110,6 +112,8 @@ def time_rounds(entries: Mapping[str, Callable[[], object]], *, rounds: int, cal
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
             fn, times = entries[name], []
+            for _ in range(prime):
+                fn()
             for _ in range(calls):
                 t = time.perf_counter()
                 fn()
@@ -167,9 +171,9 @@ class Measurement:
 
 
 def measure(entries: Mapping[str, Callable[[], object]], *, rounds: int, calls: int = 1, warmup: int = 1,
-            bound: float = NOISE_BOUND, setup: dict | None = None) -> Measurement:
+            prime: int = 1, bound: float = NOISE_BOUND, setup: dict | None = None) -> Measurement:
     """Time `entries` (which must hold FULL, the unsplit model) with the null test added: see the module's doc."""
-    times = time_rounds(with_null_test(entries), rounds=rounds, calls=calls, warmup=warmup)
+    times = time_rounds(with_null_test(entries), rounds=rounds, calls=calls, warmup=warmup, prime=prime)
     return Measurement(times, null_test(times[FULL], times[REPEAT], bound), bound, dict(setup or {}))
 
 
