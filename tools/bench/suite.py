@@ -65,7 +65,7 @@ def table(title: str, columns: list[str], rows: list[list], note: str | None = N
     for r in rows:
         t.add_row(*("-" if v is None else v if isinstance(v, str) else f"{v:.3f}" if isinstance(v, float) else str(v)
                     for v in r))
-    Console(width=max(100, shutil.get_terminal_size().columns)).print(t)
+    Console(width=max(160, shutil.get_terminal_size().columns)).print(t)
 
 
 def write_json(path: Path, doc: dict) -> None:
