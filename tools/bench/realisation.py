@@ -75,6 +75,7 @@ def main() -> None:
     p.add_argument("--checkpoint", type=Path, help="a checkpoint to export the cpu and android bundles from")
     p.add_argument("--backends", help="comma-separated (default: every backend here that runs each bundle)")
     p.add_argument("--budgets", default="0.3,0.5,0.7")
+    p.add_argument("--batches", default=None, help="default: 1 and each bundle's largest (at most 64)")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--samples", type=int, default=1000, help="test images in every pass")
     p.add_argument("--val-samples", type=int, default=5000, help="validation images the thresholds are chosen on")
@@ -88,7 +89,8 @@ def main() -> None:
         a.rounds, a.samples, a.val_samples = min(a.rounds, 3), min(a.samples, 64), min(a.val_samples, 128)
     results = []
     for path, backend in plan(suite.bundles(a, TARGETS), a.backends.split(",") if a.backends else None):
-        batches = sorted({1, min(64, load_bundle(path).manifest.batch.max)})
+        batches = [int(v) for v in a.batches.split(",")] if a.batches else \
+            sorted({1, min(64, load_bundle(path).manifest.batch.max)})
         results.append(suite.in_worker(__file__, {
             "bundle": str(path), "backend": backend, "threads": a.threads, "rounds": a.rounds, "samples": a.samples,
             "val_samples": a.val_samples, "budgets": [float(v) for v in a.budgets.split(",")], "batches": batches}))

@@ -126,6 +126,8 @@ def run_from_checkpoint(checkpoint: Path, base: Path) -> Path:
 
 def exported(run: Path, target: str, precision: str | None = None) -> Path:
     """run's network exported for `target` (and precision) at run/bundle-TARGET[-PRECISION], made once."""
+    if target == "cpu" and precision is None and (run / "bundle" / "manifest.json").is_file():
+        return run / "bundle"  # what the build exported (its default target is cpu)
     out = run / f"bundle-{target}{'-' + precision if precision else ''}"
     if not (out / "manifest.json").is_file():
         edgeexit("export", "--run-dir", str(run), "--target", target, "--out", str(out),
