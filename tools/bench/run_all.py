@@ -57,7 +57,7 @@ def main() -> None:
             argv.append("--quick")
         if takes_model and a.bundle:
             argv += ["--bundle", str(a.bundle)]
-        if takes_model and a.checkpoint and not a.bundle:
+        if takes_model and a.checkpoint:
             argv += ["--checkpoint", str(a.checkpoint)]
         if name == "scaling":
             argv += ["--png", str(a.out / "scaling.png")]

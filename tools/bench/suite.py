@@ -136,14 +136,15 @@ def exported(run: Path, target: str, precision: str | None = None) -> Path:
 
 
 def bundles(args, targets: list[tuple[str, str | None]]) -> list[Path]:
-    """The bundles a runtime benchmark times: --bundle as given; else each (target, precision) exported from
-    --checkpoint (or, with --quick, from a tiny build)."""
-    if getattr(args, "bundle", None):
-        return list(args.bundle)
+    """The bundles a runtime benchmark times: each --bundle, and each (target, precision) exported from --checkpoint
+    (the cpu one only when no --bundle stands for it); with neither, or with --quick, from a tiny build."""
+    given = list(getattr(args, "bundle", None) or [])
+    checkpoint = getattr(args, "checkpoint", None)
+    if given and not checkpoint:
+        return given
     base = scratch(args)
-    run = tiny_run(base) if args.quick or not getattr(args, "checkpoint", None) else \
-        run_from_checkpoint(args.checkpoint, base)
-    return [exported(run, t, p) for t, p in targets]
+    run = tiny_run(base) if args.quick or not checkpoint else run_from_checkpoint(checkpoint, base)
+    return given + [exported(run, t, p) for t, p in targets if not (given and t == "cpu")]
 
 
 def open_runtime(bundle, backend: str | None, threads: int):
