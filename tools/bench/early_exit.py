@@ -49,15 +49,18 @@ def worker(p: dict) -> dict:
 
 def plan(paths: list[Path], backends: list[str] | None) -> list[tuple[Path, str]]:
     """(bundle, backend) pairs: every backend that works here and runs the bundle's own format (an android bundle's
-    ONNX copy is for emulation, not a backend of its own), or those named."""
+    ONNX copy is for emulation, not a backend of its own), and the torch programs (.pt2, every bundle carries them)
+    of the first bundle only; or just the backends named."""
     from edgeexit.bundle import load_bundle
     from edgeexit.runtime import available_backends
     from edgeexit.runtime.registry import REGISTRY
 
-    out = []
+    out, torch_done = [], False
     for path in paths:
         m = load_bundle(path).manifest
-        names = [n for n in available_backends(m) if REGISTRY[n].format in (m.format, "pt2")]
+        names = [n for n in available_backends(m)
+                 if REGISTRY[n].format == m.format or (REGISTRY[n].format == "pt2" and not torch_done)]
+        torch_done = torch_done or any(REGISTRY[n].format == "pt2" for n in names)
         out += [(path, n) for n in names if backends is None or n in backends]
     return out
 

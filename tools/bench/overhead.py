@@ -27,6 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import suite  # noqa: E402
 
+QUICK_BACKENDS = ["onnxruntime", "executorch"]
+
 # (size, dataset): Fashion-MNIST is 1 channel like the default build, the synthetic task 3 channels like ImageNet
 SIZES = [(32, "fashion-mnist"), (224, "synthetic")]
 
@@ -99,6 +101,8 @@ def main() -> None:
         a.rounds, a.calls = min(a.rounds, 3), min(a.calls, 2)
     paths = a.bundle or random_weight_bundles(a)
     results = []
+    if a.quick and not a.backends:  # one code path per backend family is enough to show the script runs
+        a.backends = ",".join(QUICK_BACKENDS)
     for path, backend in plan(paths, a.backends.split(",") if a.backends else None):
         top = load_bundle(path).manifest.batch.max
         batches = sorted({min(int(v), top) for v in a.batches.split(",")})

@@ -25,6 +25,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import suite  # noqa: E402
 
+QUICK_BACKENDS = ["onnxruntime"]
+
 TARGETS = [("cpu", None), ("android", "fp32")]
 
 
@@ -88,6 +90,8 @@ def main() -> None:
     if a.quick:
         a.rounds, a.samples, a.val_samples = min(a.rounds, 3), min(a.samples, 64), min(a.val_samples, 128)
     results = []
+    if a.quick and not a.backends:  # one code path per backend family is enough to show the script runs
+        a.backends = ",".join(QUICK_BACKENDS)
     for path, backend in plan(suite.bundles(a, TARGETS), a.backends.split(",") if a.backends else None):
         batches = [int(v) for v in a.batches.split(",")] if a.batches else \
             sorted({1, min(64, load_bundle(path).manifest.batch.max)})
