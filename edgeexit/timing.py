@@ -10,7 +10,8 @@ The discipline
    `pin_threads` sets every pool of the process to it and reads back what the runtimes really use (`setup`).
 2. One fixed input per timed entry, prepared (and uploaded) before timing; the same inputs for the unsplit model and
    the split one.
-3. Warm-up: every entry runs `warmup` times before anything is timed.
+3. Warm-up: every entry runs `warmup` times before anything is timed; the garbage collector is off while timing
+   (it runs between rounds).
 4. Alternating rounds: each round runs every entry once (the median of `calls` back-to-back calls, after `prime`
    untimed calls of the same entry, so each figure starts from its own warm caches whatever ran before it), the
    order rotated every round so that drift hits all entries alike.
@@ -72,6 +73,7 @@ as comparable when their thread counts differ.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import statistics
@@ -134,23 +136,32 @@ def time_rounds(entries: Mapping[str, Callable[[], object]], *, rounds: int, cal
                 warmup: int = 1, prime: int = 1) -> dict[str, list[float]]:
     """Per entry, one figure per round in ms: the median of `calls` back-to-back calls, after `prime` untimed
     calls of the same entry (so every figure starts from its own warm caches, whatever ran before it). Every entry
-    is warmed up `warmup` times first; each round starts one entry further on (every entry leads in turn)."""
+    is warmed up `warmup` times first; each round starts one entry further on (every entry leads in turn). The
+    garbage collector is off while timing and runs between rounds, as `timeit` does: a full collection in a process
+    holding torch takes ~10 ms, and it falls on the same entry of every round."""
     names = list(entries)
     for _ in range(warmup):
         for name in names:
             entries[name]()
     out: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            fn, times = entries[name], []
-            for _ in range(prime):
-                fn()
-            for _ in range(calls):
-                t = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t)
-            out[name].append(1e3 * statistics.median(times))
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            gc.collect()
+            shift = r % len(names)
+            for name in names[shift:] + names[:shift]:
+                fn, times = entries[name], []
+                for _ in range(prime):
+                    fn()
+                for _ in range(calls):
+                    t = time.perf_counter()
+                    fn()
+                    times.append(time.perf_counter() - t)
+                out[name].append(1e3 * statistics.median(times))
+    finally:
+        if enabled:
+            gc.enable()
     return out
 
 
@@ -220,13 +231,19 @@ def agree(a: Measurement | dict, b: Measurement | dict, name: str = FULL, *, sla
           floor: float = 0.02) -> dict:
     """Whether two measurements (say the benchmark's and the profiler's) time `name` the same within their noise:
     the same setup (backend, threads and batch must be recorded by both; any other key both record must match too)
-    and a ratio of medians within `tolerance` of 1, where the tolerance is `slack` times the larger null test plus
-    the larger spread over sqrt(rounds), never below `floor`. Accepts Measurements or their `to_json()`."""
+    and a ratio of medians within `tolerance` of 1. The tolerance comes from the two runs' own null tests: `slack`
+    times (the larger |null ratio - 1| plus the larger interquartile spread of the times over sqrt(rounds)), never
+    below `floor`; quartiles, so that a few stalled rounds on a loaded machine widen it without blowing it up.
+    Accepts Measurements or their `to_json()`."""
     a = a.to_json() if isinstance(a, Measurement) else a
     b = b.to_json() if isinstance(b, Measurement) else b
     sa, sb = a["stats"][name], b["stats"][name]
-    spread = max(sa["spread"] / math.sqrt(sa["rounds"]), sb["spread"] / math.sqrt(sb["rounds"]))
-    tolerance = max(floor, slack * (max(a["noise"]["noise"], b["noise"]["noise"]) + spread))
+
+    def iqr(s: dict) -> float:
+        return (s["p75_ms"] - s["p25_ms"]) / s["p50_ms"] / math.sqrt(s["rounds"])
+
+    null = max(abs(a["noise"]["null_ratio"] - 1.0), abs(b["noise"]["null_ratio"] - 1.0))
+    tolerance = max(floor, slack * (null + max(iqr(sa), iqr(sb))))
     r = sb["p50_ms"] / sa["p50_ms"]
     keys = {"backend", "threads", "batch"} | (set(a["setup"]) & set(b["setup"]))
     differ = sorted(k for k in keys if k not in a["setup"] or k not in b["setup"] or a["setup"][k] != b["setup"][k])

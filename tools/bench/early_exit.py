@@ -37,7 +37,7 @@ def worker(p: dict) -> dict:
     rows = []
     for batch in p["batches"]:
         m = measure({"full": suite.passes(full.run, x, batch), "early_exit": suite.passes(rt.run, x, batch)},
-                    rounds=p["rounds"], warmup=1, prime=0, setup={**setup, "batch": batch})
+                    rounds=p["rounds"], calls=p.get("calls", 1), warmup=1, prime=0, setup={**setup, "batch": batch})
         rows.append({"batch": batch, "early_exit": m.ratio("early_exit"), "measurement": m.to_json(),
                      "full_ms_per_image": m.stats("full")["p50_ms"] / len(x)})
     return {"bundle": str(p["bundle"]), "backend": setup["backend"], "precision": b.manifest.precision,
@@ -72,6 +72,7 @@ def main() -> None:
     p.add_argument("--backends", help="comma-separated (default: every backend here that runs each bundle)")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--samples", type=int, default=1000, help="test images in every pass")
+    p.add_argument("--calls", type=int, default=1, help="passes per entry and round (their median)")
     p.add_argument("--batches", default=None, help="default: 1 and each bundle's largest")
     a = p.parse_args()
     if a.worker:
@@ -86,7 +87,8 @@ def main() -> None:
         m = load_bundle(path).manifest
         batches = [int(v) for v in a.batches.split(",")] if a.batches else sorted({1, m.batch.max})
         results.append(suite.in_worker(__file__, {"bundle": str(path), "backend": backend, "threads": a.threads,
-                                                  "samples": a.samples, "rounds": a.rounds, "batches": batches}))
+                                                  "samples": a.samples, "rounds": a.rounds, "batches": batches,
+                                                  "calls": a.calls}))
     rows = [[f"{r['backend']} {r['precision']}", row["batch"], f"{100 * r['accuracy_full']:.2f}",
              f"{100 * r['accuracy_early_exit']:.2f}", r["macs_fraction"], *suite.ratio_cells(row["early_exit"]),
              f"{row['full_ms_per_image']:.3f}"] for r in results for row in r["rows"]]
