@@ -102,6 +102,9 @@ def plot(path: Path, sweeps: dict[str, list[dict]]) -> None:
             ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [str(v) for v in xs])
         ax.grid(alpha=0.3)
+    medians = [r["forced"]["ratio"] for rows in sweeps.values() for r in rows]
+    # the scale follows the medians: one stalled round's IQR on a loaded machine must not flatten every curve
+    axes[0].set_ylim(min(0.9, 0.95 * min(medians)), 1.15 * max(medians) + 0.05)
     axes[0].set_ylabel("time / unsplit model")
     axes[0].legend(loc="upper left", fontsize=8)
     fig.suptitle("edgeexit runtime cost on onnxruntime (every sample forced to the final exit)")
