@@ -123,7 +123,8 @@ def pin_threads(backend: str, threads: int | None) -> dict:
     return setup
 
 
-def with_null_test(entries: Mapping[str, Callable[[], object]], reference: str = FULL) -> dict[str, Callable[[], object]]:
+def with_null_test(entries: Mapping[str, Callable[[], object]],
+                   reference: str = FULL) -> dict[str, Callable[[], object]]:
     """`entries` with `REPEAT` (the reference once more) inserted half a round away from the reference."""
     if reference not in entries:
         raise KeyError(f"the null test needs the reference entry {reference!r}")
@@ -222,7 +223,8 @@ def measure(entries: Mapping[str, Callable[[], object]], *, rounds: int, calls: 
 
 def describe(r: dict, unit: str = "x") -> str:
     """One line for a `ratio`: the figure with its spread and null test, or why it is no result."""
-    null = f"null {r['null_ratio']:.3f}, noise {100 * r['noise']:.1f} % {'>' if r['noisy'] else '<='} {100 * r['bound']:.0f} %"
+    sign = ">" if r["noisy"] else "<="
+    null = f"null {r['null_ratio']:.3f}, noise {100 * r['noise']:.1f} % {sign} {100 * r['bound']:.0f} %"
     body = f"{r['ratio']:.3f}{unit} (IQR {r['iqr'][0]:.3f}-{r['iqr'][1]:.3f}; {null})"
     return f"NOISY {body}" if r["noisy"] else body
 

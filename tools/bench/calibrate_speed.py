@@ -84,7 +84,8 @@ def main() -> None:
 
     rows = [[label.get(n, n), f"{m.stats(n)['p50_ms']:.1f}", f"{m.stats(n)['p25_ms']:.1f}-{m.stats(n)['p75_ms']:.1f}",
              goal(n)] for n in m.times]
-    suite.table(f"calibration, {EXITS} exits, {a.samples} val + {a.samples} test samples, {a.budgets} budgets, 1 thread",
+    suite.table(f"calibration, {EXITS} exits, {a.samples} val + {a.samples} test samples, {a.budgets} budgets, "
+                "1 thread",
                 ["case", "median ms", "IQR ms", f"<= {GOAL_S} s"], rows,
                 note=f"null test {ratio['null_ratio']:.3f} (noise {100 * ratio['noise']:.1f} %"
                      f"{', NOISY' if ratio['noisy'] else ''})")
