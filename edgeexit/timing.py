@@ -8,8 +8,8 @@ The discipline
    pool (onnxruntime: one global pool; torch: `torch.set_num_threads`; ExecuTorch: its XNNPACK threadpool). The
    thread count is always explicit: `resolve_threads(None)` is the number of cores this process may use, and
    `pin_threads` sets every pool of the process to it and reads back what the runtimes really use (`setup`).
-2. One fixed input per timed entry, prepared (and uploaded) before timing; the same inputs for the unsplit model and
-   the split one.
+2. The same inputs for the unsplit model and the split one, prepared (and uploaded) before timing: a fixed batch
+   (the profiler, overhead, scaling) or one pass over the same test images (early exit, realisation).
 3. Warm-up: every entry runs `warmup` times before anything is timed; the garbage collector is off while timing
    (it runs between rounds).
 4. Alternating rounds: each round runs every entry once (the median of `calls` back-to-back calls, after `prime`
