@@ -312,7 +312,7 @@ BUILD = {
     **SLIM,
 }
 REPORT = {
-    "run_dir": (Path, typer.Argument(Path("runs/default"), help="a run directory")),
+    "run_dir": (Path, RUN_DIR),
 }
 COMPARE = {
     "bundle": (Path, typer.Argument(..., help="a bundle directory")),

@@ -199,4 +199,4 @@ def on_device_hint(choices: BuildChoices, run_dir: Path, backend: str) -> str | 
         return None
     where = "adb://SERIAL --runner-binary edgeexit_runner" if target.name in ("android", "ios") else "ssh://user@host"
     return (f"[bold]on the {target.name} itself:[/] edgeexit profile --run-dir {run_dir} --device {where} && "
-            f"edgeexit report {run_dir}  (this build measured {backend} on this machine)")
+            f"edgeexit report --run-dir {run_dir}  (this build measured {backend} on this machine)")

@@ -84,7 +84,7 @@ def test_report_again_keeps_predicted_vs_measured(drop_build, tmp_path):
     src, _ = drop_build
     run = tmp_path / "run"
     shutil.copytree(src, run, symlinks=True)
-    res = runner.invoke(app, ["report", str(run)])
+    res = runner.invoke(app, ["report", "--run-dir", str(run)])
     assert res.exit_code == 0, res.output
     assert json.loads((run / "report.json").read_text())["predicted"]["deployment"]["measured_ms"] > 0
 

@@ -170,13 +170,13 @@ def test_build_reports_savings_and_the_static_baseline(built, tmp_path):
 def test_report_regenerates_and_refuses_stale_figures(built, tmp_path):
     run = copy_run(built, tmp_path / "run", ("checkpoint.pt", "calibration.json", "eval.json", "profile.json"))
     shutil.copytree(built[0] / "bundle", run / "bundle")
-    res = runner.invoke(app, ["report", str(run)])
+    res = runner.invoke(app, ["report", "--run-dir", str(run)])
     assert res.exit_code == 0, res.output
     assert json.loads((run / "report.json").read_text())["format"] == "edgeexit-report/1"
     ev = json.loads((run / "eval.json").read_text())
     ev["bundle_content_sha256"] = "0" * 64  # an evaluation of another bundle
     (run / "eval.json").write_text(json.dumps(ev))
-    res = runner.invoke(app, ["report", str(run)])
+    res = runner.invoke(app, ["report", "--run-dir", str(run)])
     assert res.exit_code != 0 and "evaluation (eval.json) was made from another bundle" in res.output
     assert "Traceback" not in res.output
 

@@ -173,7 +173,7 @@ def test_report_reads_a_runs_measurements_from_the_run_directory_only(built, tmp
     run = copy_run(built, tmp_path / "run", ("checkpoint.pt", "calibration.json", "profile.json"))
     shutil.copytree(built[0] / "bundle", run / "bundle")
     assert (run / "bundle" / "report" / "eval.json").is_file()
-    res = CliRunner().invoke(app, ["report", str(run)])
+    res = CliRunner().invoke(app, ["report", "--run-dir", str(run)])
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "the report needs an evaluation" in res.output and "eval.json" in res.output, res.output
     assert not (run / "report.json").exists()

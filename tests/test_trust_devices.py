@@ -307,7 +307,7 @@ def test_a_bad_profile_json_is_refused_by_report_and_calibrate(built, tmp_path, 
     with pytest.raises(ConfigError) as err:
         read_profile_json(run / "profile.json")
     assert PROFILE_CASES[case] in str(err.value) and "profile again" in str(err.value)
-    res = runner.invoke(app, ["report", str(run)])
+    res = runner.invoke(app, ["report", "--run-dir", str(run)])
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     assert PROFILE_CASES[case] in res.output.replace("\n", " ")
     budget = f"{prof['latency_ms'][-1] * 1.5:.6f}ms@{prof['target']}"
