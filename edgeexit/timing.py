@@ -1,0 +1,197 @@
+"""One timing discipline for every figure edgeexit prints: the profiler (`edgeexit profile`, its device runner) and
+every script in tools/bench/ time through this module, so two figures of the same bundle can be compared.
+
+The discipline
+--------------
+1. One process, one runtime, one thread pool. The unsplit model and the segments are opened by the same
+   `EarlyExitRuntime` in the same process, so they share the backend's session options and its one intra-op thread
+   pool (onnxruntime: one global pool; torch: `torch.set_num_threads`; ExecuTorch: its XNNPACK threadpool). The
+   thread count is always explicit: `resolve_threads(None)` is the number of cores this process may use, and
+   `pin_threads` sets every pool of the process to it and reads back what the runtimes really use (`setup`).
+2. One fixed input per timed entry, prepared (and uploaded) before timing; the same inputs for the unsplit model and
+   the split one.
+3. Warm-up: every entry runs `warmup` times before anything is timed.
+4. Alternating rounds: each round runs every entry once (the median of `calls` back-to-back calls), the order
+   rotated every round so that drift hits all entries alike.
+5. Null test: the unsplit model is entered twice, `full` and `full_repeat`, half a round apart (right after `full` it
+   would find the weights in cache and come out faster: the pair would measure the cache, not the noise). Their
+   ratio is the run's own noise: `noise = max(|null ratio - 1|, (p90 - p10 of the per-round ratios) / sqrt(rounds))`.
+6. Ratios, never absolute times: `ratio(times, "x")` is the median of the per-round ratios x / full with its IQR,
+   min and max, printed next to the null test. A ratio whose null test exceeds its stated bound (`NOISE_BOUND`
+   unless the figure states a tighter one) is `noisy`: reported as noise, not as a result.
+
+Public API (stable: the profiler, tools/bench/*.py and tools/bench/deploy.py use it)
+------------------------------------------------------------------------------------
+    NOISE_BOUND, FULL, REPEAT
+    resolve_threads(threads) -> int                     # None/0 -> usable cores
+    pin_threads(backend, threads) -> dict               # set the process's pools; the `setup` record
+    with_null_test(entries, reference=FULL) -> dict     # inserts REPEAT half a round away from FULL
+    time_rounds(entries, *, rounds, calls, warmup) -> dict[str, list[float]]   # ms, one figure per round
+    stats(ms) -> dict                                   # p10 p25 p50 p75 p90 (ms), spread, rounds
+    null_test(full, repeat, bound=NOISE_BOUND) -> dict  # null_ratio, round_ratio_p10/p90, noise, bound, trusted
+    ratio(times, name, reference=FULL, *, bound=NOISE_BOUND) -> dict   # median, iqr, min, max, null test, noisy
+    measure(entries, *, rounds, calls, warmup, bound=NOISE_BOUND) -> Measurement  # all of the above at once
+    describe(r) -> str                                  # "0.412x (IQR 0.405-0.420; null 1.004, noise 0.6 % <= 3 %)"
+    agree(a, b, *, slack=3.0) -> dict                   # do two measurements of the same work agree within noise?
+
+Why `tools/bench/early_exit.py` and `edgeexit profile` disagreed (issue 20): being measured; written here once known.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+
+NOISE_BOUND = 0.03  # a same-work ratio further than 3 % from 1: the figures of this run are not trusted
+FULL, REPEAT = "full", "full_repeat"
+
+
+def resolve_threads(threads: int | None) -> int:
+    """The thread count to use: `threads` when it is >= 1, else the number of cores this process may run on (not
+    the runtime's own default, which differs by runtime and is not recorded anywhere)."""
+    if threads:
+        return int(threads)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def pin_threads(backend: str, threads: int | None) -> dict:
+    """Set this process's thread pools for `backend` to `resolve_threads(threads)` before any model is opened, and
+    return what the runtimes report (the `setup` record every figure carries). Call it once per process; open the
+    runtime with the same count (`EarlyExitRuntime.open(..., threads=setup["threads"])`)."""
+    n = resolve_threads(threads)
+    setup: dict = {"backend": backend, "threads": n}
+    if backend.startswith("onnxruntime"):
+        from edgeexit.ort_session import pool_threads, session_options
+
+        session_options(n)  # the first call creates the process's one global pool
+        setup["onnxruntime_pool"] = pool_threads()
+        setup["per_session_threads"] = False
+    if backend.startswith("torch") or backend == "executorch":
+        import torch
+
+        torch.set_num_threads(n)
+        setup["torch_threads"] = torch.get_num_threads()
+    if backend == "executorch":
+        from executorch.extension.pybindings import portable_lib
+
+        portable_lib._unsafe_reset_threadpool(n)  # XNNPACK's pool: torch's count does not reach it
+        setup["executorch_threads"] = int(portable_lib._threadpool_get_thread_count())
+    return setup
+
+
+def with_null_test(entries: Mapping[str, Callable[[], object]], reference: str = FULL) -> dict[str, Callable[[], object]]:
+    """`entries` with `REPEAT` (the reference once more) inserted half a round away from the reference."""
+    if reference not in entries:
+        raise KeyError(f"the null test needs the reference entry {reference!r}")
+    names = [n for n in entries if n != REPEAT]
+    names.insert(names.index(reference) + 1 + len(names) // 2, REPEAT)  # never right after the reference
+    return {n: entries[reference] if n == REPEAT else entries[n] for n in names}
+
+
+def time_rounds(entries: Mapping[str, Callable[[], object]], *, rounds: int, calls: int = 1,
+                warmup: int = 1) -> dict[str, list[float]]:
+    """Per entry, one figure per round in ms: the median of `calls` back-to-back calls. Every entry is warmed up
+    `warmup` times first; each round starts one entry further on (every entry leads in turn)."""
+    names = list(entries)
+    for _ in range(warmup):
+        for name in names:
+            entries[name]()
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn, times = entries[name], []
+            for _ in range(calls):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            out[name].append(1e3 * statistics.median(times))
+    return out
+
+
+def stats(ms) -> dict:
+    """Percentiles of per-round times (ms), `spread` = (p90 - p10) / p50."""
+    a = np.asarray(ms, dtype=np.float64)
+    p10, p25, p50, p75, p90 = (float(v) for v in np.percentile(a, [10, 25, 50, 75, 90]))
+    return {"p50_ms": p50, "p10_ms": p10, "p25_ms": p25, "p75_ms": p75, "p90_ms": p90,
+            "spread": (p90 - p10) / p50 if p50 > 0 else math.inf, "rounds": int(a.size)}
+
+
+def null_test(full, repeat, bound: float = NOISE_BOUND) -> dict:
+    """The same model timed twice in the same rounds: how far apart two figures of the same work come out."""
+    r = np.asarray(repeat, dtype=np.float64) / np.asarray(full, dtype=np.float64)
+    null = float(np.median(repeat) / np.median(full))
+    p10, p90 = np.percentile(r, [10, 90])
+    noise = max(abs(null - 1.0), float(p90 - p10) / math.sqrt(len(r)))
+    return {"null_ratio": null, "round_ratio_p10": float(p10), "round_ratio_p90": float(p90), "noise": noise,
+            "bound": bound, "trusted": noise <= bound}
+
+
+def ratio(times: Mapping[str, list[float]], name: str, reference: str = FULL, *, bound: float = NOISE_BOUND) -> dict:
+    """`name` over `reference`, round by round: the median ratio, its IQR, min and max, with the null test of the
+    same rounds (`times` must hold REPEAT). `noisy`: the null test exceeds `bound`, the ratio is no result."""
+    r = np.asarray(times[name], dtype=np.float64) / np.asarray(times[reference], dtype=np.float64)
+    q25, q50, q75 = (float(v) for v in np.percentile(r, [25, 50, 75]))
+    null = null_test(times[FULL], times[REPEAT], bound)
+    return {"ratio": q50, "iqr": [q25, q75], "min": float(r.min()), "max": float(r.max()), "rounds": int(r.size),
+            "null_ratio": null["null_ratio"], "noise": null["noise"], "bound": bound, "noisy": not null["trusted"]}
+
+
+@dataclass
+class Measurement:
+    """What `measure` took: per-entry times (ms per round) and the null test of those rounds."""
+
+    times: dict[str, list[float]]
+    noise: dict
+    bound: float = NOISE_BOUND
+    setup: dict = field(default_factory=dict)
+
+    def ratio(self, name: str, reference: str = FULL) -> dict:
+        return ratio(self.times, name, reference, bound=self.bound)
+
+    def stats(self, name: str) -> dict:
+        return stats(self.times[name])
+
+    def to_json(self) -> dict:
+        return {"setup": self.setup, "noise": self.noise, "stats": {n: stats(t) for n, t in self.times.items()},
+                "times_ms": self.times}
+
+
+def measure(entries: Mapping[str, Callable[[], object]], *, rounds: int, calls: int = 1, warmup: int = 1,
+            bound: float = NOISE_BOUND, setup: dict | None = None) -> Measurement:
+    """Time `entries` (which must hold FULL, the unsplit model) with the null test added: see the module's doc."""
+    times = time_rounds(with_null_test(entries), rounds=rounds, calls=calls, warmup=warmup)
+    return Measurement(times, null_test(times[FULL], times[REPEAT], bound), bound, dict(setup or {}))
+
+
+def describe(r: dict, unit: str = "x") -> str:
+    """One line for a `ratio`: the figure with its spread and null test, or why it is no result."""
+    null = f"null {r['null_ratio']:.3f}, noise {100 * r['noise']:.1f} % {'>' if r['noisy'] else '<='} {100 * r['bound']:.0f} %"
+    body = f"{r['ratio']:.3f}{unit} (IQR {r['iqr'][0]:.3f}-{r['iqr'][1]:.3f}; {null})"
+    return f"NOISY {body}" if r["noisy"] else body
+
+
+def agree(a: Measurement | dict, b: Measurement | dict, name: str = FULL, *, slack: float = 3.0,
+          floor: float = 0.02) -> dict:
+    """Whether two measurements (say the benchmark's and the profiler's) time `name` the same within their noise:
+    same setup (backend, threads, batch, ...) and a ratio of medians within `tolerance` of 1, where the tolerance
+    is `slack` times the larger of the two null tests plus their spreads over sqrt(rounds) (never below `floor`).
+    Accepts Measurements or their `to_json()`."""
+    a = a.to_json() if isinstance(a, Measurement) else a
+    b = b.to_json() if isinstance(b, Measurement) else b
+    sa, sb = a["stats"][name], b["stats"][name]
+    spread = max(sa["spread"] / math.sqrt(sa["rounds"]), sb["spread"] / math.sqrt(sb["rounds"]))
+    tolerance = max(floor, slack * (max(a["noise"]["noise"], b["noise"]["noise"]) + spread))
+    r = sb["p50_ms"] / sa["p50_ms"]
+    differ = sorted(k for k in set(a["setup"]) | set(b["setup"]) if a["setup"].get(k) != b["setup"].get(k))
+    return {"ratio": r, "tolerance": tolerance, "setup_differs": differ,
+            "agree": not differ and abs(r - 1.0) <= tolerance}
