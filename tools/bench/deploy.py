@@ -8,16 +8,16 @@ four deployments of one trained checkpoint are built and timed side by side on t
     static    the fastest static truncation (the network cut at one exit, one plain call) whose TEST accuracy is at
               least the shipped deployment's (ranked by the cost model's measured static times; the unsplit model
               when no earlier cut is accurate enough)
-    unsplit   the original model in one call, timed twice (`unsplit` and `unsplit_repeat`, half a round apart): the
-              null test; their disagreement is this run's noise
+    unsplit   the original model in one call, timed twice (edgeexit.timing's `full` and `full_repeat`, half a round
+              apart): the null test; their disagreement is this run's noise
     mac       today's MACs-first bundle: prune + calibrate for the default MACs budget, as `build --budget` does
 
-Timing discipline: one process per runtime (one thread pool for every deployment), the bundles opened on one
-backend, one untimed warm-up pass per deployment, then rounds in which every deployment runs the same images (whole
-batches), the order rotated every round (edgeexit.device_runner.time_entries); ms/image per round, reported as the
-median and IQR over rounds, and ratios taken round by round. Test accuracies are measured on the runtime on the test
-split (--test-samples of it). Predicted ms come from the cost model the shipped build fitted (at that batch size),
-given the exit fractions observed on the timed images.
+Timing discipline: edgeexit.timing's, the one every figure uses: one process per runtime, its thread pools pinned
+(--threads, default every usable core) and every bundle opened on one backend; one untimed pass per deployment (what
+it answers) then the warm-up, then rounds in which every deployment runs the same test images (whole batches), the
+order rotated every round; ms/image per round as the median and IQR over rounds, ratios taken round by round. Test
+accuracies are measured on the runtime, on the test split (--test-samples of it). Predicted ms come from the cost
+model the shipped build fitted (at that batch size), given the exit fractions observed on the timed images.
 
 Printed (and written to OUT/deploy.json, OUT/deploy.md): per runtime and batch, each deployment's test accuracy, drop
 vs the unsplit model, measured ms/image (median, IQR), ratio to the unsplit model, predicted ms/image and the
@@ -25,13 +25,17 @@ prediction's error, and whether the shipped deployment is slower than the static
 per runtime the search's time and the cost model's leave-one-out error and profile noise.
 
     PYTHONPATH=$PWD .venv/bin/python tools/bench/deploy.py --checkpoint runs/default/checkpoint.pt --out runs/bench-deploy
-    PYTHONPATH=$PWD .venv/bin/python tools/bench/deploy.py --quick --out /tmp/bench-deploy   # tiny model, seconds
+    PYTHONPATH=$PWD .venv/bin/python tools/bench/deploy.py --quick --out /tmp/bench-deploy   # tiny model, minutes
 
-Expected run time on 2 idle cores (default ResNet-18 Fashion-MNIST, 32 px, defaults below): about 25-40 minutes,
-mostly the ten exports (four per runtime, plus the unpruned network's inside each of the two searches per runtime
-... see the report), the profiles the searches take (onnxruntime batch 64, ExecuTorch batch 8) and the test-split
-accuracy passes; the timed rounds themselves take a few minutes. --quick: about 2-4 minutes, mostly exports.
-Never read figures of a loaded machine: the JSON records the load average before and after.
+Expected run time on 2 idle cores (the default ResNet-18 on Fashion-MNIST, 32 px, 4 exits; the defaults below):
+about 30-45 minutes (an estimate: never run there on an idle machine). Most of it is building: per runtime two
+latency-first builds (each exports the unpruned network, profiles it at batch 1 and the largest batch, searches,
+exports what it chose), the MACs-first bundle and the unpruned bundle: six exports, ExecuTorch's the slowest; then
+the accuracy passes over the 10,000 test images and the timed rounds (15 rounds x 5 entries x 512 images per batch
+size), a few minutes per runtime. The JSON records each stage's seconds and the load average before and after.
+--quick: about 1 minute of CPU for cpu and 3 for android (tiny model, 64 images, 3 rounds); on a loaded machine
+much longer. A --quick run checks that the script works; its figures mean nothing.
+OUT/work/ is the bench's own scratch (the bundles it built, their run directories): it is replaced on every run.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ import numpy as np
 
 FORMAT = "edgeexit-bench-deploy/1"
 RUNTIMES = {"cpu": ("cpu", [1, 64]), "android": ("android", [1, 8])}  # name -> (target, batch sizes)
-ROWS = ("shipped", "static", "unsplit", "mac")  # the table's rows; `unsplit_repeat` is timed for the null test only
+ROWS = ("shipped", "static", "unsplit", "mac")  # the table's rows
+KEYS = {"unsplit": "full"}  # a row's entry in edgeexit.timing's figures, where its name differs (timing.FULL)
 QUICK_TRAIN = ["--dataset", "synthetic", "--backbone", "tiny_cnn", "--limit-train", "256", "--limit-val", "128",
                "--limit-test", "128", "--image-size", "16", "--epochs", "2"]
 
@@ -142,17 +147,19 @@ def build_unpruned(checkpoint: Path, root: Path, target: str) -> dict:
 
 
 def _open_all(spec: dict):
-    """One backend, every bundle of the spec opened on it."""
+    """This process's thread pools pinned (edgeexit.timing), one backend, every bundle of the spec opened on it."""
+    from edgeexit import timing
     from edgeexit.bundle import load_bundle
     from edgeexit.runtime import EarlyExitRuntime
     from edgeexit.runtime.backend import make_backend
 
-    be = make_backend(spec["backend"], threads=spec.get("threads") or None)
+    setup = timing.pin_threads(spec["backend"], spec.get("threads") or None)
+    be = make_backend(spec["backend"], threads=setup["threads"])
     unpruned = load_bundle(Path(spec["unpruned"]))
     rts = {"unpruned": EarlyExitRuntime.open(unpruned, be), "mac": EarlyExitRuntime.open(spec["mac"], be)}
     for b, path in spec["shipped"].items():
         rts[f"shipped@{b}"] = EarlyExitRuntime.open(path, be)
-    return be, unpruned, rts
+    return be, unpruned, rts, setup
 
 
 def _static_runner(be, bundle, rt, k: int):
@@ -180,7 +187,7 @@ def worker_accuracy(spec: dict) -> dict:
     unsplit model, and every early-exit bundle (with its exit fractions)."""
     from edgeexit.pipeline import test_split
 
-    be, unpruned, rts = _open_all(spec)
+    be, unpruned, rts, _ = _open_all(spec)
     x, y = test_split(unpruned, "test", spec["test_samples"])
     big = unpruned.manifest.batch.max
     unp = rts.pop("unpruned")
@@ -207,45 +214,37 @@ def worker_accuracy(spec: dict) -> dict:
 
 
 def worker_time(spec: dict) -> dict:
-    """Per batch size: every deployment over the same test images in rotated rounds (ms/image per round), the
-    accuracy and exit fractions of an untimed first pass (which warms each one up)."""
-    from edgeexit.device_runner import time_entries
+    """Per batch size: every deployment over the same test images, timed by edgeexit.timing (warm-up, rotated rounds,
+    the unsplit model twice for the null test), in ms/image per round; and what each answered on an untimed first
+    pass over those images (its accuracy and, for the early-exit bundles, the share answering at each exit)."""
+    from edgeexit import timing
     from edgeexit.pipeline import test_split
 
-    be, unpruned, rts = _open_all(spec)
+    be, unpruned, rts, setup = _open_all(spec)
     x_all, y_all = test_split(unpruned, "test", spec["samples"])
     unp = rts["unpruned"]
     ref = unp.reference()
-    out: dict = {"backend": be.name, "batches": {}}
+    out: dict = {"backend": be.name, "setup": setup, "batches": {}}
     for b, k in spec["static"].items():
         batch = int(b)
         n = len(x_all) // batch * batch
         chunks = [x_all[i:i + batch] for i in range(0, n, batch)]
-        static_run = _static_runner(be, unpruned, unp, k)
-        runs = {"unsplit": lambda c: ref.run(c).argmax(1), "shipped": rts[f"shipped@{b}"].run,
-                "static": static_run, "mac": rts["mac"].run}
-        # the repeat half a round away from the first (next to it, it finds the weights in cache: device_runner)
-        runs = {"unsplit": runs["unsplit"], "shipped": runs["shipped"], "unsplit_repeat": runs["unsplit"],
-                "static": runs["static"], "mac": runs["mac"]}
+        loops = {"shipped": rts[f"shipped@{b}"], "mac": rts["mac"]}
+        runs = {timing.FULL: lambda c: ref.run(c).argmax(1), "shipped": loops["shipped"].run,
+                "static": _static_runner(be, unpruned, unp, k), "mac": loops["mac"].run}
         first: dict = {}
-        for name, fn in runs.items():  # one untimed pass each: what it answers, and a warm-up
+        for name, fn in runs.items():  # one untimed pass each: what it answers (and a first warm-up)
             results = [fn(c) for c in chunks]
-            if hasattr(results[0], "predictions"):
-                preds = np.concatenate([r.predictions for r in results])
+            if name in loops:
                 exits = np.concatenate([r.exit_index for r in results])
-                m = rts["mac"].num_exits if name == "mac" else rts[f"shipped@{b}"].num_exits
-                first[name] = {"accuracy": float((preds == y_all[:n]).mean()),
-                               "exit_fractions": (np.bincount(exits, minlength=m) / n).tolist()}
-            else:
-                first[name] = {"accuracy": float((np.concatenate(results) == y_all[:n]).mean())}
-        for _ in range(spec["warmup"]):
-            for fn in runs.values():
-                for c in chunks:
-                    fn(c)
+                results = [r.predictions for r in results]
+                first[name] = {"exit_fractions": (np.bincount(exits, minlength=loops[name].num_exits) / n).tolist()}
+            first.setdefault(name, {})["accuracy"] = float((np.concatenate(results) == y_all[:n]).mean())
         passes = {name: (lambda fn=fn: [fn(c) for c in chunks]) for name, fn in runs.items()}
-        ms = time_entries(passes, rounds=spec["rounds"], calls=1, warmup=0)  # ms per pass, per round
-        out["batches"][b] = {"images": n, "static_exit": k, "ms_per_image": {m: [v / n for v in t] for m, t in ms.items()},
-                             "first_pass": first}
+        m = timing.measure(passes, rounds=spec["rounds"], calls=1, warmup=spec["warmup"],
+                           setup={**setup, "batch": batch, "images": n})
+        out["batches"][b] = {"images": n, "static_exit": k, "first_pass": first, "setup": m.setup,
+                             "ms_per_image": {name: [v / n for v in t] for name, t in m.times.items()}}
     be.close()
     return out
 
@@ -266,16 +265,6 @@ def run_worker(kind: str, spec: dict, folder: Path) -> dict:
 # the summary
 
 
-def _quartiles(values) -> dict:
-    q25, q50, q75 = (float(v) for v in np.percentile(np.asarray(values, dtype=np.float64), [25, 50, 75]))
-    return {"median": q50, "p25": q25, "p75": q75}
-
-
-def _ratio(a: list[float], b: list[float]) -> dict:
-    """Round-by-round a / b (the same round's figures)."""
-    return _quartiles([x / y for x, y in zip(a, b)])
-
-
 def _reach(fractions: list[float]) -> list[float]:
     """Share of samples reaching each run, from the share answering at each exit."""
     return np.clip(np.cumsum(np.asarray(fractions, dtype=np.float64)[::-1])[::-1], 0.0, 1.0).tolist()
@@ -289,8 +278,8 @@ def choose_static(model, static_acc: list[float], shipped_acc: float, batch: int
 
 
 def summarise_batch(batch: int, timed: dict, acc: dict, shipped: dict, mac: dict, model) -> dict:
+    from edgeexit import timing
     from edgeexit.deploy.stage import ShippedCost
-    from edgeexit.profile import noise_of
 
     ms = timed["ms_per_image"]
     k = timed["static_exit"]
@@ -309,18 +298,23 @@ def summarise_batch(batch: int, timed: dict, acc: dict, shipped: dict, mac: dict
     }
     rows = []
     for name, (exits, test_acc, predicted_call) in rows_in.items():
-        measured = _quartiles(ms[name])
+        key = KEYS.get(name, name)
+        measured = timing.stats(ms[key])
         predicted = predicted_call / batch
         rows.append({"name": name, "exits": list(exits), "exit_names": [acc["exit_names"][e] for e in exits],
                      "test_accuracy": test_acc, "drop_pt": 100 * (unsplit_acc - test_acc),
-                     "timed_accuracy": first[name]["accuracy"], "exit_fractions": first[name].get("exit_fractions"),
-                     "ms_per_image": measured, "ratio_to_unsplit": _ratio(ms[name], ms["unsplit"]),
-                     "predicted_ms_per_image": predicted, "prediction_error": predicted / measured["median"] - 1})
-    noise = noise_of(ms["unsplit"], ms["unsplit_repeat"])
-    vs_static = _ratio(ms["shipped"], ms["static"])
-    return {"batch": batch, "images": timed["images"], "rounds": len(ms["unsplit"]), "noise": noise, "rows": rows,
-            "shipped_vs_static": {**vs_static, "slower_beyond_noise": vs_static["median"] > 1 + noise["noise"]},
-            "mac_vs_shipped": _ratio(ms["mac"], ms["shipped"]),
+                     "timed_accuracy": first[key]["accuracy"], "exit_fractions": first[key].get("exit_fractions"),
+                     "ms_per_image": measured, "ratio_to_unsplit": timing.ratio(ms, key),
+                     "predicted_ms_per_image": predicted, "prediction_error": predicted / measured["p50_ms"] - 1})
+    noise = timing.null_test(ms[timing.FULL], ms[timing.REPEAT])
+    vs_static = timing.ratio(ms, "shipped", "static")
+    # slower beyond the noise: the median round-by-round shipped / static above 1 + this run's null-test noise
+    return {"batch": batch, "images": timed["images"], "rounds": len(ms[timing.FULL]), "noise": noise,
+            "setup": timed["setup"], "rows": rows, "times_ms_per_image": ms,
+            "shipped_vs_static": {**vs_static, "slower_beyond_noise": vs_static["ratio"] > 1 + noise["noise"],
+                                  "verdict": "noisy" if vs_static["noisy"] else
+                                  "slower" if vs_static["ratio"] > 1 + noise["noise"] else "not slower"},
+            "mac_vs_shipped": timing.ratio(ms, "mac", "shipped"),
             "max_prediction_error": max(abs(r["prediction_error"]) for r in rows)}
 
 
@@ -343,16 +337,19 @@ def bench_runtime(name: str, args, checkpoint: Path, out: Path) -> dict:
     spec = {"backend": backend, "threads": args.threads, "unpruned": unpruned["bundle"], "mac": mac["bundle"],
             "shipped": {str(b): s["bundle"] for b, s in shipped.items()}, "test_samples": args.test_samples}
     log(f"[bold]{name}: test accuracy on {backend}")
+    t1 = time.perf_counter()
     acc = run_worker("accuracy", spec, work)
+    t2 = time.perf_counter()
     models = {b: CostModel.load(Path(shipped[b]["costmodel"])) for b in batches}
     statics = {str(b): choose_static(models[b], acc["static"], acc["bundles"][f"shipped@{b}"]["accuracy"], b)
                for b in batches}
     log(f"[bold]{name}: timing on {backend}, {args.rounds} rounds of {args.samples} test images per deployment")
     timed = run_worker("time", {**spec, "static": statics, "samples": args.samples, "rounds": args.rounds,
                                 "warmup": args.warmup}, work)
-    return {"target": target, "backend": timed["backend"], "exit_names": acc["exit_names"],
+    seconds = {"build": built_s, "accuracy": t2 - t1, "timing": time.perf_counter() - t2}
+    return {"seconds": seconds, "target": target, "backend": timed["backend"], "exit_names": acc["exit_names"],
             "static_test_accuracy": acc["static"], "test_samples": acc["samples"], "mac": mac,
-            "shipped": {str(b): s for b, s in shipped.items()}, "build_seconds": built_s,
+            "shipped": {str(b): s for b, s in shipped.items()},
             "batches": {str(b): summarise_batch(b, timed["batches"][str(b)], acc, shipped[b], mac, models[b])
                         for b in batches}}
 
@@ -371,18 +368,19 @@ def table_rows(batch: dict) -> list[list[str]]:
     for r in batch["rows"]:
         m = r["ms_per_image"]
         out.append([LABELS[r["name"]], ",".join(r["exit_names"]), f"{100 * r['test_accuracy']:.2f} %",
-                    f"{r['drop_pt']:+.2f}", f"{m['median']:.4f}", f"{m['p25']:.4f}-{m['p75']:.4f}",
-                    f"{r['ratio_to_unsplit']['median']:.3f}", f"{r['predicted_ms_per_image']:.4f}",
+                    f"{r['drop_pt']:+.2f}", f"{m['p50_ms']:.4f}", f"{m['p25_ms']:.4f}-{m['p75_ms']:.4f}",
+                    f"{r['ratio_to_unsplit']['ratio']:.3f}", f"{r['predicted_ms_per_image']:.4f}",
                     f"{100 * r['prediction_error']:+.1f} %"])
     return out
 
 
 def verdict(batch: dict) -> str:
     s, n = batch["shipped_vs_static"], batch["noise"]
-    mark = "SLOWER than" if s["slower_beyond_noise"] else "not slower than"
-    return (f"shipped / static {s['median']:.3f} (IQR {s['p25']:.3f}-{s['p75']:.3f}): {mark} the best static "
-            f"truncation beyond this run's noise {100 * n['noise']:.1f} % (null test {n['null_ratio']:.3f}); "
-            f"MAC-chosen / shipped {batch['mac_vs_shipped']['median']:.2f}x")
+    said = {"slower": "SLOWER than the best static cut beyond", "not slower": "not slower than the best static cut "
+            "beyond", "noisy": f"NO VERDICT (run again on an idle machine): above the {100 * n['bound']:.0f} % bound,"}
+    return (f"shipped / static {s['ratio']:.3f} (IQR {s['iqr'][0]:.3f}-{s['iqr'][1]:.3f}): {said[s['verdict']]} this "
+            f"run's noise {100 * n['noise']:.1f} % (null test {n['null_ratio']:.3f}); MAC-chosen / shipped "
+            f"{batch['mac_vs_shipped']['ratio']:.2f}x")
 
 
 def runtime_note(name: str, rt: dict) -> str:
@@ -413,6 +411,7 @@ def print_tables(doc: dict) -> None:
             console.print(t)
             console.print(escape(verdict(batch)))
         console.print(escape(runtime_note(name, rt)))
+        console.print(escape(f"{name}: " + ", ".join(f"{k} {v:.0f} s" for k, v in rt["seconds"].items())))
     console.print(f"machine load (1-min average) before {doc['load_before'][0]:.2f}, after {doc['load_after'][0]:.2f}; "
                   f"{doc['seconds']:.0f} s in all")
 
@@ -485,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds, args.samples, args.warmup = min(args.rounds, 3), min(args.samples, 64), 0
     from edgeexit.bundle import sha256
     from edgeexit.device_runner import device_info
+    from edgeexit.errors import EdgeExitError
 
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -492,7 +492,11 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = quick_checkpoint(args.out) if args.quick else args.checkpoint
     if not checkpoint.is_file():
         p.error(f"no checkpoint at {checkpoint} (train one, or pass --checkpoint)")
-    runtimes = {n: bench_runtime(n, args, checkpoint, args.out) for n in names}
+    try:
+        runtimes = {n: bench_runtime(n, args, checkpoint, args.out) for n in names}
+    except EdgeExitError as err:  # a drop nothing meets, a runtime that is not installed: said, not a traceback
+        print(f"tools/bench/deploy.py: {err}", file=sys.stderr)
+        return 2
     doc = {"format": FORMAT, "checkpoint": str(checkpoint), "checkpoint_sha256": sha256(checkpoint),
            "quick": args.quick, "max_drop": args.max_drop,
            "settings": {"rounds": args.rounds, "samples": args.samples, "test_samples": args.test_samples,
