@@ -111,12 +111,13 @@ def build_shipped(checkpoint: Path, root: Path, target: str, batch: int, max_dro
 def build_mac(checkpoint: Path, root: Path, target: str) -> dict:
     """Today's MACs-first bundle: prune and calibrate for the default MACs budget, as `build --budget` does."""
     from edgeexit import jsonio
-    from edgeexit.options import build_choices
+    from edgeexit.options import DEFAULT_BUDGET, build_choices
     from edgeexit.pipeline import calibrate_stage, export_stage, prune_stage
 
     run = _fresh_run(root, checkpoint)
     method = _method(checkpoint)
-    choices = build_choices(target, None, None, None, None, method, 64)
+    # the budget named: without one, build decides on the device (h-deploy makes --max-drop 0.5 the default)
+    choices = build_choices(target, None, DEFAULT_BUDGET, None, None, method, 64)
     b = choices.budget
     with run.lock("bench"):
         if method == "aep" and b.kind != "ms":  # recipe._prune_and_calibrate's rule
@@ -131,11 +132,11 @@ def build_unpruned(checkpoint: Path, root: Path, target: str) -> dict:
     """The whole network for the target: its reference model is the unsplit one, its probes the static truncations
     (thresholds do not matter: the bench never runs its exit loop)."""
     from edgeexit.calibrate import Budget
-    from edgeexit.options import build_choices
+    from edgeexit.options import DEFAULT_BUDGET, build_choices
     from edgeexit.pipeline import calibrate_stage, export_stage
 
     run = _fresh_run(root, checkpoint)
-    choices = build_choices(target, None, None, None, None, _method(checkpoint), 64)
+    choices = build_choices(target, None, DEFAULT_BUDGET, None, None, _method(checkpoint), 64)
     with run.lock("bench"):
         calibrate_stage(run, run.checkpoint, budget=Budget("macs_fraction", 1.0), curves=False)
         export_stage(run, run.checkpoint, target=choices.target, precision=choices.precision)
