@@ -278,14 +278,23 @@ def choose_static(model, static_acc: list[float], shipped_acc: float, batch: int
     return min(ok, key=lambda k: (model.static_ms(k, batch), k)) if ok else len(static_acc) - 1
 
 
+def shipped_cost(model, batch: int):
+    """The cost the build's search prices a deployment with, as its bundle runs: `stage.ShippedCost` where the build
+    has it (a single exit through the exit loop), else `LatencyCost` (h-deploy: a one-segment bundle runs as one
+    plain call, and the search costs it so)."""
+    from edgeexit.deploy import stage
+    from edgeexit.deploy.search import LatencyCost
+
+    return getattr(stage, "ShippedCost", LatencyCost)(model, batch)
+
+
 def summarise_batch(batch: int, timed: dict, acc: dict, shipped: dict, mac: dict, model) -> dict:
     from edgeexit import timing
-    from edgeexit.deploy.stage import ShippedCost
 
     ms = timed["ms_per_image"]
     k = timed["static_exit"]
     E = len(acc["static"])
-    cost = ShippedCost(model, batch)
+    cost = shipped_cost(model, batch)
     first = timed["first_pass"]
     mac_exits = mac["kept_exits"] or list(range(E))
     unsplit_acc = acc["unsplit"]
