@@ -7,8 +7,9 @@ It needs numpy, pydantic and the backend's own runtime, nothing else of edgeexit
 never imports torch), so it runs on a Jetson or a Raspberry Pi from a copy of the `edgeexit` package that the
 host pushes next to the bundle. The C++ runner's `--profile` writes the same document on a phone.
 
-What is timed, per batch size, each round (entries in turn, the order rotated every round so drift hits all alike;
-each figure the median of `calls` back-to-back calls, in ms):
+What is timed, per batch size, each round, by `edgeexit.timing`'s discipline (one explicit thread count for every
+model, recorded as `threads`; entries in turn, the order rotated every round so drift hits all alike; each figure
+the median of `calls` back-to-back calls after one untimed call of the same entry, in ms):
 - `full` and `full_repeat`: the unsplit model, twice, half a round apart. The two are the same work, so their
   ratio is the measurement's own noise (the host reads it as such);
 - `exit{k}`: the exit loop forced to answer at exit k: segments 0..k (their heads are inside them) and the exit
@@ -26,9 +27,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -37,7 +36,8 @@ import numpy as np
 from edgeexit.bundle import Bundle, load_bundle
 from edgeexit.errors import ConfigError, EdgeExitError
 from edgeexit.runtime import EarlyExitRuntime
-from edgeexit.runtime.backend import segment_file
+from edgeexit.runtime.backend import default_backend, segment_file
+from edgeexit.timing import FULL, pin_threads, time_rounds, with_null_test
 
 FORMAT = "edgeexit-device-profile/1"
 RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "executorch": "executorch", "torch": "torch",
@@ -98,8 +98,7 @@ def _entries(bundle: Bundle, runtime: EarlyExitRuntime, x: np.ndarray,
     rec = rec or _Recorder()
     be = runtime.backend
     full = runtime.reference()
-    entries: dict[str, Callable[[], object]] = {"full": lambda: (full.run(x), rec.note("full")),
-                                                "full_repeat": lambda: (full.run(x), rec.note("full"))}
+    entries: dict[str, Callable[[], object]] = {FULL: lambda: (full.run(x), rec.note("full"))}
 
     def run_forced(forced: EarlyExitRuntime) -> None:
         forced.trace = rec.log
@@ -129,11 +128,7 @@ def _entries(bundle: Bundle, runtime: EarlyExitRuntime, x: np.ndarray,
             feed = feeds[e.index + 1] if kind == "head" else feeds[0]  # a head takes segment k's features
             entries[f"{kind}{e.index}"] = lambda seg=seg, feed=feed, what=f"{kind}{e.index}": (
                 seg.run({seg.inputs[0].name: feed}), be.synchronize(), rec.note(what))
-    # full_repeat half a round away from full: right after it, it would find the weights still in cache and come out
-    # faster (25 % at batch 1 on a 2-core x86 box), so the pair would measure the cache, not the noise
-    names = [n for n in entries if n != "full_repeat"]
-    names.insert(len(names) // 2, "full_repeat")
-    return {n: entries[n] for n in names}
+    return with_null_test(entries)  # full_repeat half a round away from full (edgeexit.timing)
 
 
 def executed(entries: dict[str, Callable[[], object]], rec: _Recorder) -> dict[str, list[str]]:
@@ -146,25 +141,6 @@ def executed(entries: dict[str, Callable[[], object]], rec: _Recorder) -> dict[s
             out[name] = rec.log
         finally:
             rec.log = None
-    return out
-
-
-def time_entries(entries: dict[str, Callable[[], object]], *, rounds: int, calls: int, warmup: int) -> dict[str, list[float]]:
-    """Per entry, one figure per round: the median of `calls` back-to-back calls, in ms."""
-    names = list(entries)
-    for name in names:
-        for _ in range(warmup):
-            entries[name]()
-    out: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            fn, times = entries[name], []
-            for _ in range(calls):
-                t = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t)
-            out[name].append(1e3 * statistics.median(times))
     return out
 
 
@@ -182,7 +158,9 @@ def profile_device(bundle_dir: Path, *, backend: str | None = None, batches: lis
     for name, v in (("rounds", rounds), ("calls", calls)):
         if v < 1:
             raise ConfigError(f"--{name} must be >= 1", got=v)
-    runtime = EarlyExitRuntime.open(bundle, backend, threads=threads)
+    # one explicit thread count for every pool of this process, recorded (edgeexit.timing)
+    setup = pin_threads(backend or default_backend(bundle), threads)
+    runtime = EarlyExitRuntime.open(bundle, backend, threads=setup["threads"])
     rng = np.random.default_rng(seed)
     measured, ran = {}, {}
     try:
@@ -191,7 +169,7 @@ def profile_device(bundle_dir: Path, *, backend: str | None = None, batches: lis
             rec = _Recorder()
             entries = _entries(bundle, runtime, x, rec)
             ran = ran or executed(entries, rec)  # the same work at every batch size
-            measured[str(b)] = time_entries(entries, rounds=rounds, calls=calls, warmup=warmup)
+            measured[str(b)] = time_rounds(entries, rounds=rounds, calls=calls, warmup=warmup)
     finally:
         name = runtime.backend.name
         runtime.close()
@@ -200,7 +178,7 @@ def profile_device(bundle_dir: Path, *, backend: str | None = None, batches: lis
     return {"format": FORMAT, "runner": "python", "runner_location": str(Path(edgeexit.__file__).parent),
             "backend": name, "bundle_checksum": m.checksum,
             "device": device_info(), "versions": runtime_versions(), "warmup": warmup, "rounds": rounds,
-            "calls": calls, "batches": measured, "peak_rss_mb": peak_rss_mb(), "executed": ran}
+            "calls": calls, "threads": setup["threads"], "batches": measured, "peak_rss_mb": peak_rss_mb(), "executed": ran}
 
 
 def _batches(text: str) -> list[int]:

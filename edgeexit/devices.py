@@ -95,6 +95,7 @@ class DeviceProfile(_Strict):
     warmup: Count
     rounds: Annotated[int, Field(ge=1, le=1_000_000)]
     calls: Annotated[int, Field(ge=1, le=1_000_000)]
+    threads: Annotated[int, Field(ge=1, le=4096)] | None = None  # the intra-op pool every model ran on (edgeexit.timing)
     batches: Annotated[dict[BatchKey, Annotated[dict[Entry, Annotated[list[Ms], Field(min_length=1)]],
                                                Field(min_length=1, max_length=4096)]], Field(min_length=1, max_length=64)]
     peak_rss_mb: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] | None = None

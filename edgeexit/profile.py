@@ -11,7 +11,8 @@ rotated rounds; this module turns those raw figures into the table people read a
 - the forced-final overhead (answering at the last exit through the split model vs the unsplit one) next to what
   the heads explain: the unsplit model's p10..p90 plus the intermediate heads' p50s.
 
-Results are stamped with the device, backend, versions and the bundle's checksum.
+Results are stamped with the device, backend, thread count, versions and the bundle's checksum. The timing rules
+(one thread pool, warm-up, rotated rounds, the null test) are `edgeexit.timing`'s, the same as every benchmark's.
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ from edgeexit.devices import (
 )
 from edgeexit.errors import ConfigError, DeviceError
 from edgeexit.runtime.registry import host_target
+from edgeexit.timing import NOISE_BOUND, null_test, stats
 
 FORMAT = "edgeexit-profile/2"
-NOISE_BOUND = 0.03  # a same-work ratio further than 3 % from 1: the figures of this run are not trusted
 
 
 Ratio = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
@@ -59,13 +60,16 @@ class Stats(_Strict):
     p50_ms: Ms
     p10_ms: Ms
     p90_ms: Ms
+    p25_ms: Ms | None = None  # quartiles: profiles written before edgeexit.timing have none
+    p75_ms: Ms | None = None
     spread: Ratio
     rounds: Annotated[int, Field(ge=1, le=1_000_000)]
 
     @model_validator(mode="after")
     def _ordered(self) -> "Stats":
-        if not self.p10_ms <= self.p50_ms <= self.p90_ms:
-            raise ValueError("percentiles out of order (p10 <= p50 <= p90)")
+        order = [v for v in (self.p10_ms, self.p25_ms, self.p50_ms, self.p75_ms, self.p90_ms) if v is not None]
+        if order != sorted(order):
+            raise ValueError("percentiles out of order (p10 <= p25 <= p50 <= p75 <= p90)")
         return self
 
 
@@ -175,6 +179,7 @@ class Profile(_Strict):
     rounds: Annotated[int, Field(ge=1, le=1_000_000)]
     calls: Annotated[int, Field(ge=1, le=1_000_000)]
     warmup: Count
+    threads: Annotated[int, Field(ge=1, le=4096)] | None = None  # the one intra-op pool everything ran on
     peak_rss_mb: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] | None
     trusted: bool
     noise: Annotated[dict[BatchKey, Noise], Field(min_length=1, max_length=64)]
@@ -241,21 +246,9 @@ def _plain(prof: Profile) -> dict:
     return out
 
 
-def stats(ms) -> dict:
-    a = np.asarray(ms, dtype=np.float64)
-    p10, p50, p90 = (float(v) for v in np.percentile(a, [10, 50, 90]))
-    return {"p50_ms": p50, "p10_ms": p10, "p90_ms": p90, "spread": (p90 - p10) / p50 if p50 > 0 else math.inf,
-            "rounds": int(a.size)}
-
-
 def noise_of(full: list[float], repeat: list[float]) -> dict:
-    """The null test: the same model timed twice in the same rounds."""
-    r = np.asarray(repeat, dtype=np.float64) / np.asarray(full, dtype=np.float64)
-    null = float(np.median(repeat) / np.median(full))
-    p10, p90 = np.percentile(r, [10, 90])
-    noise = max(abs(null - 1.0), float(p90 - p10) / math.sqrt(len(r)))
-    return {"null_ratio": null, "round_ratio_p10": float(p10), "round_ratio_p90": float(p90), "noise": noise,
-            "bound": NOISE_BOUND, "trusted": noise <= NOISE_BOUND}
+    """The null test: the same model timed twice in the same rounds (edgeexit.timing.null_test)."""
+    return null_test(full, repeat, NOISE_BOUND)
 
 
 def summarise_batch(measured: dict[str, list[float]], bundle: Bundle) -> dict:
@@ -314,7 +307,8 @@ def summarise(raw: dict, bundle: Bundle, device: str = "local") -> dict:
         "target": host or m.target,
         "bundle_target": m.target, "backend": raw["backend"], "runner": raw["runner"], "device": device,
         "host": raw["device"].get("hostname"), "device_info": raw["device"], "versions": raw["versions"],
-        "rounds": raw["rounds"], "calls": raw["calls"], "warmup": raw["warmup"], "peak_rss_mb": raw.get("peak_rss_mb"),
+        "rounds": raw["rounds"], "calls": raw["calls"], "warmup": raw["warmup"], "threads": raw.get("threads"),
+        "peak_rss_mb": raw.get("peak_rss_mb"),
         "trusted": all(b["noise"]["trusted"] for b in batches.values()),
         "noise": {b: s["noise"] for b, s in batches.items()},
         "batches": batches,

@@ -1,93 +1,101 @@
-"""The performance targets: early-exit runtime vs the full (unsplit) model on one backend, on the bundle's test split.
+"""Early exit vs the unsplit model, per backend, at batch 1 and the target's largest batch, with accuracies.
 
-For batch 1 and batch 64 (compaction on), one process per runtime, alternating rounds; each process runs
-the same test images and reports its total time. The full model is the bundle's reference model on the same
-backend (`EarlyExitRuntime.reference()`). Printed: accuracy of both (and the loss in points), the mean MACs
-fraction of the unsplit model, and the median time ratio early-exit / full with its spread.
-Target (ResNet-18, Fashion-MNIST, 32 px, <= 1 pt accuracy loss): early-exit time <= the mean MACs fraction, at batch
-1 and at the target's largest batch (64 for cpu, 8 for android), on onnxruntime and on ExecuTorch.
+One process per (bundle, backend); inside it the early-exit runtime and the bundle's unsplit reference model share
+one runtime and one thread pool, and are timed by edgeexit.timing: warm-up, alternating rotated rounds, each round
+one pass over the same test images at the given batch, the unsplit model timed twice as the null test. Printed per
+row: accuracy of both, the mean MACs fraction, the time ratio early exit / unsplit (median over rounds, IQR) and the
+null test; a ratio whose null test exceeds 3 % reads NOISY. Bundles: --bundle (repeatable), or exported from
+--checkpoint for cpu (onnxruntime, torch), android fp32 and android int8 (ExecuTorch); --quick: a tiny build.
+Goal (ResNet-18, Fashion-MNIST, 32 px, <= 1 pt accuracy loss): ratio <= the mean MACs fraction.
 
-    .venv/bin/python tools/bench/early_exit.py --bundle runs/default/bundle [--backend onnxruntime|torch]
-    .venv/bin/python tools/bench/early_exit.py --bundle runs/android/bundle --batches 1,8      # ExecuTorch
+    python tools/bench/early_exit.py --bundle runs/default/bundle
+    python tools/bench/early_exit.py --checkpoint runs/default/checkpoint.pt        # cpu, android fp32 + int8
+    python tools/bench/early_exit.py --quick
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from alternate import alternate, describe  # noqa: E402
+import suite  # noqa: E402
+
+TARGETS = [("cpu", None), ("android", "fp32"), ("android", "int8")]
 
 
-def worker(args) -> None:
-    from edgeexit.bundle import load_bundle
+def worker(p: dict) -> dict:
     from edgeexit.pipeline import test_split
-    from edgeexit.runtime import EarlyExitRuntime
+    from edgeexit.timing import measure
 
-    b = load_bundle(args.bundle)
-    x, y = test_split(b, "test", args.samples)
-    rt = EarlyExitRuntime.open(b, backend=args.backend, threads=args.threads or None)
-    if args.worker == "full":
-        full = rt.reference()
-        run = lambda c: full.run(c).argmax(1)  # noqa: E731
-    else:
-        run = lambda c: rt.run(c).predictions  # noqa: E731
-    chunks = [x[i:i + args.batch] for i in range(0, len(x) - args.batch + 1, args.batch)]
-    for c in chunks[: max(3, len(chunks) // 10)]:  # warm-up
-        run(c)
-    t = time.perf_counter()
-    preds = [run(c) for c in chunks]
-    seconds = time.perf_counter() - t
-    preds = np.concatenate(preds)
-    print(json.dumps({"seconds": seconds, "accuracy": float((preds == y[: len(preds)]).mean()), "images": len(preds),
-                      "backend": rt.backend.name}))
+    b, rt, setup = suite.open_runtime(p["bundle"], p["backend"], p["threads"])
+    full = rt.reference()
+    x, y = test_split(b, "test", p["samples"])
+    res = rt.run(x)
+    full_pred = full.run(x).argmax(1)
+    rows = []
+    for batch in p["batches"]:
+        m = measure({"full": suite.passes(full.run, x, batch), "early_exit": suite.passes(rt.run, x, batch)},
+                    rounds=p["rounds"], calls=p.get("calls", 1), warmup=1, prime=0, setup={**setup, "batch": batch})
+        rows.append({"batch": batch, "early_exit": m.ratio("early_exit"), "measurement": m.to_json(),
+                     "full_ms_per_image": m.stats("full")["p50_ms"] / len(x)})
+    return {"bundle": str(p["bundle"]), "backend": setup["backend"], "precision": b.manifest.precision,
+            "images": len(x), "accuracy_full": float((full_pred == y).mean()),
+            "accuracy_early_exit": float((res.predictions == y).mean()),
+            "macs_fraction": float(res.macs.mean() / b.manifest.full_macs),
+            "exit_histogram": res.exit_histogram(rt.num_exits), "rows": rows}
+
+
+def plan(paths: list[Path], backends: list[str] | None) -> list[tuple[Path, str]]:
+    """(bundle, backend) pairs: every backend that works here and runs the bundle's own format (an android bundle's
+    ONNX copy is for emulation, not a backend of its own), and the torch programs (.pt2, every bundle carries them)
+    of the first bundle only; or just the backends named."""
+    from edgeexit.bundle import load_bundle
+    from edgeexit.runtime import available_backends
+    from edgeexit.runtime.registry import REGISTRY
+
+    out, torch_done = [], False
+    for path in paths:
+        m = load_bundle(path).manifest
+        names = [n for n in available_backends(m)
+                 if REGISTRY[n].format == m.format or (REGISTRY[n].format == "pt2" and not torch_done)]
+        torch_done = torch_done or any(REGISTRY[n].format == "pt2" for n in names)
+        out += [(path, n) for n in names if backends is None or n in backends]
+    return out
 
 
 def main() -> None:
-    from edgeexit.runtime.registry import REGISTRY
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bundle", type=Path, default=Path("runs/default/bundle"))
-    p.add_argument("--backend", choices=list(REGISTRY), default=None,
-                   help="runtime to time both models on (default: the one the bundle's target runs on)")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--samples", type=int, default=2000, help="test images per process")
-    p.add_argument("--batches", default="1,64")
-    p.add_argument("--threads", type=int, default=0, help="intra-op threads of the backend (0 = its default)")
-    p.add_argument("--worker", choices=["full", "early_exit"])
-    p.add_argument("--batch", type=int, default=1)
-    args = p.parse_args()
-    if args.worker:
-        worker(args)
+    p = suite.parser(__doc__, "early_exit")
+    p.add_argument("--bundle", type=Path, action="append", help="a bundle (repeat for several)")
+    p.add_argument("--checkpoint", type=Path, help="a checkpoint to export the cpu and android bundles from")
+    p.add_argument("--backends", help="comma-separated (default: every backend here that runs each bundle)")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--samples", type=int, default=1000, help="test images in every pass")
+    p.add_argument("--calls", type=int, default=1, help="passes per entry and round (their median)")
+    p.add_argument("--batches", default=None, help="default: 1 and each bundle's largest")
+    a = p.parse_args()
+    if a.worker:
+        suite.answer(worker(json.loads(a.worker)))
         return
-    from edgeexit.bundle import REPORTS, load_bundle
-    from edgeexit.runtime import default_backend
+    from edgeexit.bundle import load_bundle
 
-    b = load_bundle(args.bundle)
-    backend = args.backend or default_backend(b)
-    saved = args.bundle / REPORTS / "eval.json"  # what `edgeexit build` / `report` attached
-    ev = json.loads(saved.read_text()) if saved.exists() else None
-    thresholds = [None if t is None else round(t, 4) for t in b.manifest.thresholds]
-    print(f"bundle {args.bundle}: {b.manifest.model['backbone']}, exits {[e.name for e in b.exits]}, "
-          f"thresholds {thresholds}; backend {backend}; {args.samples} test images per process, {args.rounds} rounds")
-    if ev:
-        print(f"whole test split (eval.json, {ev.get('backend', '?')}): accuracy full {ev['full_accuracy']:.4f} vs early exit "
-              f"{ev['early_exit_accuracy']:.4f} ({100 * (ev['early_exit_accuracy'] - ev['full_accuracy']):+.2f} pt), "
-              f"mean MACs fraction {ev['macs_fraction']:.3f}")
-    for batch in (int(v) for v in args.batches.split(",")):
-        common = ["--bundle", str(args.bundle), "--batch", str(batch), "--samples", str(args.samples),
-                  "--threads", str(args.threads), "--backend", backend]
-        s = alternate(__file__, ("full", "early_exit"), common, args.rounds)
-        acc = {m: s["extra"][m]["accuracy"] for m in ("full", "early_exit")}
-        images = s["extra"]["full"]["images"]  # whole batches only: fewer than --samples when it does not divide
-        print(describe(f"batch {batch:>3}: early-exit / full time", s, unit_scale=1e3 / images, unit="ms/img")
-              + f"; accuracy {acc['full']:.4f} vs {acc['early_exit']:.4f}")
+    if a.quick:
+        a.rounds, a.samples = min(a.rounds, 3), min(a.samples, 64)
+    results = []
+    for path, backend in plan(suite.bundles(a, TARGETS), a.backends.split(",") if a.backends else None):
+        m = load_bundle(path).manifest
+        batches = [int(v) for v in a.batches.split(",")] if a.batches else sorted({1, m.batch.max})
+        results.append(suite.in_worker(__file__, {"bundle": str(path), "backend": backend, "threads": a.threads,
+                                                  "samples": a.samples, "rounds": a.rounds, "batches": batches,
+                                                  "calls": a.calls}))
+    rows = [[f"{r['backend']} {r['precision']}", row["batch"], f"{100 * r['accuracy_full']:.2f}",
+             f"{100 * r['accuracy_early_exit']:.2f}", r["macs_fraction"], *suite.ratio_cells(row["early_exit"]),
+             f"{row['full_ms_per_image']:.3f}"] for r in results for row in r["rows"]]
+    suite.table("early exit / unsplit model, time per pass over the same test images",
+                ["backend", "batch", "acc full %", "acc early exit %", "MACs fraction", *suite.RATIO_COLUMNS,
+                 "unsplit ms/img"], rows, note="goal: ratio <= MACs fraction at <= 1 pt accuracy loss")
+    suite.write_json(a.json, {"results": results})
 
 
 if __name__ == "__main__":
