@@ -12,7 +12,7 @@ from torch import nn
 from edgeexit.errors import ConfigError
 from edgeexit.models import efficientnet_lite, small_families
 from edgeexit.models import torchvision_families as tv
-from edgeexit.models.backbone import Backbone
+from edgeexit.models.adapters import Backbone
 from edgeexit.models.net import EarlyExitNet
 
 _BUILDERS: dict[str, Callable[..., Backbone]] = {

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from edgeexit.errors import CheckpointError, RuntimeMissingError
-from edgeexit.models.backbone import Backbone, adapt_in_channels, resolution_groups
+from edgeexit.models.adapters import Backbone, adapt_in_channels, resolution_groups
 
 MODEL_NAME = "efficientnet-lite0"
 

@@ -8,7 +8,7 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from edgeexit.errors import ConfigError
-from edgeexit.models.backbone import Backbone, gap_linear_head
+from edgeexit.models.adapters import Backbone, gap_linear_head
 
 
 class BasicBlock(nn.Module):

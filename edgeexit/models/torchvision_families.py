@@ -12,7 +12,7 @@ from pathlib import Path
 import torchvision
 from torch import nn
 
-from edgeexit.models.backbone import (
+from edgeexit.models.adapters import (
     Backbone,
     adapt_in_channels,
     gap_linear_head,

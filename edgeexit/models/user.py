@@ -26,7 +26,7 @@ import torchvision
 from torch import Tensor, nn
 
 from edgeexit.errors import CheckpointError, ConfigError
-from edgeexit.models.backbone import Backbone, adapt_in_channels, gap_linear_head
+from edgeexit.models.adapters import Backbone, adapt_in_channels, gap_linear_head
 
 TORCHVISION = "torchvision:"
 

@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer, interpolate_embeddings
 
 from edgeexit.errors import ConfigError
-from edgeexit.models.backbone import Backbone, adapt_in_channels
+from edgeexit.models.adapters import Backbone, adapt_in_channels
 from edgeexit.models.user import user_backbone
 
 NAME = re.compile(r"vit_[blh]_\d+")
