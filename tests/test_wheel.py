@@ -4,10 +4,8 @@ The wheel is built from a copy of the sources (the checkout is not written to), 
 cannot import the checkout: no pip, no PYTHONPATH, and a .pth naming this venv's site-packages for the
 dependencies (lines of a .pth are added to sys.path, but the .pth files in them, such as the editable install's
 finder of this checkout, are not run). From a directory outside the checkout that venv's `edgeexit` console
-script builds tiny android and jetson bundles.
-
-Not here yet: the device glue (`edgeexit glue --out DIR`: C++ runner, Android module, Swift package) is another
-change; when it lands, a check that the installed wheel writes it belongs in this test.
+script builds tiny android and jetson bundles, and writes the device glue (`edgeexit glue --out DIR`: the C++
+runner's sources, the Android module, the Swift package) out of the installed package.
 """
 
 from __future__ import annotations
@@ -84,3 +82,16 @@ def test_wheel_builds_a_target_from_another_directory(installed, tmp_path, targe
     assert any(rel.endswith(f".{fmt}") for rel in manifest["files"])
     check = "from edgeexit.bundle import load_bundle; import sys; print(load_bundle(sys.argv[1]).manifest.target)"
     assert _run([venv / "bin" / "python", "-c", check, "run/bundle"], cwd=tmp_path).stdout.strip() == target
+
+
+def test_wheel_writes_the_device_glue(installed, tmp_path):
+    """The glue a device developer builds on ships in the wheel: `edgeexit glue` copies it out of the installed
+    package (not the checkout), every tree with its build files."""
+    venv, _ = installed
+    _run([venv / "bin" / "edgeexit", "glue", "--out", "glue"], cwd=tmp_path)
+    out = tmp_path / "glue"
+    for rel in ("executorch/CMakeLists.txt", "executorch/src/runner_main.cpp", "executorch/schema/manifest.schema.json",
+                "android/edgeexit/build.gradle.kts", "ios/Package.swift", "jetson/README.md"):
+        assert (out / rel).is_file(), rel
+    shipped = json.loads((out / "executorch" / "schema" / "manifest.schema.json").read_text())
+    assert shipped == json.loads((ROOT / "edgeexit" / "glue" / "executorch" / "schema" / "manifest.schema.json").read_text())
