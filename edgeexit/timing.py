@@ -75,13 +75,14 @@ from __future__ import annotations
 
 import gc
 import math
-import os
 import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import numpy as np
+
+from edgeexit.threads import cores
 
 NOISE_BOUND = 0.03  # a same-work ratio further than 3 % from 1: the figures of this run are not trusted
 FULL, REPEAT = "full", "full_repeat"
@@ -90,12 +91,7 @@ FULL, REPEAT = "full", "full_repeat"
 def resolve_threads(threads: int | None) -> int:
     """The thread count to use: `threads` when it is >= 1, else the number of cores this process may run on (not
     the runtime's own default, which differs by runtime and is not recorded anywhere)."""
-    if threads:
-        return int(threads)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+    return int(threads) if threads else cores()
 
 
 def pin_threads(backend: str, threads: int | None) -> dict:
@@ -118,7 +114,9 @@ def pin_threads(backend: str, threads: int | None) -> dict:
     if backend == "executorch":
         from executorch.extension.pybindings import portable_lib
 
-        portable_lib._unsafe_reset_threadpool(n)  # XNNPACK's pool: torch's count does not reach it
+        from edgeexit.runtime.executorch_rt import size_threadpool
+
+        size_threadpool(n)  # XNNPACK's pool: torch's count does not reach it
         setup["executorch_threads"] = int(portable_lib._threadpool_get_thread_count())
     return setup
 

@@ -28,7 +28,7 @@ def _runtime():
     return Runtime.get()
 
 
-def _size_threadpool(threads: int) -> None:
+def size_threadpool(threads: int) -> None:
     """ExecuTorch's one threadpool (XNNPACK's workers) at `threads` threads. Reset only when its size differs: a
     reset while a program runs would pull the threads from under it, and nothing runs while a backend opens."""
     try:
@@ -87,7 +87,7 @@ class ExecuTorchBackend(TorchBackend):
         self.runtime = _runtime()
         self._programs: dict[Path, object] = {}
         if self.threads:
-            _size_threadpool(self.threads)
+            size_threadpool(self.threads)
 
     def open_segment(self, path: Path, ref: SegmentRef, inputs, outputs, max_batch: int) -> PteSegment:
         if ref is None or ref.method is None:
