@@ -69,14 +69,13 @@ def table(title: str, columns: list[str], rows: list[list], note: str | None = N
 
 
 def write_json(path: Path, doc: dict) -> None:
-    """Written whole or not at all (a temp file renamed over)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Written whole or not at all (edgeexit.jsonio.write_atomic)."""
+    from edgeexit.jsonio import write_atomic
+
     doc = {"script": Path(sys.argv[0]).name, "argv": sys.argv[1:], "written": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                                time.gmtime()),
            "machine": machine(), **doc}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(doc, indent=1))
     print(f"results: {path}")
 
 

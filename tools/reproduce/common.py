@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeexit.calibrate import Budget, calibrate, exit_scores, simulate
+from edgeexit.jsonio import write_atomic
 from edgeexit.models import ModelConfig
 from edgeexit.models.costs import ExitCosts, count_costs
 from edgeexit.outputs import ExitOutputs, collect_outputs
@@ -186,16 +187,13 @@ def pct(v: float | None, digits: int = 1) -> str:
 
 
 def write(out: Path, stem: str, report: dict, markdown: str) -> None:
-    """OUT/STEM.json and OUT/STEM.md, each written whole (a temporary file renamed), never half."""
-    out.mkdir(parents=True, exist_ok=True)
+    """OUT/STEM.json and OUT/STEM.md, each written whole (edgeexit.jsonio.write_atomic), never half."""
     report = {**report, "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     for path, text in ((out / f"{stem}.json", json.dumps(report, indent=2, default=_plain)),
                        (out / f"{stem}.md", markdown + f"\n\nCommand: `{report['command']}`\n")):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_atomic(path, text)
     print(f"-> {out / stem}.json, {out / stem}.md")
 
 
