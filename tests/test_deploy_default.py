@@ -75,7 +75,8 @@ def test_a_default_build_decides_on_the_device(tmp_path):
     res = runner.invoke(app, ["build", "--run-dir", str(run), "--epochs", "1", *QUICK])
     assert res.exit_code == 0, res.output
     out = " ".join(res.output.split())
-    assert "deciding on the device: the fastest at most 0.5 pt below the unsplit model (the default" in out
+    assert ("deciding on the device: the fastest at most 0.5 pt below the unsplit model at 90 % one-sided confidence "
+            "(the default") in out
     assert "deployment search: fastest at most 0.5 pt below the unsplit model" in out
     assert (run / "costmodel.json").is_file() and (run / "search.json").is_file()
     cal = json.loads((run / "bundle" / "calibration.json").read_text())

@@ -185,6 +185,60 @@ def test_search_refuses_what_nothing_meets():
     assert make_objective(max_drop=0.5, latency_ms=3.0) == Objective(max_drop=0.5, latency_ms=3.0)
 
 
+def _replay(d, scores, correct) -> np.ndarray:
+    """Per-sample correctness of deployment `d` replayed on (scores, correct): a sample answers at the first kept exit
+    whose score reaches its threshold; the last kept exit answers the rest."""
+    answer = np.full(len(scores), -1)
+    for k, t in zip(d.exits, d.thresholds):
+        answer[(answer < 0) & (True if t is None else scores[:, k] >= t)] = k
+    return correct[np.arange(len(scores)), answer]
+
+
+def _draw(n: int, seed: int):
+    """(scores, correct) of three exits from one fixed population: the shallow exits right more often when sure."""
+    rng = np.random.default_rng(seed)
+    s = rng.random((n, 3)).astype(np.float32)
+    p = np.stack([0.55 + 0.44 * s[:, 0], 0.75 + 0.22 * s[:, 1], np.full(n, 0.93)], axis=1)
+    return s, rng.random((n, 3)) < p
+
+
+def test_the_allowed_drop_holds_at_the_stated_confidence():
+    scores, correct = _synthetic(exit1_as_final=False)
+    cost = LatencyCost(cost_of([1.0, 5.0, 10.0], [0.1, 0.1], 0.01, 0.01), 1)
+    plain = search_deployments(scores, correct, cost, Objective(max_drop=2.0, confidence=0.5))
+    sure = search_deployments(scores, correct, cost, Objective(max_drop=2.0))
+    n, full = len(scores), correct[:, 2].astype(int)
+    assert plain.objective.z == 0 and sure.objective.confidence == 0.9 and "90 % one-sided" in sure.objective.describe()
+    for res in (plain, sure):
+        diff = _replay(res.chosen, scores, correct).astype(int) - full
+        assert res.chosen.accuracy == pytest.approx(full.mean() + diff.mean())
+        assert res.chosen.diff_se == pytest.approx(diff.std() / math.sqrt(n))  # paired, over the validation samples
+        assert diff.mean() - res.objective.z * diff.std() / math.sqrt(n) >= -0.02 - 1e-9
+    # without the margin the search sits on the floor; with it, a margin of z * SE above it, for a little more cost
+    assert -0.02 <= plain.chosen.accuracy - plain.full.accuracy < -0.02 + 3 / n
+    assert sure.chosen.accuracy - sure.full.accuracy >= -0.02 + 1.28 * sure.chosen.diff_se - 1e-9
+    assert sure.chosen.cost > plain.chosen.cost and sure.chosen.diff_se > 0
+    with pytest.raises(BudgetError, match="90 % one-sided confidence"):
+        search_deployments(scores, correct, cost, Objective(max_drop=-10))
+    with pytest.raises(ConfigError, match="not a deployment objective"):
+        make_objective(max_drop=0.5, confidence=1.0)
+
+
+def test_the_margin_keeps_the_drop_on_unseen_data():
+    """What the margin is for: over 30 validation draws of one population, the plain floor ships a deployment that
+    loses more than allowed on a large held-out draw about as often as not; at 90 % confidence, rarely."""
+    cost = LatencyCost(cost_of([1.0, 5.0, 10.0], [0.1, 0.1], 0.01, 0.01), 1)
+    test_s, test_c = _draw(100_000, seed=999)
+    over = {0.5: 0, 0.9: 0}
+    for seed in range(30):
+        s, c = _draw(2000, seed)
+        for conf in over:
+            chosen = search_deployments(s, c, cost, Objective(max_drop=1.0, confidence=conf)).chosen
+            drop = test_c[:, 2].mean() - _replay(chosen, test_s, test_c).mean()
+            over[conf] += drop > 0.01
+    assert over[0.5] >= 10 and over[0.9] <= 6, over
+
+
 def test_validation_arrays_score_as_calibration_does():
     from edgeexit.calibrate import exit_scores
 

@@ -61,8 +61,7 @@ def best_static(res: SearchResult):
     obj, n = res.objective, res.n_samples
     statics = list(res.statics)
     if obj.max_drop is not None:
-        floor = math.ceil(n * (res.full.accuracy - obj.max_drop / 100.0) - 1e-9)
-        ok = [d for d in statics if round(d.accuracy * n) >= floor]
+        ok = [d for d in statics if obj.within_drop(d, res.full, n)]
         return min(ok, key=lambda d: (d.cost, -d.accuracy), default=None)
     ok = [d for d in statics if d.cost <= obj.cap * (1 + 1e-12)]
     return max(ok, key=lambda d: (d.accuracy, -d.cost), default=None)
@@ -100,7 +99,8 @@ def decide(run, choices, *, temperature: bool = True, profile_device: str = "loc
         # a drop nothing meets is refused before minutes of export and profiling: accuracy does not depend on cost
         from edgeexit.deploy.search import make_objective
 
-        search_deployments(scores, correct, MacCost.from_costs(costs), make_objective(max_drop=objective.max_drop),
+        search_deployments(scores, correct, MacCost.from_costs(costs), make_objective(max_drop=objective.max_drop,
+                                                                                    confidence=objective.confidence),
                            keep_final=keep_final)
     cm, backend, batches = _profile_unpruned(run, choices, net.num_exits, outs, scores, temps, costs, profile_device,
                                              model, say)
