@@ -247,7 +247,7 @@ def predict(bundle, images, backend, json_out):
 
 
 @app.command()
-@options(flags.BUILD, flags.TRAIN_SHARED, epochs=flags.BUILD_EPOCHS, lr=flags.BUILD_LR, schedule=flags.BUILD_SCHEDULE)
+@options(flags.BUILD, flags.TRAIN_SHARED)
 def build(target, run_dir, temperature, budget, max_drop, latency_first, batch, policy, score, eval_batch_size,
           precision, prune, profile_device, slim, slim_vectors, shared):
     """train -> prune -> calibrate -> export -> profile -> measure: a bundle with its report, in one go."""

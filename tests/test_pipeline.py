@@ -72,10 +72,12 @@ def test_stages_run_alone_on_the_previous_artifact(built, tmp_path):
 
 
 def test_resume_continues_training(tmp_path):
-    res = runner.invoke(app, ["train", "--run-dir", str(tmp_path), "--epochs", "1", *QUICK])
+    # under the constant schedule more epochs change no step: the resume goes on without --adopt
+    res = runner.invoke(app, ["train", "--run-dir", str(tmp_path), "--epochs", "1", "--schedule", "constant", *QUICK])
     assert res.exit_code == 0, res.output
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 0
-    res = runner.invoke(app, ["train", "--run-dir", str(tmp_path), "--epochs", "2", "--resume", *QUICK])
+    res = runner.invoke(app, ["train", "--run-dir", str(tmp_path), "--epochs", "2", "--schedule", "constant", "--resume",
+                              *QUICK])
     assert res.exit_code == 0, res.output
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 2

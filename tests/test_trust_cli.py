@@ -155,25 +155,31 @@ def test_no_samples_and_no_steps_are_refused_in_the_library_too():
 def test_resume_refuses_changed_settings_unless_adopted(trained, tmp_path):
     run = copy_of(trained, tmp_path / "run")
     before = hashes(run)
-    changed = ["--lr", "1e-3", "--schedule", "cosine", "--batch-size", "32"]
+    changed = ["--lr", "1e-2", "--schedule", "constant", "--batch-size", "32"]
     args = ["train", "--run-dir", str(run), "--epochs", "2", "--device", "cpu", "--resume", *QUICK]
     args = [*args[:-len(QUICK)], *[a if a != "256" else "128" for a in QUICK]]  # --limit-train 128
     res = runner.invoke(app, [*args, *changed])
-    refused(res, 2, "cannot resume: these settings differ from the checkpoint's", "--lr 0.0001 -> 0.001",
-            "--schedule 'constant' -> 'cosine'", "--batch-size 64 -> 32", "--limit-train 256 -> 128",
+    refused(res, 2, "cannot resume: these settings differ from the checkpoint's", "--lr 0.001 -> 0.01",
+            "--schedule 'cosine' -> 'constant'", "--batch-size 64 -> 32", "--limit-train 256 -> 128",
             "--epochs 1 -> 2", "hint: pass the checkpoint's options again, or add --adopt")
     assert hashes(run) == before
     res = runner.invoke(app, [*args, *changed, "--adopt"])
     assert res.exit_code == 0, res.output
     ckpt = load_checkpoint(run / "checkpoint.pt")
-    assert ckpt["epoch"] == 1 and ckpt["train_config"]["lr"] == 1e-3 and ckpt["train_config"]["batch_size"] == 32
-    assert ckpt["train_config"]["schedule"] == "cosine" and ckpt["data"]["limit_train"] == 128
+    assert ckpt["epoch"] == 1 and ckpt["train_config"]["lr"] == 1e-2 and ckpt["train_config"]["batch_size"] == 32
+    assert ckpt["train_config"]["schedule"] == "constant" and ckpt["data"]["limit_train"] == 128
 
 
-def test_resume_with_the_same_settings_may_train_longer(trained, tmp_path):
+def test_resume_trains_longer_only_where_no_step_changes(trained, tmp_path):
+    """Under the default cosine schedule --epochs sets every step's learning rate: more epochs are a change to adopt
+    (under --schedule constant they are not: test_pipeline's resume)."""
     run = copy_of(trained, tmp_path / "run")
-    res = runner.invoke(app, ["train", "--run-dir", str(run), "--epochs", "2", "--device", "cpu", "--resume", *QUICK])
-    assert res.exit_code == 0, res.output  # the constant schedule: more epochs change no step
+    before = hashes(run)
+    args = ["train", "--run-dir", str(run), "--epochs", "2", "--device", "cpu", "--resume", *QUICK]
+    refused(runner.invoke(app, args), 2, "cannot resume: these settings differ from the checkpoint's", "--epochs 1 -> 2")
+    assert hashes(run) == before
+    res = runner.invoke(app, [*args, "--adopt"])
+    assert res.exit_code == 0, res.output
     assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1
 
 
@@ -191,7 +197,7 @@ def test_resume_refuses_in_the_library(trained, tmp_path):
     run = copy_of(trained, tmp_path / "run")
     before = hashes(run)
     data = DataConfig("synthetic", 16, limit_train=256, limit_val=128, limit_test=128)
-    with pytest.raises(CheckpointError, match="--lr 0.0001 -> 0.01"):
+    with pytest.raises(CheckpointError, match="--lr 0.001 -> 0.01"):
         train_stage(RunDir(run), data, ModelConfig(backbone="tiny_cnn"), TrainConfig(lr=1e-2, epochs=2, device="cpu"), resume=True,
                     progress=False)
     assert hashes(run) == before
