@@ -9,7 +9,7 @@ host pushes next to the bundle. The C++ runner's `--profile` writes the same doc
 
 What is timed, per batch size, each round, by `edgeexit.timing`'s discipline (one explicit thread count for every
 model, recorded as `threads`; entries in turn, the order rotated every round so drift hits all alike; each figure
-the median of `calls` back-to-back calls after one untimed call of the same entry, in ms):
+the median of `calls` back-to-back calls after untimed calls of the same entry for `timing.PRIME_MS`, in ms):
 - `full` and `full_repeat`: the unsplit model, twice, half a round apart. The two are the same work, so their
   ratio is the measurement's own noise (the host reads it as such);
 - `exit{k}`: the exit loop forced to answer at exit k: segments 0..k (their heads are inside them) and the exit
@@ -37,7 +37,7 @@ from edgeexit.bundle import Bundle, load_bundle
 from edgeexit.errors import ConfigError, EdgeExitError
 from edgeexit.runtime import EarlyExitRuntime
 from edgeexit.runtime.backend import default_backend, segment_file
-from edgeexit.timing import FULL, pin_threads, time_rounds, with_null_test
+from edgeexit.timing import FULL, PRIME_MS, pin_threads, time_rounds, with_null_test
 
 FORMAT = "edgeexit-device-profile/1"
 RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "executorch": "executorch", "torch": "torch",
@@ -169,7 +169,7 @@ def profile_device(bundle_dir: Path, *, backend: str | None = None, batches: lis
             rec = _Recorder()
             entries = _entries(bundle, runtime, x, rec)
             ran = ran or executed(entries, rec)  # the same work at every batch size
-            measured[str(b)] = time_rounds(entries, rounds=rounds, calls=calls, warmup=warmup)
+            measured[str(b)] = time_rounds(entries, rounds=rounds, calls=calls, warmup=warmup, prime_ms=PRIME_MS)
     finally:
         name = runtime.backend.name
         runtime.close()
@@ -178,7 +178,7 @@ def profile_device(bundle_dir: Path, *, backend: str | None = None, batches: lis
     return {"format": FORMAT, "runner": "python", "runner_location": str(Path(edgeexit.__file__).parent),
             "backend": name, "bundle_checksum": m.checksum,
             "device": device_info(), "versions": runtime_versions(), "warmup": warmup, "rounds": rounds,
-            "calls": calls, "threads": setup["threads"], "batches": measured, "peak_rss_mb": peak_rss_mb(),
+            "calls": calls, "prime_ms": PRIME_MS, "threads": setup["threads"], "batches": measured, "peak_rss_mb": peak_rss_mb(),
             "executed": ran}
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeexit import timing
 from edgeexit.bundle import sha256
 from edgeexit.bundle.manifest import digest
 from edgeexit.data.synthetic import synthetic
@@ -358,7 +359,7 @@ def test_profile_writes_the_device_profile(cpp_build, android_bundle, tmp_path):
     assert res.stdout == ""
     got = json.loads(out.read_text())
     assert list(got) == ["format", "runner", "backend", "bundle_checksum", "device", "versions", "warmup", "rounds",
-                         "calls", "batches", "peak_rss_mb", "executed"]
+                         "calls", "prime_ms", "batches", "peak_rss_mb", "executed"]
     assert (got["format"], got["runner"], got["backend"]) == ("edgeexit-device-profile/1", "cpp", "executorch")
     assert got["bundle_checksum"] == manifest["checksum"]
     from edgeexit.device_runner import device_info, profile_device
@@ -367,6 +368,7 @@ def test_profile_writes_the_device_profile(cpp_build, android_bundle, tmp_path):
     assert got["versions"] == {"executorch": importlib.metadata.version("executorch"),
                                "runner": manifest["edgeexit_version"]}
     assert (got["warmup"], got["rounds"], got["calls"]) == (2, 4, 3)
+    assert got["prime_ms"] == timing.PRIME_MS  # each figure primed as the Python runner primes it
     assert list(got["batches"]) == ["1", str(top)]
     for table in got["batches"].values():
         assert set(table) == profile_keys(manifest)

@@ -105,3 +105,23 @@ def test_the_benchmark_and_the_profiler_time_the_unsplit_model_alike(built):
     assert verdict["agree"] and verdict["tolerance"] < 1.0, verdict
     other = agree(profiled, _bench_full(bundle, batch, threads=2))
     assert not other["agree"] and other["setup_differs"] == ["threads"], other
+
+
+def test_prime_ms_keeps_priming_until_that_long_has_passed():
+    """The profiler primes each figure for PRIME_MS of its own entry's calls, at least `prime`, at most MAX_PRIME."""
+    import time as _time
+
+    calls = {"full": 0, "x": 0}
+
+    def slow(name):
+        def run():
+            calls[name] += 1
+            _time.sleep(0.001)
+        return run
+
+    timing.time_rounds({"full": slow("full"), "x": slow("x")}, rounds=1, calls=1, warmup=0, prime=1, prime_ms=10.0)
+    assert all(6 <= n <= 12 for n in calls.values()), calls  # ~10 primes of 1 ms, then the timed call
+    calls.update(full=0, x=0)
+    timing.time_rounds({"full": slow("full"), "x": slow("x")}, rounds=1, calls=1, warmup=0, prime=3, prime_ms=0.0)
+    assert calls == {"full": 4, "x": 4}
+    assert timing.PRIME_MS > 0 and timing.MAX_PRIME >= 100

@@ -248,7 +248,7 @@ def test_bad_device_json_over_adb_is_a_device_error(fake_adb, tmp_path, doc, par
 
 def test_a_well_formed_device_json_reads_back_as_is():
     doc = device_doc()
-    unset = {"runner_location": None, "executed": None, "threads": None}  # optional keys read back as None
+    unset = {"runner_location": None, "executed": None, "threads": None, "prime_ms": None}  # optional: read back as None
     assert read_device_profile(json.dumps(doc).encode()) == {**doc, **unset}
 
 

@@ -3,7 +3,7 @@
 
 Each configuration is a ResNet-18 (random weights: the time does not depend on them; tiny_cnn with --quick) split
 into segments and lowered to ONNX here, then timed in its own process by edgeexit.timing's rules (one pool,
-warm-up, rotated rounds, each figure the median of --calls calls after a primed one, the unsplit model twice as
+warm-up, rotated rounds, each figure the median of --calls calls after timing.PRIME_MS of primed ones, the unsplit model twice as
 the null test). Printed: forced / unsplit with its null test, and the cost per segment boundary
 (forced - unsplit) / (exits - 1) in ms. Also drawn: RESULTS/scaling.png (three panels).
 
@@ -58,7 +58,7 @@ def make_models(out: Path, backbone: str, exits: list[int], size: int) -> Path:
 def worker(p: dict) -> dict:
     from edgeexit.bundle import TensorSpec
     from edgeexit.runtime import EarlyExitRuntime, make_backend
-    from edgeexit.timing import measure, pin_threads
+    from edgeexit.timing import PRIME_MS, measure, pin_threads
 
     setup = pin_threads("onnxruntime", p["threads"])
     be = make_backend("onnxruntime", threads=setup["threads"])
@@ -73,7 +73,7 @@ def worker(p: dict) -> dict:
     full = rt.reference()
     x = np.random.default_rng(0).standard_normal((p["batch"], *shape)).astype(np.float32)
     m = measure({"full": lambda: full.run(x), "forced": lambda: rt.run(x)}, rounds=p["rounds"], calls=p["calls"],
-                warmup=3, setup={**setup, "batch": p["batch"]})
+                prime_ms=PRIME_MS, warmup=3, setup={**setup, "batch": p["batch"]})
     full_ms, forced_ms = m.stats("full")["p50_ms"], m.stats("forced")["p50_ms"]
     return {"exits": meta["exits"], "size": shape[-1], "batch": p["batch"], "forced": m.ratio("forced"),
             "full_ms": full_ms, "boundary_ms": (forced_ms - full_ms) / max(1, meta["exits"] - 1),
