@@ -15,7 +15,9 @@ the median of `calls` back-to-back calls after untimed calls of the same entry f
 - `exit{k}`: the exit loop forced to answer at exit k: segments 0..k (their heads are inside them) and the exit
   tests of the earlier exits that have a threshold (nobody leaves there), as a sample answering at k pays for them;
 - `segment{k}`: segment k alone on its real input; `head{k}`: an intermediate exit's head alone;
-- `static{k}`: the network truncated at exit k, run alone (the static alternative).
+- `static{k}`: the network truncated at exit k, run alone (the static alternative), as a plain call the way a bundle
+  that ends there runs it (input check, upload, download, NaN check: what `full` pays too; the segments and heads
+  are bare calls on uploaded inputs).
 
 `executed` says what each entry ran, once, untimed: "full", "segmentK", "testK" (an exit test), "headK", "staticK"
 in order. The C++ runner writes the same names, so a test can check that both runners time the same work.
@@ -92,6 +94,13 @@ class _Recorder:
             self.log.append(what)
 
 
+def plain_runtime(runtime: EarlyExitRuntime, segment, cumulative_macs: int) -> EarlyExitRuntime:
+    """A one-segment runtime over `segment` (a static probe) on `runtime`'s backend: a static truncation run as a
+    bundle that ends there runs it, a plain call (input check, upload, the call, download, NaN check)."""
+    return EarlyExitRuntime(runtime.backend, [segment], [None], [int(cumulative_macs)], runtime.input_shape,
+                            runtime.num_classes, runtime.max_batch)
+
+
 def _entries(bundle: Bundle, runtime: EarlyExitRuntime, x: np.ndarray,
              rec: _Recorder | None = None) -> dict[str, Callable[[], object]]:
     """name -> a call that runs that piece once on batch x (inputs prepared, uploaded once)."""
@@ -125,8 +134,13 @@ def _entries(bundle: Bundle, runtime: EarlyExitRuntime, x: np.ndarray,
                 continue
             path, ref = segment_file(bundle, probe.segment, be.format, f"exit {e.index}'s {kind}")
             seg = be.open_segment(path, ref, probe.inputs, probe.outputs, max_batch)
-            feed = feeds[e.index + 1] if kind == "head" else feeds[0]  # a head takes segment k's features
-            entries[f"{kind}{e.index}"] = lambda seg=seg, feed=feed, what=f"{kind}{e.index}": (
+            what = f"{kind}{e.index}"
+            if kind == "static":  # as a static truncation is deployed: a plain call of a one-segment bundle
+                plain = plain_runtime(runtime, seg, e.cumulative_macs)
+                entries[what] = lambda plain=plain, what=what: (plain.run(x), rec.note(what))
+                continue
+            feed = feeds[e.index + 1]  # a head takes segment k's features
+            entries[what] = lambda seg=seg, feed=feed, what=what: (
                 seg.run({seg.inputs[0].name: feed}), be.synchronize(), rec.note(what))
     return with_null_test(entries)  # full_repeat half a round away from full (edgeexit.timing)
 

@@ -32,7 +32,7 @@ def fake_table(S, H, D, L, P=0.0) -> dict:
         seg = S[0] if k == 0 else S[k] - S[k - 1] + H[k - 1]
         exits.append({"index": k, "name": f"e{k}", "macs_fraction": (k + 1) / E,
                       "cumulative": _stat(S[k] + sum(H[:k]) + k * D + L), "segment": _stat(seg),
-                      "head": _stat(H[k]) if k < E - 1 else None, "static": _stat(S[k]) if k < E - 1 else None})
+                      "head": _stat(H[k]) if k < E - 1 else None, "static": _stat(S[k] + P) if k < E - 1 else None})
     return {"full": _stat(S[-1] + P), "exits": exits, "noise": {"noise": 0.0}}
 
 
@@ -54,7 +54,7 @@ def test_cost_model_recovers_a_consistent_profile_and_round_trips(tmp_path):
     assert b.boundary_ms == pytest.approx(D) and b.loop_ms == pytest.approx(L) and b.call_ms == pytest.approx(P)
     assert m.error() < 1e-9 and m.ends_at_final and m.bundle_checksum == "ab" * 32
     assert m.stated_error == m.error() and set(b.loo) == {"cumulative0", "cumulative1", "cumulative2"}
-    assert b.entries["full"] == S[-1] + P and b.entries["static1"] == S[1]  # what it was fitted on, kept
+    assert b.entries["full"] == S[-1] + P and b.entries["static1"] == S[1] + P  # what it was fitted on, kept
     # a single exit is one plain call of the truncated network: its bare call measured, plus P (at the final exit:
     # the unsplit model, measured)
     assert m.predict([1]) == pytest.approx(2.5 + P) and m.predict([2]) == pytest.approx(4.0 + P)

@@ -8,7 +8,7 @@ unsplit model (`full`). The unpruned bundle is profiled with finite thresholds (
 edgeexit/deploy/stage.py), so its forced runs pay every earlier exit's test (score download, compare, NaN check) as
 a sample that goes on pays it. In those terms (all per call of a batch, in ms):
 
-    S_k   one bare call of the network truncated at k (backbone + head k)   = static_k
+    S_k   one bare call of the network truncated at k (backbone + head k)
     H_k   an intermediate head alone, its call overhead included            = head_k
     D     what one more segment boundary adds in the exit loop beyond the segment's own call: the loop step and the
           exit test of the exit before it
@@ -16,18 +16,22 @@ a sample that goes on pays it. In those terms (all per call of a batch, in ms):
     P     what a plain call of one whole graph adds to its bare call (input checks, upload, download, NaN check):
           the unsplit model as users call it, and a one-segment bundle (a static truncation, run as a plain call)
 
-    segment_0 = S_0,   segment_k = S_k - S_{k-1} + H_{k-1},   cumulative_k = S_k + sum_{i<k} H_i + k D + L,
-    full = S_{E-1} + P
+    static_k = S_k + P,   segment_0 = S_0,   segment_k = S_k - S_{k-1} + H_{k-1},
+    cumulative_k = S_k + sum_{i<k} H_i + k D + L,   full = S_{E-1} + P
+
+The profile times `static_k` and `full` as plain calls, the way a deployed static truncation and the unsplit model
+run (the Python runner through the runtime's one-segment path; the C++ runner's calls have no such overhead, P ~ 0),
+and the segments and heads bare, so P is measured by every static together, not by `full` alone.
 
 (the head and the call overhead inside a bare call cannot be told apart; these combinations can.) The parameters
 are a weighted least-squares fit, each equation divided by its measurement (every entry counts relatively) and the
 exit loop's own entries (`cumulative`) weighted `LOOP_WEIGHT` times: a deployment runs in that loop, and the bare
 calls, timed back to back on a warm cache, only apportion the loop's time to segments and heads. (Without a final
-exit in the profile, `full` is another network: P is then 0.) A deployment answering at run i with probability
-P(reach run i) = P_i is predicted as
+exit in the profile, `full` is another network: P then comes from the statics alone, and is 0 without them.)
+A deployment answering at run i with probability P(reach run i) = P_i is predicted as
 
-    single exit k:  a plain call of the truncated network: the measured static_k + P (at the final exit of an
-                    unpruned profile: the unsplit model, measured);
+    single exit k:  a plain call of the truncated network: the measured static_k (unmeasured: S_k + P; at the final
+                    exit of an unpruned profile: the unsplit model, measured);
     m >= 2:         T_1 + sum_{i>=2} T_i(P_i),   T_1 = S_{k_1} + L,   T_i = S_{k_i} - S_{k_{i-1}} + H_{k_{i-1}} + D
 
 With batch b > 1 and compaction, run i sees a live batch n = b P_i: its time is interpolated linearly in n between
@@ -79,9 +83,10 @@ class BatchFit(_Model):
     entries: dict[str, Ms] = Field(default_factory=dict)  # the profile's p50 of every entry fitted (to refit, to check)
 
     def static(self, k: int) -> float:
-        """A plain call of the network truncated at k: its bare call (measured, else fitted) and P."""
+        """A plain call of the network truncated at k: measured (the profile times it as a plain call), else
+        its fitted bare call and P."""
         v = self.static_ms[k]
-        return (float(v) if v is not None else float(self.s_ms[k])) + self.call_ms
+        return float(v) if v is not None else float(self.s_ms[k]) + self.call_ms
 
     def run(self, prev: int, k: int) -> float:
         """One segment run from exit `prev` (exclusive) up to exit `k`, head included, inside the exit loop."""
@@ -178,8 +183,8 @@ class CostModel(_Model):
         return float(np.interp(n, sizes, values))
 
     def static_ms(self, k: int, batch: int = 1) -> float:
-        """A plain call of the network truncated at exit k, as a one-segment bundle runs it: measured bare, plus P
-        (at the last exit of an unpruned profile: the unsplit model, measured)."""
+        """A plain call of the network truncated at exit k, as a one-segment bundle runs it: measured as such (at
+        the last exit of an unpruned profile: the unsplit model, measured)."""
         batch = self._check_batch(batch)
         if k == self.num_exits - 1 and self.ends_at_final:
             return self._interp([b.full_ms for b in self.batches], batch)
@@ -245,11 +250,18 @@ def _p50(entry: dict | None) -> float | None:
     return None if entry is None else float(entry["p50_ms"])
 
 
+def _has_p(table: dict, ends_at_final: bool) -> bool:
+    """Whether P is fitted: some entry is a plain call (a static, or `full` when the last exit is the final one)."""
+    return ends_at_final or any(e.get("static") is not None for e in table["exits"])
+
+
 def _equations(table: dict, num_exits: int, ends_at_final: bool) -> list[tuple[str, np.ndarray, float]]:
     """(name, coefficients over [S_0..S_{E-1}, H_0..H_{E-2}, D, L(, P)], measured ms) of every entry of one batch
-    table; P only when the profile's last exit is the original final one (`full` is then S_{E-1} + P)."""
+    table; P when some entry is a plain call (`_has_p`: static_k = S_k + P, and `full` = S_{E-1} + P when the
+    profile's last exit is the original final one)."""
     E = num_exits
-    n_params = 2 * E + 1 + ends_at_final
+    has_p = _has_p(table, ends_at_final)
+    n_params = 2 * E + 1 + has_p
     iS, iH, iD, iL, iP = 0, E, 2 * E - 1, 2 * E, 2 * E + 1
 
     def row() -> np.ndarray:
@@ -261,6 +273,7 @@ def _equations(table: dict, num_exits: int, ends_at_final: bool) -> list[tuple[s
         if (v := _p50(e.get("static"))) is not None:
             a = row()
             a[iS + k] = 1
+            a[iP] = 1
             out.append((f"static{k}", a, v))
         if k < E - 1 and (v := _p50(e.get("head"))) is not None:
             a = row()
@@ -304,7 +317,8 @@ def _solve(eqs: list[tuple[str, np.ndarray, float]], n_params: int) -> np.ndarra
 
 def fit_batch(table: dict, batch: int, num_exits: int, ends_at_final: bool) -> BatchFit:
     E = num_exits
-    n_params = 2 * E + 1 + ends_at_final
+    has_p = _has_p(table, ends_at_final)
+    n_params = 2 * E + 1 + has_p
     eqs = _equations(table, E, ends_at_final)
     theta = _solve(eqs, n_params)
     if theta is None:
@@ -323,7 +337,7 @@ def fit_batch(table: dict, batch: int, num_exits: int, ends_at_final: bool) -> B
     return BatchFit(batch=batch,
                     static_ms=[_p50(e.get("static")) for e in table["exits"]], full_ms=float(table["full"]["p50_ms"]),
                     s_ms=theta[:E].tolist(), h_ms=theta[E:2 * E - 1].tolist(), boundary_ms=float(theta[2 * E - 1]),
-                    loop_ms=float(theta[2 * E]), call_ms=float(theta[2 * E + 1]) if ends_at_final else 0.0,
+                    loop_ms=float(theta[2 * E]), call_ms=float(theta[2 * E + 1]) if has_p else 0.0,
                     noise=float(noise) if noise is not None and math.isfinite(noise) else 0.0,
                     loo=loo, residual=residual, entries={name: v for name, _, v in eqs})
 

@@ -164,9 +164,11 @@ def _open_all(spec: dict):
 
 
 def _static_runner(be, bundle, rt, k: int):
-    """A call of the network truncated at exit k, returning predictions: its static probe (the unsplit reference model
-    at the final exit, where a bundle has no probe)."""
+    """A call of the network truncated at exit k, returning predictions: its static probe run as a bundle ending at k
+    runs it, a plain call through the runtime (the unsplit reference model at the final exit, with no probe)."""
     from edgeexit.runtime.backend import segment_file
+
+    from edgeexit.device_runner import plain_runtime
 
     probe = bundle.exits[k].static
     if probe is None:
@@ -174,13 +176,8 @@ def _static_runner(be, bundle, rt, k: int):
         return lambda x: ref.run(x).argmax(1)
     path, ref = segment_file(bundle, probe.segment, be.format, f"exit {k}'s static truncation")
     seg = be.open_segment(path, ref, probe.inputs, probe.outputs, bundle.manifest.batch.max)
-    name = seg.inputs[0].name
-
-    def run(x):
-        outs = seg.run({name: be.upload(np.ascontiguousarray(x))})
-        return np.array(be.download(outs["logits"])).argmax(1)
-
-    return run
+    plain = plain_runtime(rt, seg, bundle.exits[k].cumulative_macs)  # as a bundle ending at k runs it (the profiler too)
+    return lambda x: plain.run(x).predictions
 
 
 def worker_accuracy(spec: dict) -> dict:
