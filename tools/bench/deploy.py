@@ -176,7 +176,7 @@ def _static_runner(be, bundle, rt, k: int):
         return lambda x: ref.run(x).argmax(1)
     path, ref = segment_file(bundle, probe.segment, be.format, f"exit {k}'s static truncation")
     seg = be.open_segment(path, ref, probe.inputs, probe.outputs, bundle.manifest.batch.max)
-    plain = plain_runtime(rt, seg, bundle.exits[k].cumulative_macs)  # as a bundle ending at k runs it (the profiler too)
+    plain = plain_runtime(rt, seg, bundle.exits[k].cumulative_macs)  # as a bundle ending at k runs it, as profiled
     return lambda x: plain.run(x).predictions
 
 

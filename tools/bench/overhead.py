@@ -6,9 +6,10 @@
     forced / (unsplit + heads)  what the split itself costs: session calls, graph boundaries, the exit loop
 
 One process per (bundle, backend), edgeexit.timing's rules (one pool, warm-up, rotated rounds, each figure the
-median of --calls calls after timing.PRIME_MS of primed ones, the unsplit model timed twice as the null test). Bundles: ResNet-18
-(random weights: the time does not depend on them) trained one step and exported for cpu (onnxruntime, torch) and
-android (ExecuTorch) at 32 px x 1 channel and 224 px x 3 channels, or --bundle; --quick: the tiny build's bundles.
+median of --calls calls after timing.PRIME_MS of primed ones, the unsplit model timed twice as the null test).
+Bundles: ResNet-18 (random weights: the time does not depend on them) trained one step and exported for cpu
+(onnxruntime, torch) and android (ExecuTorch) at 32 px x 1 channel and 224 px x 3 channels, or --bundle; --quick: the
+tiny build's bundles.
 Goal at batch 1 on onnxruntime: forced / unsplit <= 1.05 at 32 px and <= 1.02 at 224 px.
 
     python tools/bench/overhead.py                      # builds the ResNet-18 bundles (minutes)
@@ -51,7 +52,8 @@ def worker(p: dict) -> dict:
                 path, ref = segment_file(b, probe.segment, be.format, f"exit {k}'s head")
                 head = be.open_segment(path, ref, probe.inputs, probe.outputs, b.manifest.batch.max)
                 entries[f"head{k}"] = lambda head=head, f=feed: (head.run({head.inputs[0].name: f}), be.synchronize())
-        m = measure(entries, rounds=p["rounds"], calls=p["calls"], warmup=3, prime_ms=PRIME_MS, setup={**setup, "batch": batch})
+        m = measure(entries, rounds=p["rounds"], calls=p["calls"], warmup=3, prime_ms=PRIME_MS,
+                    setup={**setup, "batch": batch})
         full_ms = m.stats("full")["p50_ms"]
         heads_ms = sum(m.stats(n)["p50_ms"] for n in entries if n.startswith("head"))
         forced_r = m.ratio("forced")

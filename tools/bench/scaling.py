@@ -3,8 +3,8 @@
 
 Each configuration is a ResNet-18 (random weights: the time does not depend on them; tiny_cnn with --quick) split
 into segments and lowered to ONNX here, then timed in its own process by edgeexit.timing's rules (one pool,
-warm-up, rotated rounds, each figure the median of --calls calls after timing.PRIME_MS of primed ones, the unsplit model twice as
-the null test). Printed: forced / unsplit with its null test, and the cost per segment boundary
+warm-up, rotated rounds, each figure the median of --calls calls after timing.PRIME_MS of primed ones, the unsplit
+model twice as the null test). Printed: forced / unsplit with its null test, and the cost per segment boundary
 (forced - unsplit) / (exits - 1) in ms. Also drawn: RESULTS/scaling.png (three panels).
 
     python tools/bench/scaling.py                 # ResNet-18: exits 2-7 at 32 px, batch 1-64, 32-224 px
