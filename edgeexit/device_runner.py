@@ -192,8 +192,8 @@ def profile_device(bundle_dir: Path, *, backend: str | None = None, batches: lis
     return {"format": FORMAT, "runner": "python", "runner_location": str(Path(edgeexit.__file__).parent),
             "backend": name, "bundle_checksum": m.checksum,
             "device": device_info(), "versions": runtime_versions(), "warmup": warmup, "rounds": rounds,
-            "calls": calls, "prime_ms": PRIME_MS, "threads": setup["threads"], "batches": measured, "peak_rss_mb": peak_rss_mb(),
-            "executed": ran}
+            "calls": calls, "prime_ms": PRIME_MS, "threads": setup["threads"], "batches": measured,
+            "peak_rss_mb": peak_rss_mb(), "executed": ran}
 
 
 def _batches(text: str) -> list[int]:

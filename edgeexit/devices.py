@@ -100,7 +100,8 @@ class DeviceProfile(_Strict):
     warmup: Count
     rounds: Annotated[int, Field(ge=1, le=1_000_000)]
     calls: Annotated[int, Field(ge=1, le=1_000_000)]
-    prime_ms: Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)] | None = None  # untimed calls before each figure
+    # how long each figure's untimed calls of its own entry ran before it (edgeexit.timing.PRIME_MS)
+    prime_ms: Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)] | None = None
     threads: Annotated[int, Field(ge=1, le=4096)] | None = None  # the intra-op pool every model ran on (edgeexit.timing)
     batches: Annotated[dict[BatchKey, Annotated[dict[Entry, Annotated[list[Ms], Field(min_length=1)]],
                                                Field(min_length=1, max_length=4096)]], Field(min_length=1, max_length=64)]

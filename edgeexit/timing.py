@@ -28,7 +28,7 @@ Public API (stable: the profiler, tools/bench/*.py and tools/bench/deploy.py use
     resolve_threads(threads) -> int                     # None/0 -> usable cores
     pin_threads(backend, threads) -> dict               # set the process's pools; the `setup` record
     with_null_test(entries, reference=FULL) -> dict     # inserts REPEAT half a round away from FULL
-    PRIME_MS, MAX_PRIME                                 # how long each figure is primed (the profiler, overhead, scaling)
+    PRIME_MS, MAX_PRIME                                 # how long each figure is primed (profiler, overhead, scaling)
     time_rounds(entries, *, rounds, calls, warmup, prime=1, prime_ms=0) -> dict[str, list[float]]  # ms, per round
     stats(ms) -> dict                                   # p10 p25 p50 p75 p90 (ms), spread, rounds
     null_test(full, repeat, bound=NOISE_BOUND) -> dict  # null_ratio, round_ratio_p10/p90, noise, bound, trusted

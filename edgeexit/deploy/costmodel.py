@@ -317,9 +317,9 @@ def _solve(eqs: list[tuple[str, np.ndarray, float]], n_params: int) -> np.ndarra
 
 def fit_batch(table: dict, batch: int, num_exits: int, ends_at_final: bool) -> BatchFit:
     E = num_exits
-    has_p = _has_p(table, ends_at_final)
-    n_params = 2 * E + 1 + has_p
     eqs = _equations(table, E, ends_at_final)
+    n_params = eqs[0][1].size  # with P where `_has_p`
+    has_p = n_params > 2 * E + 1
     theta = _solve(eqs, n_params)
     if theta is None:
         raise DeviceError("the profile does not determine a cost model", got=f"entries {[n for n, _, _ in eqs]}",

@@ -20,8 +20,8 @@ accuracy within it). The drop holds with a stated one-sided confidence (`confide
 qualifies when its accuracy minus z * SE of the paired difference (its per-sample correctness minus the unsplit
 model's) stays within the drop. Without the margin the search sits exactly on the floor and picks, among thousands
 of candidates, the one whose validation luck is best: on the default Fashion-MNIST ResNet-18 it shipped a 0.50 pt
-validation drop that was 0.99 pt on the test set. Inputs are the unpruned network's per-exit validation scores and correctness, N x E
-(`validation_arrays` computes them as calibration does).
+validation drop that was 0.99 pt on the test set. Inputs are the unpruned network's per-exit validation scores and
+correctness, N x E (`validation_arrays` computes them as calibration does).
 """
 
 from __future__ import annotations
@@ -160,11 +160,19 @@ class Objective(_Model):
         """The one-sided normal quantile of `confidence` (0 at 0.5)."""
         return statistics.NormalDist().inv_cdf(self.confidence)
 
+    def floor(self, full_hits: int, n: int) -> float:
+        """The hits (correct answers of `n`) that are `max_drop` points below the unsplit model's `full_hits`."""
+        return n * (full_hits / n - self.max_drop / 100.0)
+
     def within_drop(self, d: "Deployment", full: "Deployment", n: int) -> bool:
         """Whether `d` is within `max_drop` of the unsplit model `full` at `confidence` over `n` validation samples
         (counted in whole samples, a hair of slack for float rounding)."""
         hits, full_hits = round(d.accuracy * n), round(full.accuracy * n)
-        return hits - self.z * d.diff_se * n >= n * (full_hits / n - self.max_drop / 100.0) - 1e-6
+        return hits - self.z * d.diff_se * n >= self.floor(full_hits, n) - 1e-6
+
+    def within_cap(self, d: "Deployment") -> bool:
+        """Whether `d`'s cost is within the cost cap (always, without one; a hair of slack for float rounding)."""
+        return self.cap is None or d.cost <= self.cap * (1 + 1e-12)
 
     @property
     def cap(self) -> float | None:
@@ -197,8 +205,8 @@ def make_objective(*, max_drop: float | None = None, latency_ms: float | None = 
         first = err.errors()[0] if hasattr(err, "errors") else {"msg": str(err)}
         raise ConfigError("not a deployment objective", got=f"max_drop={max_drop}, latency_ms={latency_ms}, "
                           f"macs_fraction={macs_fraction}: {first['msg']}",
-                          expected="--max-drop PT (finite, confidence in [0.5, 1)), and/or one budget: latency > 0 ms or a "
-                                   "MAC fraction > 0",
+                          expected="--max-drop PT (finite, confidence in [0.5, 1)), and/or one budget: latency > 0 ms "
+                                   "or a MAC fraction > 0",
                           hint="e.g. --max-drop 0.5, or --budget 3ms@android") from None
 
 
@@ -434,7 +442,7 @@ def search_deployments(scores, correct, cost: DeploymentCost, objective: Objecti
     base_floor = None
     if objective.max_drop is not None:
         # the smallest number of hits with accuracy >= full - drop (a hair of slack for float rounding)
-        base_floor = max(0, math.ceil(n * (full_hits / n - objective.max_drop / 100.0) - 1e-9))
+        base_floor = max(0, math.ceil(objective.floor(full_hits, n) - 1e-9))
     candidates: list[Deployment] = []
     seen: set = set()
     masks = [m for m in range(1, 2 ** n_exits) if not keep_final or m >> final & 1]
@@ -458,9 +466,6 @@ def search_deployments(scores, correct, cost: DeploymentCost, objective: Objecti
                     seen.add(key)
                     candidates.append(_deployment(sub, cuts, cost, final))
 
-    def in_cap(d: Deployment) -> bool:
-        return objective.cap is None or d.cost <= objective.cap * (1 + 1e-12)
-
     # the floor starts at the plain drop and rises by the margin (z * SE) of the cheapest point on it, so that the
     # polishing aims where the deployments within the drop at the stated confidence lie
     margin = 0
@@ -469,7 +474,7 @@ def search_deployments(scores, correct, cost: DeploymentCost, objective: Objecti
         visit(floor_hits)
         if floor_hits is None or objective.z <= 0:
             break
-        on_floor = [d for d in candidates if in_cap(d) and round(d.accuracy * n) >= floor_hits]
+        on_floor = [d for d in candidates if objective.within_cap(d) and round(d.accuracy * n) >= floor_hits]
         if not on_floor:
             break
         cheapest = min(on_floor, key=lambda d: (d.cost, -d.accuracy))
@@ -481,7 +486,7 @@ def search_deployments(scores, correct, cost: DeploymentCost, objective: Objecti
     full = statics[-1]
 
     def meets(d: Deployment) -> bool:
-        return in_cap(d) and (base_floor is None or objective.within_drop(d, full, n))
+        return objective.within_cap(d) and (base_floor is None or objective.within_drop(d, full, n))
 
     feasible = [d for d in candidates if meets(d)]
     if not feasible:
@@ -500,7 +505,7 @@ def _refuse(objective: Objective, candidates: list[Deployment], floor_hits: int 
     fmt = (lambda v: f"{v:.4g} ms") if unit == "ms" else (lambda v: f"{v:.4g} of the unsplit model's MACs")
     cap = objective.cap
     if floor_hits is not None:
-        within = [d for d in candidates if cap is None or d.cost <= cap * (1 + 1e-12)]
+        within = [d for d in candidates if objective.within_cap(d)]
         if not within:
             cheapest = min(candidates, key=lambda d: d.cost)
             raise BudgetError("no deployment fits the budget", got=objective.describe(),

@@ -63,7 +63,7 @@ def best_static(res: SearchResult):
     if obj.max_drop is not None:
         ok = [d for d in statics if obj.within_drop(d, res.full, n)]
         return min(ok, key=lambda d: (d.cost, -d.accuracy), default=None)
-    ok = [d for d in statics if d.cost <= obj.cap * (1 + 1e-12)]
+    ok = [d for d in statics if obj.within_cap(d)]
     return max(ok, key=lambda d: (d.accuracy, -d.cost), default=None)
 
 

@@ -102,7 +102,8 @@ EE_API double ee_verify_tolerance(const ee_runtime* rt);  /* the tolerance of th
 
 /* On-device profile (the JSON "edgeexit-device-profile/1" the host's `edgeexit profile --device` reads): for each
  * batch size (NULL / 0: 1 and batch.max), `rounds` figures per entry, each the median of `calls` back-to-back
- * calls after 20 ms of untimed calls of the same entry ("prime_ms", as edgeexit.timing.PRIME_MS), entries alternating with the order rotated every round, after `warmup` calls of each. Entries: full and
+ * calls after 20 ms of untimed calls of the same entry ("prime_ms", as edgeexit.timing.PRIME_MS), entries
+ * alternating with the order rotated every round, after `warmup` calls of each. Entries: full and
  * full_repeat (the reference method twice: their ratio is the measurement's noise), exitK (the exit loop forced to
  * answer at exit K), segmentK (on its real input), headK and staticK (when the manifest names those methods).
  * Images are random normal (seeded). "executed" lists per entry what one call ran ("full", "segmentK", "testK",

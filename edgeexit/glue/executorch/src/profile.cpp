@@ -234,7 +234,8 @@ std::string profile_json(Runtime& rt, const ProfileOptions& o) {
         const auto p0 = std::chrono::steady_clock::now();
         for (int p = 0; p < kMaxPrime; ++p) {
           calls[e].second();
-          if (std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - p0).count() >= kPrimeMs) break;
+          const std::chrono::duration<double, std::milli> primed = std::chrono::steady_clock::now() - p0;
+          if (primed.count() >= kPrimeMs) break;
         }
         for (int c = 0; c < o.calls; ++c) {
           auto t0 = std::chrono::steady_clock::now();

@@ -101,23 +101,22 @@ void check_plan(const std::string& rel, const et::ExecutionPlan* plan, size_t p)
       const et::Instruction* ins = chain->instructions()->Get(flatbuffers::uoffset_t(n));
       const std::string at = "instruction " + std::to_string(n);
       if (ins == nullptr || ins->instr_args() == nullptr) bad(rel, where + " " + at + " has no arguments");
+      // a kernel or delegate call: its index within the plan's table, its arguments among the plan's values
+      auto call = [&](int64_t index, int64_t limit, const char* what, const flatbuffers::Vector<int32_t>* args) {
+        if (index < 0 || index >= limit) {
+          bad(rel, where + " " + at + " calls " + what + " " + std::to_string(index) + " of " + std::to_string(limit));
+        }
+        values_in(args, at + " argument");
+      };
       switch (ins->instr_args_type()) {
         case et::InstructionArguments_KernelCall: {
           const auto* k = ins->instr_args_as_KernelCall();
-          if (k->op_index() < 0 || k->op_index() >= ops) {
-            bad(rel, where + " " + at + " calls operator " + std::to_string(k->op_index()) + " of " +
-                         std::to_string(ops));
-          }
-          values_in(k->args(), at + " argument");
+          call(k->op_index(), ops, "operator", k->args());
           break;
         }
         case et::InstructionArguments_DelegateCall: {
           const auto* d = ins->instr_args_as_DelegateCall();
-          if (d->delegate_index() < 0 || d->delegate_index() >= delegates) {
-            bad(rel, where + " " + at + " calls delegate " + std::to_string(d->delegate_index()) + " of " +
-                         std::to_string(delegates));
-          }
-          values_in(d->args(), at + " argument");
+          call(d->delegate_index(), delegates, "delegate", d->args());
           break;
         }
         case et::InstructionArguments_MoveCall: {
