@@ -62,6 +62,41 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+class HostArrays:
+    """The array half of the contract for a runtime that runs on the host's CPU: arrays are numpy arrays, uploads and
+    downloads are the arrays themselves, compaction is numpy indexing (onnxruntime's CPU provider, ExecuTorch)."""
+
+    def upload(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def download(self, a: np.ndarray) -> np.ndarray:
+        return a
+
+    def empty(self, shape: Sequence[int], dtype: str = "float32") -> np.ndarray:
+        return np.empty(tuple(shape), np.dtype(dtype))
+
+    def exit_flags(self, score: np.ndarray, threshold: float) -> np.ndarray:
+        return score >= threshold
+
+    def gather(self, src: np.ndarray, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+        view = out[: len(rows)]
+        np.take(src, rows, axis=0, out=view)
+        return view
+
+    def scatter(self, dst: np.ndarray, slots: np.ndarray | None, src: np.ndarray, rows: np.ndarray | None) -> None:
+        picked = src if rows is None else src[rows]
+        if slots is None:
+            dst[: len(picked)] = picked
+        else:
+            dst[slots] = picked
+
+    def synchronize(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 # name -> (module, class): imported only when asked for (the registry's table, kept for older callers)
 BACKENDS: dict[str, tuple[str, str]] = {name: (s.module, s.cls) for name, s in REGISTRY.items()}
 

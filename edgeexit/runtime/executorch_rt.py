@@ -1,6 +1,10 @@
 """ExecuTorch backend: the bundle's `.pte` (one method per segment, XNNPACK-delegated) on ExecuTorch's own runtime
-(`executorch.runtime`), with the same exit loop; arrays are CPU torch tensors, so compaction is the torch backend's.
-The C++ runner under edgeexit/glue/executorch runs the same program on a device.
+(`executorch.runtime`), with the same exit loop. Arrays are host numpy arrays (`HostArrays`): a method takes and
+returns torch tensors, which share their memory with numpy both ways, so a segment call converts at its edges in
+about a microsecond, and the loop's bookkeeping (the exit test, the answers, compaction) is numpy's, not a torch
+operator's dispatch each: 30 us less per image on a sample answering at the first exit of the default
+ResNet-18, batch 1 (measured 0.267 -> 0.237 ms per image). The C++ runner under edgeexit/glue/executorch
+runs the same program on a device.
 
 Programs are loaded with ExecuTorch's InternalConsistency verification (its flatbuffer verifier and semantic checks;
 said explicitly, not left to the default), and every error ExecuTorch raises while loading or running a program
@@ -11,12 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from edgeexit.bundle import TensorSpec
 from edgeexit.bundle.manifest import SegmentRef
 from edgeexit.errors import BundleError, RuntimeMissingError
-from edgeexit.runtime.backend import check_io
+from edgeexit.runtime.backend import HostArrays, check_io
 from edgeexit.runtime.pte_check import pte_problem
-from edgeexit.runtime.torch_pt2 import TorchBackend
 
 
 def _runtime():
@@ -61,16 +66,20 @@ class PteSegment:
         check_io(path, "outputs", outputs, [o.name for o in outputs], [[-1, *s[1:]] for s in got_out])
         self.inputs, self.outputs = tuple(inputs), tuple(outputs)
         self._names = [o.name for o in outputs]
+        import torch  # ExecuTorch's bindings import it anyway: their tensors are torch's
 
-    def run(self, feeds: Mapping[str, object]) -> Mapping[str, object]:
+        self._tensor = torch.from_numpy
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """numpy in, numpy out: the tensors share memory with the arrays (no copy either way)."""
         try:
-            outs = self.method.execute([feeds[i.name] for i in self.inputs])
+            outs = self.method.execute([self._tensor(feeds[i.name]) for i in self.inputs])
         except (RuntimeError, IndexError, ValueError, MemoryError) as err:
             raise _damaged(f"ExecuTorch failed to execute {self.where}", err) from err
         if len(outs) != len(self._names):
             raise BundleError(f"{self.where} returned another number of outputs than the manifest says",
                               got=len(outs), expected=len(self._names), hint="rebuild the bundle")
-        return dict(zip(self._names, outs))
+        return {name: out.numpy() for name, out in zip(self._names, outs)}
 
 
 def _damaged(what: str, err: Exception) -> BundleError:
@@ -78,12 +87,14 @@ def _damaged(what: str, err: Exception) -> BundleError:
                        hint="the program is damaged or was not written by edgeexit; rebuild the bundle")
 
 
-class ExecuTorchBackend(TorchBackend):
+class ExecuTorchBackend(HostArrays):
     name = "executorch"
     format = "pte"
 
     def __init__(self, threads: int | None = None):
-        super().__init__(threads)
+        from edgeexit.threads import chosen
+
+        self.threads = threads or chosen()  # the command's --threads unless the caller asks for its own
         self.runtime = _runtime()
         self._programs: dict[Path, object] = {}
         if self.threads:

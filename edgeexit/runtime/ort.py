@@ -17,7 +17,7 @@ from edgeexit.bundle.manifest import SegmentRef
 from edgeexit.errors import RuntimeMissingError
 from edgeexit.ort_session import onnxruntime as _onnxruntime
 from edgeexit.ort_session import pool_threads, session_options  # noqa: F401 - the runtime's names for them
-from edgeexit.runtime.backend import check_io
+from edgeexit.runtime.backend import HostArrays, check_io
 
 
 class OrtSegment:
@@ -62,7 +62,7 @@ class OrtSegment:
         return views
 
 
-class OrtBackend:
+class OrtBackend(HostArrays):
     """onnxruntime, CPU execution provider; arrays are host numpy arrays."""
 
     name = "onnxruntime"
@@ -84,36 +84,6 @@ class OrtBackend:
 
     def open_segment(self, path: Path, ref: SegmentRef, inputs, outputs, max_batch: int) -> OrtSegment:
         return OrtSegment(self, path, inputs, outputs, max_batch)
-
-    def upload(self, x: np.ndarray) -> np.ndarray:
-        return x
-
-    def download(self, a: np.ndarray) -> np.ndarray:
-        return a
-
-    def empty(self, shape, dtype: str = "float32") -> np.ndarray:
-        return np.empty(tuple(shape), np.dtype(dtype))
-
-    def exit_flags(self, score: np.ndarray, threshold: float) -> np.ndarray:
-        return score >= threshold
-
-    def gather(self, src: np.ndarray, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
-        view = out[: len(rows)]
-        np.take(src, rows, axis=0, out=view)
-        return view
-
-    def scatter(self, dst: np.ndarray, slots: np.ndarray | None, src: np.ndarray, rows: np.ndarray | None) -> None:
-        picked = src if rows is None else src[rows]
-        if slots is None:
-            dst[: len(picked)] = picked
-        else:
-            dst[slots] = picked
-
-    def synchronize(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class OrtCudaBackend(OrtBackend):
