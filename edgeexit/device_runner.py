@@ -14,6 +14,8 @@ the median of `calls` back-to-back calls after untimed calls of the same entry f
   ratio is the measurement's own noise (the host reads it as such);
 - `exit{k}`: the exit loop forced to answer at exit k: segments 0..k (their heads are inside them) and the exit
   tests of the earlier exits that have a threshold (nobody leaves there), as a sample answering at k pays for them;
+- `answer{k}` (every exit but the last): the same, but everyone leaves at k through k's exit test, as a sample that
+  leaves there does (the test, the answer taken from the test's branch);
 - `segment{k}`: segment k alone on its real input; `head{k}`: an intermediate exit's head alone;
 - `static{k}`: the network truncated at exit k, run alone (the static alternative), as a plain call the way a bundle
   that ends there runs it (input check, upload, download, NaN check: what `full` pays too; the segments and heads
@@ -109,13 +111,16 @@ def _entries(bundle: Bundle, runtime: EarlyExitRuntime, x: np.ndarray,
     full = runtime.reference()
     entries: dict[str, Callable[[], object]] = {FULL: lambda: (full.run(x), rec.note("full"))}
 
-    def run_forced(forced: EarlyExitRuntime) -> None:
+    def run_forced(forced: EarlyExitRuntime) -> None:  # forced(k) or answering(k)
         forced.trace = rec.log
         forced.run(x)
 
     for k in range(runtime.num_exits):
         forced = runtime.forced(k)
         entries[f"exit{k}"] = lambda forced=forced: run_forced(forced)
+    for k in range(runtime.num_exits - 1):
+        answering = runtime.answering(k)
+        entries[f"answer{k}"] = lambda answering=answering: run_forced(answering)
     # each segment's real input: the previous one's features on these images
     feeds, cur = [], x
     for k, seg in enumerate(runtime.segments):

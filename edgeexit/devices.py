@@ -71,7 +71,7 @@ Count = Annotated[int, Field(ge=0, le=1_000_000)]
 Text = Annotated[str, Field(max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")]
 Word = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")]
 BatchKey = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,6}$")]
-Entry = Annotated[str, Field(pattern=r"^(full|full_repeat|(exit|segment|head|static)[0-9]{1,3})$")]
+Entry = Annotated[str, Field(pattern=r"^(full|full_repeat|(exit|answer|segment|head|static)[0-9]{1,3})$")]
 Step = Annotated[str, Field(pattern=r"^(full|(segment|test|head|static)[0-9]{1,3})$")]
 
 

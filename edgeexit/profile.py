@@ -3,8 +3,9 @@
 The device side (`edgeexit.device_runner`, or the C++ runner's `--profile`) times every piece in alternating,
 rotated rounds; this module turns those raw figures into the table people read and budgets use:
 
-- per exit: cumulative time to answer there (the real exit loop forced to exit k), the segment alone, the head
-  alone, the network truncated there (`static`), as p50 / p10 / p90 over rounds;
+- per exit: cumulative time to answer there (the real exit loop forced to exit k), the same leaving through exit k's
+  test (`answer`, every exit but the last), the segment alone, the head alone, the network truncated there
+  (`static`), as p50 / p10 / p90 over rounds;
 - the unsplit model on the same backend in the same run, timed twice (`full`, `full_repeat`): the two are the same
   work, so their ratio is the noise of this very run. `noise` is the larger of |p50 ratio - 1| and the spread of
   the per-round ratios over sqrt(rounds); above `NOISE_BOUND` the profile says it cannot be trusted;
@@ -92,6 +93,7 @@ class ExitRow(_Strict):
     index: Annotated[int, Field(ge=0, le=255)]
     name: Name
     cumulative: Stats
+    answer: Stats | None = None  # the loop answering at this exit through its exit test (not at the last exit)
     segment: Stats | None
     head: Stats | None
     static: Stats | None
@@ -262,6 +264,7 @@ def summarise_batch(measured: dict[str, list[float]], bundle: Bundle) -> dict:
     for e in bundle.exits:
         k = e.index
         row = {"index": k, "name": e.name, "cumulative": stats(measured[f"exit{k}"]),
+               "answer": stats(measured[f"answer{k}"]) if f"answer{k}" in measured else None,
                "segment": stats(measured[f"segment{k}"]) if f"segment{k}" in measured else None,
                "head": stats(measured[f"head{k}"]) if f"head{k}" in measured else None,
                "static": stats(measured[f"static{k}"]) if f"static{k}" in measured else None,
@@ -290,7 +293,8 @@ def summarise(raw: dict, bundle: Bundle, device: str = "local") -> dict:
         raise DeviceError("the device profiled another bundle", got=raw.get("bundle_checksum"), expected=m.checksum,
                           hint="profile again: the bundle changed while it was measured")
     known = {"full", "full_repeat"} | {f"{kind}{e.index}" for e in bundle.exits
-                                       for kind in ("exit", "segment", "head", "static")}
+                                       for kind in ("exit", "segment", "head", "static")} | \
+        {f"answer{e.index}" for e in bundle.exits[:-1]}  # the last exit answers without a test
     for b, measured in raw["batches"].items():
         missing = sorted(({"full"} | {f"exit{e.index}" for e in bundle.exits}) - set(measured))
         if missing or set(measured) - known:

@@ -186,7 +186,7 @@ def costmodel_note(model) -> str:
     note = (f"cost model ({escape(model.backend)} on {escape(model.device)}, batches {model.batch_sizes}): leave-one-out "
             f"error {100 * model.error():.1f} %, profile noise {100 * model.noise():.1f} %; at batch {b.batch} a "
             f"segment boundary adds {1e3 * b.boundary_ms:.1f} us, the exit loop {1e3 * b.loop_ms:.1f} us per call, a "
-            f"plain call {1e3 * b.call_ms:.1f} us")
+            f"plain call {1e3 * b.call_ms:.1f} us, leaving through an exit test {1e3 * b.answer_ms:.1f} us")
     return note if model.trusted else f"[yellow]{note}: a noisy profile, profile again on an idle device[/]"
 
 

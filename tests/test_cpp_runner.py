@@ -340,10 +340,11 @@ def test_verify_refuses_a_file_that_is_not_a_bundled_program(cpp_build, android_
 
 
 def profile_keys(manifest: dict) -> set[str]:
-    """The entries a profile of this bundle times: full, full_repeat, exitK, segmentK, and headK / staticK where the
-    manifest's exit names a head or a static model."""
+    """The entries a profile of this bundle times: full, full_repeat, exitK, segmentK, answerK (every exit but the
+    last), and headK / staticK where the manifest's exit names a head or a static model."""
     n = len(manifest["exits"])
-    keys = {"full", "full_repeat", *(f"exit{k}" for k in range(n)), *(f"segment{k}" for k in range(n))}
+    keys = {"full", "full_repeat", *(f"exit{k}" for k in range(n)), *(f"segment{k}" for k in range(n)),
+            *(f"answer{k}" for k in range(n - 1))}
     for k, e in enumerate(manifest["exits"]):
         keys |= {f"{field}{k}" for field in ("head", "static") if e.get(field)}
     return keys

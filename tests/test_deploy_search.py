@@ -24,14 +24,17 @@ def _stat(ms: float) -> dict:
     return {"p50_ms": float(ms), "p10_ms": float(ms), "p90_ms": float(ms), "spread": 0.0, "rounds": 10}
 
 
-def fake_table(S, H, D, L, P=0.0) -> dict:
-    """One batch table of `edgeexit.profile.summarise` for an unpruned bundle whose truth is S, H, D, L, P."""
+def fake_table(S, H, D, L, P=0.0, A=None) -> dict:
+    """One batch table of `edgeexit.profile.summarise` for an unpruned bundle whose truth is S, H, D, L, P (and A:
+    with it, every exit but the last is also timed answering through its test)."""
     E = len(S)
     exits = []
     for k in range(E):
         seg = S[0] if k == 0 else S[k] - S[k - 1] + H[k - 1]
+        cumulative = S[k] + sum(H[:k]) + k * D + L
         exits.append({"index": k, "name": f"e{k}", "macs_fraction": (k + 1) / E,
-                      "cumulative": _stat(S[k] + sum(H[:k]) + k * D + L), "segment": _stat(seg),
+                      "cumulative": _stat(cumulative), "segment": _stat(seg),
+                      "answer": _stat(cumulative + A) if A is not None and k < E - 1 else None,
                       "head": _stat(H[k]) if k < E - 1 else None, "static": _stat(S[k] + P) if k < E - 1 else None})
     return {"full": _stat(S[-1] + P), "exits": exits, "noise": {"noise": 0.0}}
 
@@ -65,6 +68,19 @@ def test_cost_model_recovers_a_consistent_profile_and_round_trips(tmp_path):
     assert m.predict([0, 1, 2], [1, 0.4, 0.1]) == pytest.approx(
         S[0] + L + 0.4 * (S[1] - S[0] + H[0] + D) + 0.1 * (S[2] - S[1] + H[1] + D))
     assert CostModel.from_json(m.to_json()) == m
+    # leaving through an exit's test costs A more than answering there forced: paid by those who leave before the last
+    A = 0.04
+    m_a = fit_cost_model(fake_profile({1: fake_table(S, H, D, L, P, A)}))
+    b_a = m_a.batches[0]
+    assert b_a.answer_ms == pytest.approx(A) and b_a.call_ms == pytest.approx(P) and b_a.boundary_ms == pytest.approx(D)
+    assert set(b_a.loo) == {"cumulative0", "cumulative1", "cumulative2", "answer0", "answer1"} and m_a.error() < 1e-9
+    reach = [1, 0.4, 0.1]
+    plain = S[0] + L + 0.4 * (S[1] - S[0] + H[0] + D) + 0.1 * (S[2] - S[1] + H[1] + D)
+    assert m_a.predict([0, 1, 2], reach) == pytest.approx(plain + A * (1 - 0.1))
+    assert m_a.forced_ms([0, 2]) == pytest.approx(m.forced_ms([0, 2]))  # a forced answer leaves through no test
+    const, cum = m_a.linear([0, 1, 2])
+    leave = np.array(reach) - np.append(reach[1:], 0)  # the share answering at each kept exit
+    assert const + leave @ cum == pytest.approx(m_a.predict([0, 1, 2], reach))
     m.save(tmp_path / "costmodel.json")
     assert CostModel.load(tmp_path / "costmodel.json") == m
     m.check_bundle("ab" * 32)
@@ -326,6 +342,9 @@ def test_cost_model_of_one_profile_predicts_deployments_it_never_saw(unpruned_bu
     first = profile_bundle(bundle, rounds=25, calls=3, warmup=3)
     # what the build profiles: every forced run pays the tests of the exits before it
     assert first["raw"]["executed"]["exit2"] == ["segment0", "test0", "segment1", "test1", "segment2"]
+    # leaving through exit 1's test, the earlier test paid
+    assert first["raw"]["executed"]["answer1"] == ["segment0", "test0", "segment1", "test1"]
+    assert "answer2" not in first["raw"]["executed"]  # the last exit answers without a test
     model = fit_cost_model(first)
     assert model.ends_at_final and model.num_exits == len(bundle.exits) >= 3
     assert model.bundle_checksum == bundle.manifest.checksum and model.backend == "onnxruntime"
@@ -348,6 +367,8 @@ def test_cost_model_of_one_profile_predicts_deployments_it_never_saw(unpruned_bu
             rows = table["exits"]
             errors += [model.forced_ms([0], int(b)) / rows[0]["cumulative"]["p50_ms"] - 1,
                        model.forced_ms([0, 2], int(b)) / rows[1]["cumulative"]["p50_ms"] - 1,
+                       # everyone leaving through exit 0's test: a deployment nobody goes on from
+                       model.predict([0, 2], [1, 0], int(b)) / rows[0]["answer"]["p50_ms"] - 1,
                        model.full_ms(int(b)) / table["full"]["p50_ms"] - 1]
         for b, table in p_static["batches"].items():  # its forced exit 0 is the bundle's one plain call
             errors.append(model.predict([1], batch=int(b)) / table["exits"][0]["cumulative"]["p50_ms"] - 1)

@@ -3,10 +3,11 @@
 A deployment keeps exits S = k_1 < ... < k_m of the network (the last kept exit may come before the original final
 one) and runs them as m segment calls: run i is the backbone from exit k_{i-1} up to k_i plus head k_i. Per batch
 size the profile (`edgeexit.profile.summarise`) measured, per exit k, the truncated network alone (`static`), the
-head alone (`head`), the segment alone (`segment`) and the exit loop forced to answer at k (`cumulative`), plus the
-unsplit model (`full`). The unpruned bundle is profiled with finite thresholds (`tested_thresholds` in
-edgeexit/deploy/stage.py), so its forced runs pay every earlier exit's test (score download, compare, NaN check) as
-a sample that goes on pays it. In those terms (all per call of a batch, in ms):
+head alone (`head`), the segment alone (`segment`), the exit loop forced to answer at k (`cumulative`) and the exit
+loop answering at k through k's exit test (`answer`, every exit but the last), plus the unsplit model (`full`).
+The unpruned bundle is profiled with finite thresholds (`tested_thresholds` in edgeexit/deploy/stage.py), so its
+forced runs pay every earlier exit's test (score download, compare, NaN check) as a sample that goes on pays it.
+In those terms (all per call of a batch, in ms):
 
     S_k   one bare call of the network truncated at k (backbone + head k)
     H_k   an intermediate head alone, its call overhead included            = head_k
@@ -15,9 +16,12 @@ a sample that goes on pays it. In those terms (all per call of a batch, in ms):
     L     what the exit loop adds once per call (input checks, output buffers, the final scatter, the NaN check)
     P     what a plain call of one whole graph adds to its bare call (input checks, upload, download, NaN check):
           the unsplit model as users call it, and a one-segment bundle (a static truncation, run as a plain call)
+    A     what leaving at an exit through its test adds to answering there: the test itself and its branch (a
+          forced answer has neither). Measured 28 us of a 0.25 ms path on ExecuTorch in Python before its loop's
+          bookkeeping moved to numpy: the missing term when every early-exit bundle was predicted 10-17 % fast
 
     static_k = S_k + P,   segment_0 = S_0,   segment_k = S_k - S_{k-1} + H_{k-1},
-    cumulative_k = S_k + sum_{i<k} H_i + k D + L,   full = S_{E-1} + P
+    cumulative_k = S_k + sum_{i<k} H_i + k D + L,   answer_k = cumulative_k + A,   full = S_{E-1} + P
 
 The profile times `static_k` and `full` as plain calls, the way a deployed static truncation and the unsplit model
 run (the Python runner through the runtime's one-segment path; the C++ runner's calls have no such overhead, P ~ 0),
@@ -25,21 +29,23 @@ and the segments and heads bare, so P is measured by every static together, not 
 
 (the head and the call overhead inside a bare call cannot be told apart; these combinations can.) The parameters
 are a weighted least-squares fit, each equation divided by its measurement (every entry counts relatively) and the
-exit loop's own entries (`cumulative`) weighted `LOOP_WEIGHT` times: a deployment runs in that loop, and the bare
-calls, timed back to back on a warm cache, only apportion the loop's time to segments and heads. (Without a final
-exit in the profile, `full` is another network: P then comes from the statics alone, and is 0 without them.)
+exit loop's own entries (`cumulative`, `answer`) weighted `LOOP_WEIGHT` times: a deployment runs in that loop, and
+the bare calls, timed back to back on a warm cache, only apportion the loop's time to segments and heads. (Without a
+final exit in the profile, `full` is another network: P then comes from the statics alone, and is 0 without them; A
+is 0 for a profile without `answer` entries.)
 A deployment answering at run i with probability P(reach run i) = P_i is predicted as
 
     single exit k:  a plain call of the truncated network: the measured static_k (unmeasured: S_k + P; at the final
                     exit of an unpruned profile: the unsplit model, measured);
-    m >= 2:         T_1 + sum_{i>=2} T_i(P_i),   T_1 = S_{k_1} + L,   T_i = S_{k_i} - S_{k_{i-1}} + H_{k_{i-1}} + D
+    m >= 2:         T_1 + sum_{i>=2} T_i(P_i) + sum_{i<m} A(P_i - P_{i+1}),
+                    T_1 = S_{k_1} + L,   T_i = S_{k_i} - S_{k_{i-1}} + H_{k_{i-1}} + D
 
 With batch b > 1 and compaction, run i sees a live batch n = b P_i: its time is interpolated linearly in n between
 the profiled batch sizes (n below the smallest: that time scaled by n, the expected cost when a run happens with
 probability n); the copies of compaction (gathering the survivors) are not in the profile. The error the model
-states (`stated_error`) is leave-one-out: every `cumulative` entry, the ones deployments are made of, predicted by a
-fit without it, the worst over batch sizes; statics and the unsplit model are measured, not predicted. The
-profile's own noise (the unsplit model timed twice) comes on top.
+states (`stated_error`) is leave-one-out: every `cumulative` and `answer` entry, the ones deployments are made of,
+predicted by a fit without it, the worst over batch sizes; statics and the unsplit model are measured, not
+predicted. The profile's own noise (the unsplit model timed twice) comes on top.
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ class BatchFit(_Model):
     boundary_ms: Ms  # D
     loop_ms: Ms  # L
     call_ms: Ms = 0.0  # P
+    answer_ms: Ms = 0.0  # A
     noise: Ms  # the profile's own noise at this batch (relative)
     loo: dict[str, Ms]  # leave-one-out relative error of each cumulative entry
     residual: Ms  # the fit's largest relative residual over all entries
@@ -200,6 +207,10 @@ class CostModel(_Model):
         runs = [[b.run(p, k) for b in self.batches] for p, k in zip(ks, ks[1:])]
         return first, runs
 
+    def _answers(self) -> list[float]:
+        """A at every profiled batch size."""
+        return [b.answer_ms for b in self.batches]
+
     def predict(self, exits: Sequence[int], reach: Sequence[float] | None = None, batch: int = 1) -> float:
         """Expected ms per call of a `batch` for the deployment keeping `exits`, where `reach[i]` is the fraction of
         samples that reach run i (reach[0] = 1; default: everyone reaches every run, i.e. forced to the last)."""
@@ -212,7 +223,9 @@ class CostModel(_Model):
             raise ConfigError("reach fractions must be one value in [0, 1] per kept exit", got=list(np.atleast_1d(p)),
                               expected=f"{len(ks)} values")
         first, runs = self.run_times(ks, batch)
-        return first + sum(self._interp(r, batch * float(pi)) for r, pi in zip(runs, p[1:]))
+        leave = p[:-1] - p[1:]  # the share leaving through each test: every kept exit's but the last
+        return first + sum(self._interp(r, batch * float(pi)) for r, pi in zip(runs, p[1:])) + \
+            sum(self._interp(self._answers(), batch * float(q)) for q in leave)
 
     def forced_ms(self, exits: Sequence[int], batch: int = 1) -> float:
         """The exit loop over `exits` with every sample answering at the last, the earlier kept exits tested: what
@@ -231,7 +244,7 @@ class CostModel(_Model):
             return self.static_ms(ks[0], batch), np.zeros(1)
         first, runs = self.run_times(ks, batch)
         const, slopes = first, []
-        for r in runs:
+        for r in runs + [self._answers()] * (len(ks) - 1):
             t1, tb = self._interp(r, 1.0), self._interp(r, float(batch))
             if batch == 1:
                 slopes.append(t1)  # T(P) = P T(1)
@@ -239,7 +252,9 @@ class CostModel(_Model):
                 beta = (tb - t1) / (batch - 1)
                 const += t1 - beta
                 slopes.append(beta * batch)
-        return const, np.concatenate(([0.0], np.cumsum(slopes)))
+        # a run's time is paid by everyone reaching it (cumulative); A only by those leaving through that run's test
+        steps, leave = slopes[:len(runs)], slopes[len(runs):]
+        return const, np.concatenate(([0.0], np.cumsum(steps))) + np.append(leave, 0.0)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -250,19 +265,25 @@ def _p50(entry: dict | None) -> float | None:
     return None if entry is None else float(entry["p50_ms"])
 
 
+def _has_a(table: dict) -> bool:
+    """Whether A is fitted: some exit was timed answering through its test."""
+    return any(e.get("answer") is not None for e in table["exits"])
+
+
 def _has_p(table: dict, ends_at_final: bool) -> bool:
     """Whether P is fitted: some entry is a plain call (a static, or `full` when the last exit is the final one)."""
     return ends_at_final or any(e.get("static") is not None for e in table["exits"])
 
 
 def _equations(table: dict, num_exits: int, ends_at_final: bool) -> list[tuple[str, np.ndarray, float]]:
-    """(name, coefficients over [S_0..S_{E-1}, H_0..H_{E-2}, D, L(, P)], measured ms) of every entry of one batch
+    """(name, coefficients over [S_0..S_{E-1}, H_0..H_{E-2}, D, L(, P)(, A)], measured ms) of every entry of one batch
     table; P when some entry is a plain call (`_has_p`: static_k = S_k + P, and `full` = S_{E-1} + P when the
-    profile's last exit is the original final one)."""
+    profile's last exit is the original final one), A when some exit was timed answering through its test."""
     E = num_exits
-    has_p = _has_p(table, ends_at_final)
-    n_params = 2 * E + 1 + has_p
+    has_p, has_a = _has_p(table, ends_at_final), _has_a(table)
+    n_params = 2 * E + 1 + has_p + has_a
     iS, iH, iD, iL, iP = 0, E, 2 * E - 1, 2 * E, 2 * E + 1
+    iA = iP + has_p
 
     def row() -> np.ndarray:
         return np.zeros(n_params)
@@ -292,6 +313,10 @@ def _equations(table: dict, num_exits: int, ends_at_final: bool) -> list[tuple[s
         a[iD] = k
         a[iL] = 1
         out.append((f"cumulative{k}", a, float(e["cumulative"]["p50_ms"])))
+        if k < E - 1 and (v := _p50(e.get("answer"))) is not None:
+            a = a.copy()
+            a[iA] = 1
+            out.append((f"answer{k}", a, v))
     if ends_at_final:
         a = row()
         a[iS + E - 1] = 1
@@ -300,8 +325,13 @@ def _equations(table: dict, num_exits: int, ends_at_final: bool) -> list[tuple[s
     return out
 
 
+def _in_loop(name: str) -> bool:
+    """An entry timed through the exit loop: what deployments are made of."""
+    return name.startswith(("cumulative", "answer"))
+
+
 def _weight(name: str) -> float:
-    return LOOP_WEIGHT if name.startswith("cumulative") else 1.0
+    return LOOP_WEIGHT if _in_loop(name) else 1.0
 
 
 def _solve(eqs: list[tuple[str, np.ndarray, float]], n_params: int) -> np.ndarray | None:
@@ -318,8 +348,8 @@ def _solve(eqs: list[tuple[str, np.ndarray, float]], n_params: int) -> np.ndarra
 def fit_batch(table: dict, batch: int, num_exits: int, ends_at_final: bool) -> BatchFit:
     E = num_exits
     eqs = _equations(table, E, ends_at_final)
-    n_params = eqs[0][1].size  # with P where `_has_p`
-    has_p = n_params > 2 * E + 1
+    n_params = eqs[0][1].size  # with P where `_has_p`, A where `_has_a`
+    has_p, has_a = _has_p(table, ends_at_final), _has_a(table)
     theta = _solve(eqs, n_params)
     if theta is None:
         raise DeviceError("the profile does not determine a cost model", got=f"entries {[n for n, _, _ in eqs]}",
@@ -328,7 +358,7 @@ def fit_batch(table: dict, batch: int, num_exits: int, ends_at_final: bool) -> B
     residual = max(abs(float(a @ theta) / v - 1) for _, a, v in eqs)
     loo = {}
     for i, (name, a, v) in enumerate(eqs):
-        if not name.startswith("cumulative"):  # statics and the unsplit model are measured, not predicted
+        if not _in_loop(name):  # statics and the unsplit model are measured, not predicted
             continue
         rest = _solve(eqs[:i] + eqs[i + 1:], n_params)
         if rest is not None:  # an entry the others cannot stand in for is not predicted (and not counted)
@@ -338,6 +368,7 @@ def fit_batch(table: dict, batch: int, num_exits: int, ends_at_final: bool) -> B
                     static_ms=[_p50(e.get("static")) for e in table["exits"]], full_ms=float(table["full"]["p50_ms"]),
                     s_ms=theta[:E].tolist(), h_ms=theta[E:2 * E - 1].tolist(), boundary_ms=float(theta[2 * E - 1]),
                     loop_ms=float(theta[2 * E]), call_ms=float(theta[2 * E + 1]) if has_p else 0.0,
+                    answer_ms=float(theta[-1]) if has_a else 0.0,
                     noise=float(noise) if noise is not None and math.isfinite(noise) else 0.0,
                     loo=loo, residual=residual, entries={name: v for name, _, v in eqs})
 

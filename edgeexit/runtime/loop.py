@@ -212,6 +212,18 @@ class EarlyExitRuntime:
         rt._answer_at = k
         return rt
 
+    def answering(self, k: int) -> "EarlyExitRuntime":
+        """Every sample answers at exit k through k's exit test, as a sample leaving there does in the real loop: the
+        earlier exits that have a threshold are tested and nobody passes them (their threshold is float32's largest),
+        k's test passes everyone. Not the last exit (it answers without a test). Its time is the profile's
+        `answer{k}`: `exit{k}` plus what leaving by a test costs; the C++ runner's run_answering does the same work."""
+        if not 0 <= k < self.num_exits - 1:
+            raise ConfigError(f"exit {k} has no exit test to answer by", got=k,
+                              expected=f"0 <= k < {self.num_exits - 1}")
+        top = float(np.finfo(np.float32).max)
+        thresholds = [None if t is None else top for t in self.thresholds[:k]] + [-math.inf]
+        return self.with_thresholds(thresholds + [None] * (self.num_exits - k - 1))
+
     def check_input(self, x: np.ndarray) -> np.ndarray:
         return check_input(x, self.input_shape)
 

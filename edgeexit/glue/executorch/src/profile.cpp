@@ -138,6 +138,11 @@ void make_entries(Runtime& rt, int64_t batch, std::mt19937_64& gen, Entries* out
       rt.run(x, batch, out->predictions.data(), out->exits.data(), out->logits.data(), int(k));
     });
   }
+  for (size_t k = 0; k + 1 < n; ++k) {
+    out->calls.emplace_back("answer" + std::to_string(k), [&rt, out, x, batch, k] {
+      rt.run_answering(x, batch, out->predictions.data(), out->exits.data(), out->logits.data(), int(k));
+    });
+  }
   for (size_t k = 0; k < n; ++k) {
     BoundMethod* seg = segments[k];
     float* in = feeds[k];

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include <executorch/extension/tensor/tensor.h>
 #include <executorch/runtime/backend/interface.h>
@@ -283,6 +284,24 @@ void Runtime::run(const float* x, int64_t n, int64_t* predictions, int32_t* exit
       predictions[s + i] = best;
     }
   }
+}
+
+void Runtime::run_answering(const float* x, int64_t n, int64_t* predictions, int32_t* exits, float* logits, int k) {
+  if (k < 0 || k + 1 >= int(segments_.size())) {
+    throw ArgumentError("exit " + std::to_string(k) + " has no exit test to answer by", std::to_string(k),
+                        "0 <= k < " + std::to_string(segments_.size() - 1));
+  }
+  std::vector<Segment> kept = segments_;  // the bundle's rules, put back however run() ends
+  struct Restore {
+    std::vector<Segment>& to;
+    std::vector<Segment>& from;
+    ~Restore() { to.swap(from); }
+  } restore{segments_, kept};
+  for (int i = 0; i < k; ++i) segments_[i].threshold = std::numeric_limits<float>::max();
+  segments_[k].has_threshold = true;
+  segments_[k].threshold = -std::numeric_limits<float>::infinity();
+  for (size_t i = size_t(k) + 1; i < segments_.size(); ++i) segments_[i].has_threshold = false;
+  run(x, n, predictions, exits, logits, -1);
 }
 
 void Runtime::run_chunk(const float* x, int64_t n, float* logits_out, int32_t* exits_out, size_t answer_at,

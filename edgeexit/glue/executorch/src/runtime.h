@@ -61,6 +61,11 @@ class Runtime {
   // forced(k) does the same work (tests/test_cpp_trust.py compares the traces).
   void run(const float* x, int64_t n, int64_t* predictions, int32_t* exits, float* logits, int answer_at = -1);
 
+  // Every sample answers at exit k (not the last) through k's exit test, as a sample that leaves there does: the
+  // earlier exits that have a threshold are tested and nobody passes them, k's test passes everyone. The profile's
+  // answer{k}; the Python runtime's answering(k) does the same work.
+  void run_answering(const float* x, int64_t n, int64_t* predictions, int32_t* exits, float* logits, int k);
+
   // A method of a program of the bundle, loaded (and its outputs bound) on first use: the reference, heads and
   // static models for the profile, any method with test vectors for the self-check.
   BoundMethod& method(const std::string& file, const std::string& name);
