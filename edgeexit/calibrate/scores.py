@@ -46,9 +46,11 @@ def exit_scores(logits: np.ndarray, kind: str, confidences: np.ndarray | None = 
     z = z - z.max(axis=-1, keepdims=True)
     expz = np.exp(z)
     total = expz.sum(axis=-1, keepdims=True)
-    prob = expz / total
     if kind == "max_softmax":
-        return prob.max(axis=-1)
+        # the top class has exp(0) = 1 exactly, so max_c p_c = 1 / total, bit for bit (division is monotone), without
+        # dividing every class
+        return np.reciprocal(total[..., 0])
+    prob = expz / total
     if kind == "margin":
         top2 = np.partition(prob, n_classes - 2, axis=-1)[..., -2:]
         return top2.max(axis=-1) - top2.min(axis=-1)
