@@ -71,6 +71,12 @@ def test_numbers_agree_with_each_other(bench):
                 if r["exit_fractions"] is not None:  # the early-exit bundles: one share per kept exit
                     assert len(r["exit_fractions"]) == len(r["exits"]) and close(sum(r["exit_fractions"]), 1.0)
             assert batch["max_prediction_error"] == max(abs(r["prediction_error"]) for r in batch["rows"])
+            unsplit = next(r for r in batch["rows"] if r["name"] == "unsplit")
+            assert unsplit["ratio_prediction_error"] == 0 and batch["drift"] == unsplit["prediction_error"]
+            for r in batch["rows"]:  # the predicted ratio to the unsplit model against the measured one
+                want = (r["predicted_ms_per_image"] / unsplit["predicted_ms_per_image"]) / \
+                    (r["ms_per_image"]["p50_ms"] / unsplit["ms_per_image"]["p50_ms"]) - 1
+                assert close(r["ratio_prediction_error"], want)
             # the shipped deployment is the one the search chose at this batch size
             shipped = rt["shipped"][b]
             assert rows["shipped"]["exits"] == shipped["exits"]
