@@ -35,8 +35,9 @@ TRAIN_SHARED: dict[str, tuple[object, typer.models.OptionInfo]] = {
                                                       "mobilenet_v3_small; see `edgeexit backbones`")),
     "exits": (str, typer.Option("stages", help="stages | full | blocks | eenet:<pareto|golden|fine|linear|quadratic>:<n> "
                                                "| comma-separated block indices")),
-    "head": (Optional[str], typer.Option(None, help="aep | plain | pool | bnpool (default: pool for --method eenet, "
-                                                    "else aep)")),
+    "head": (Optional[str], typer.Option(None, help="exit heads: conv (MSDNet's two-conv classifier) | aep (the "
+                                                    "classifier replicated, AEP's) | plain | pool | bnpool (EENet's); "
+                                                    "default: pool for --method eenet, else conv")),
     "image_size": (int, typer.Option(32, min=1, max=4096, help="input height and width; each backbone has a smallest")),
     "method": (str, typer.Option("aep", help="aep (AEP's weighted ensemble, Sarti et al., arXiv:2301.12168) | eenet "
                                              "(confidence + cost L_v2, EENets, Demir & Akbas, arXiv:2409.05336) | "

@@ -115,3 +115,39 @@ def test_backbone_catalog_is_complete_and_matches_real_models():
     assert list(rows) == catalog_names()  # regenerate with `python -m edgeexit.models.catalog`
     for name in ("cifar_resnet20", "resnet18"):
         assert measure(name, meta=False) == rows[name], name
+
+
+def test_conv_heads_are_msdnets_classifier_and_export(tmp_path):
+    """--head conv: MSDNet's classifier (two 3x3 stride-2 conv-BN-ReLU, C/2 channels, average pooling, a linear
+    layer) on every early exit, its MACs counted in the exit's cost; the split network exports and each exit answers
+    on onnxruntime as in torch; the final exit is still the backbone's own classifier."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(backbone="resnet18", head="conv", **SMALL)).eval()
+    aep = build_model(ModelConfig(backbone="resnet18", head="aep", **SMALL)).eval()
+    head = net.heads[0]
+    convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs] == \
+        [(64, 32, (3, 3), (2, 2)), (32, 32, (3, 3), (2, 2))]
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in head.modules()) == 2
+    assert isinstance(head[-1], nn.Linear) and head[-1].in_features == 32
+    assert net.heads[1][0].out_channels == 64  # half of layer2's 128 channels
+    assert type(net.heads[-1]) is type(aep.heads[-1])  # the final classifier is the backbone's
+    conv_costs, aep_costs = count_costs(net, 1, 32), count_costs(aep, 1, 32)
+    # layer1's maps are 64 x 8 x 8: 64*32*9*4*4 + 32*32*9*2*2 + 32*10 MACs (BatchNorm and pooling aside)
+    assert conv_costs.head_macs[0] >= 64 * 32 * 9 * 16 + 32 * 32 * 9 * 4 + 320 > 100 * aep_costs.head_macs[0]
+    assert conv_costs.head_macs[0] < 0.01 * conv_costs.full_macs  # under 1 % of the network
+    assert conv_costs.full_macs == aep_costs.full_macs  # the unsplit model is the same network
+    x = np.random.default_rng(2).standard_normal((3, 1, 32, 32)).astype(np.float32)
+    rt = runtime_for(net, (1, 32, 32), tmp_path, [math.inf] * net.num_exits)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x))
+    for k in range(net.num_exits):
+        thresholds = [math.inf] * net.num_exits
+        thresholds[k] = -math.inf
+        np.testing.assert_allclose(rt.with_thresholds(thresholds).run(x).logits, want[k].numpy(), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ConfigError, match="feature maps"):
+        from edgeexit.models.conv_heads import msdnet_head
+
+        msdnet_head((64,), 10)

@@ -28,7 +28,7 @@ _BUILDERS: dict[str, Callable[..., Backbone]] = {
     "cifar_resnet20": small_families.cifar_resnet,
     "tiny_cnn": small_families.tiny_cnn,
 }
-HEAD_KINDS = ("aep", "plain", "pool", "bnpool")
+HEAD_KINDS = ("aep", "conv", "plain", "pool", "bnpool")
 
 
 def list_backbones() -> list[str]:
@@ -66,7 +66,8 @@ class ModelConfig:
     # "stages" | "full" | "blocks" | "eenet:<distribution>:<n early exits>" | block indices after which exits go |
     # block names (module paths for a `model`: the split points)
     exits: str | list[int] | list[str] = "stages"
-    head: str = "aep"  # "aep": the classifier replicated (AEP); "plain" | "pool" | "bnpool": EENet exit blocks
+    head: str = "aep"  # "aep": the classifier replicated (AEP); "conv": MSDNet's classifier on feature maps
+    # (conv_heads.py; the CLI's default), AEP's on tokens; "plain" | "pool" | "bnpool": EENet exit blocks
     weights: str | None = None  # a weights file (state_dict or torch.export archive); "imagenet" for efficientnet_lite0
     gater_features: tuple[str, ...] | None = None  # budget-aware gater (hal-04683503) on these exit features, or none
     gater_hidden: int = 500  # the gater MLP's hidden width (Addad et al., hal-04683503, Supplementary B)
@@ -172,6 +173,12 @@ def block_macs(bb: Backbone, in_channels: int, image_size: int) -> list[int]:
 def _make_head(kind: str, shape: tuple[int, ...], num_classes: int, bb: Backbone) -> nn.Module:
     if kind == "aep":
         return bb.head_for_shape(shape, num_classes) if bb.head_for_shape else bb.make_head(shape[0], num_classes)
+    if kind == "conv":  # on feature maps; a transformer's tokens have none: its class-token head, as for aep
+        if len(shape) != 3:
+            return _make_head("aep", shape, num_classes, bb)
+        from edgeexit.models.conv_heads import msdnet_head
+
+        return msdnet_head(shape, num_classes)
     if kind in ("plain", "pool", "bnpool") and len(shape) != 3:
         raise ConfigError("EENet exit blocks need feature maps", got=f"features of shape {shape} at an exit",
                           expected="(C, H, W)", hint="--head aep puts a class-token head on transformer exits")
@@ -179,7 +186,7 @@ def _make_head(kind: str, shape: tuple[int, ...], num_classes: int, bb: Backbone
         from edgeexit.models import eenet_heads
 
         return eenet_heads.make_exit_block(kind, shape[0], num_classes, spatial_size=tuple(shape[1:]))
-    raise ConfigError("unknown head kind", got=kind, expected=", ".join(HEAD_KINDS), hint="aep for AEP, plain/pool/bnpool for EENets")
+    raise ConfigError("unknown head kind", got=kind, expected=", ".join(HEAD_KINDS), hint="aep for AEP, conv for MSDNet's classifier, plain/pool/bnpool for EENets")
 
 
 def build_model(cfg: ModelConfig) -> EarlyExitNet:

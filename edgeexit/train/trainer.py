@@ -183,7 +183,7 @@ def _check_method(net: EarlyExitNet, model_cfg: ModelConfig, cfg: TrainConfig) -
                           expected="--weights FILE (a state_dict or torch.export file of your model)",
                           hint="or --model mypkg.models:build_net returning your trained model; drop --freeze-backbone "
                                "to train the whole network")
-    if cfg.method == "eenet" and model_cfg.head == "aep":
+    if cfg.method == "eenet" and model_cfg.head in ("aep", "conv"):
         raise ConfigError("EENet training needs exit blocks with a confidence branch", got=f"head={model_cfg.head}",
                           expected="head plain | pool | bnpool", hint="--head pool (the EENet paper's choice)")
     if cfg.method == "budget" and net.gater is None:

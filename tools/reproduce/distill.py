@@ -1,6 +1,7 @@
 """Self-distillation and gradient equilibrium (issue 19; `--distill T,alpha`, `--gradient-equilibrium`, see
-edgeexit/train/distill.py): per-exit test accuracy and the accuracy-vs-cost curve with and without each option,
-same epochs, same seed, same data, on the Fashion-MNIST ResNet-18 and the CIFAR-style ResNet-20.
+edgeexit/train/distill.py), and the exit head (`--heads aep,conv`: AEP's replicated classifier, MSDNet's two-conv
+classifier): per-exit test accuracy and the accuracy-vs-cost curve with and without each option, same epochs, same
+seed, same data, on the Fashion-MNIST ResNet-18 and the CIFAR-style ResNet-20.
 
 For every run: each exit's test accuracy on its own; the test accuracy at 30 / 50 / 70 % of the unsplit model's
 MACs (thresholds calibrated on validation with the search policy on max softmax, then applied to test); and the
@@ -46,16 +47,18 @@ VARIANTS = {"baseline": (False, False), "distill": (True, False), "equilibrium":
 
 
 def train_runs(args) -> list[tuple[str, Path]]:
-    """Train every backbone x variant; (name, checkpoint) of each."""
+    """Train every backbone x head x variant; (name, checkpoint) of each (the head in the name unless AEP's)."""
     distill = parse_distill(args.distill)
     out = []
     for backbone in args.backbones.split(","):
-        for variant in args.variants.split(","):
-            use_distill, equilibrium = VARIANTS[variant]
-            model = ModelConfig(backbone=backbone, exits=args.exits, head="aep")
-            run = train_run(args, f"{backbone}/{variant}", model, method="aep", weight_mode="unif",
-                            distill=distill if use_distill else None, gradient_equilibrium=equilibrium)
-            out.append((f"{backbone}/{variant}", run.checkpoint))
+        for head in args.heads.split(","):
+            for variant in args.variants.split(","):
+                use_distill, equilibrium = VARIANTS[variant]
+                model = ModelConfig(backbone=backbone, exits=args.exits, head=head)
+                name = f"{backbone}/{variant}" + ("" if head == "aep" else f"+{head}")
+                run = train_run(args, name, model, method="aep", weight_mode="unif",
+                                distill=distill if use_distill else None, gradient_equilibrium=equilibrium)
+                out.append((name, run.checkpoint))
     return out
 
 
@@ -88,9 +91,9 @@ def live_writer(run: Path) -> str | None:
     return holder if b"edgeexit" in cmdline else None
 
 
-def describe(train_config: dict) -> str:
+def describe(train_config: dict, head: str = "aep") -> str:
     d = train_config.get("distill")
-    return (f"distill {'T=%g, a=%g' % tuple(d) if d else 'off'}, equilibrium "
+    return (f"{head} heads, distill {'T=%g, a=%g' % tuple(d) if d else 'off'}, equilibrium "
             f"{'on' if train_config.get('gradient_equilibrium') else 'off'}, {train_config.get('epochs')} ep, "
             f"seed {train_config.get('seed')}")
 
@@ -103,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--variants", default=",".join(VARIANTS), help="of " + ", ".join(VARIANTS))
     p.add_argument("--distill", default="3,0.9", help="T,alpha of the distill variants (IMTA's defaults)")
     p.add_argument("--exits", default="stages")
+    p.add_argument("--heads", default="aep", help="exit heads: aep (the classifier replicated), conv (MSDNet's)")
     add_scale(p)
     args = apply_quick(p.parse_args(argv), backbones="tiny_cnn")
     bad = [v for v in args.variants.split(",") if v not in VARIANTS]
@@ -117,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, ckpt in runs:
         t = load_outputs(ckpt)
         results.append({"run": name, "checkpoint": str(ckpt), "train_config": t.train_config, "data": asdict(t.data),
-                        "backbone": t.model.backbone, **accuracy_cost(t)})
+                        "backbone": t.model.backbone, "head": t.model.head, **accuracy_cost(t)})
     if args.runs:  # what the first run was trained with, in words
         d, c = results[0]["data"], results[0]["train_config"]
         limits = ", ".join(f"{k} {d[k]}" for k in ("limit_train", "limit_val", "limit_test") if d.get(k))
@@ -154,7 +158,7 @@ def print_and_write(report: dict, out: Path) -> None:
             + (f"{100 * (r['points'][0]['test_accuracy'] - base['points'][0]['test_accuracy']):+.1f} pt / "
                if r["points"][0]["test_accuracy"] is not None and base["points"][0]["test_accuracy"] is not None else "n/a / ")
             + (f"{100 * (need - base_need):+.1f} pt" if need is not None and base_need is not None else "n/a"))
-        rows.append([r["run"], describe(r["train_config"]) + ("" if r["same_schedule_as_first"] else " (OTHER DATA OR SCHEDULE)"),
+        rows.append([r["run"], describe(r["train_config"], r.get("head", "aep")) + ("" if r["same_schedule_as_first"] else " (OTHER DATA OR SCHEDULE)"),
                      " ".join(pct(a) for a in r["test_exit_accuracy"]), pct(r["full_test_accuracy"], 2),
                      *[point_text(pt) for pt in r["points"]],
                      f"{pct(need)} %" if need is not None else "not reached", delta])
