@@ -198,8 +198,8 @@ def test_resume_refuses_in_the_library(trained, tmp_path):
     before = hashes(run)
     data = DataConfig("synthetic", 16, limit_train=256, limit_val=128, limit_test=128)
     with pytest.raises(CheckpointError, match="--lr 0.001 -> 0.01"):
-        train_stage(RunDir(run), data, ModelConfig(backbone="tiny_cnn"), TrainConfig(lr=1e-2, epochs=2, device="cpu"), resume=True,
-                    progress=False)
+        train_stage(RunDir(run), data, ModelConfig(backbone="tiny_cnn", head="conv"),  # the CLI's default head
+                    TrainConfig(lr=1e-2, epochs=2, device="cpu"), resume=True, progress=False)
     assert hashes(run) == before
 
 
@@ -346,11 +346,12 @@ def test_a_file_size_limit_leaves_the_earlier_checkpoint(trained, tmp_path):
 
 
 @pytest.fixture
-def tiny_disk(tmp_path):
-    """A 160 KiB tmpfs (a real ENOSPC): room for one tiny checkpoint, not two."""
+def tiny_disk(tmp_path, trained):
+    """A tmpfs (a real ENOSPC) with room for one tiny checkpoint, not two: 1.5 times its size."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(disk)], capture_output=True)
+    size = -(-3 * (trained / "checkpoint.pt").stat().st_size // 2 // 4096) * 4  # KiB, whole 4 KiB pages
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}k", "tmpfs", str(disk)], capture_output=True)
     # CI and the set-up run as root (tools/setup.sh installs with apt-get): a refused mount is a broken machine, not a
     # reason to skip the one real ENOSPC test
     assert mounted.returncode == 0, f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}"
