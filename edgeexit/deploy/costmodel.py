@@ -224,8 +224,9 @@ class CostModel(_Model):
                               expected=f"{len(ks)} values")
         first, runs = self.run_times(ks, batch)
         leave = p[:-1] - p[1:]  # the share leaving through each test: every kept exit's but the last
+        answers = self._answers()
         return first + sum(self._interp(r, batch * float(pi)) for r, pi in zip(runs, p[1:])) + \
-            sum(self._interp(self._answers(), batch * float(q)) for q in leave)
+            sum(self._interp(answers, batch * float(q)) for q in leave)
 
     def forced_ms(self, exits: Sequence[int], batch: int = 1) -> float:
         """The exit loop over `exits` with every sample answering at the last, the earlier kept exits tested: what
@@ -348,8 +349,9 @@ def _solve(eqs: list[tuple[str, np.ndarray, float]], n_params: int) -> np.ndarra
 def fit_batch(table: dict, batch: int, num_exits: int, ends_at_final: bool) -> BatchFit:
     E = num_exits
     eqs = _equations(table, E, ends_at_final)
-    n_params = eqs[0][1].size  # with P where `_has_p`, A where `_has_a`
-    has_p, has_a = _has_p(table, ends_at_final), _has_a(table)
+    n_params = eqs[0][1].size  # with P where `_has_p`, A where `_has_a`: read back from the equations
+    has_a = any(name.startswith("answer") for name, _, _ in eqs)
+    has_p = n_params > 2 * E + 1 + has_a
     theta = _solve(eqs, n_params)
     if theta is None:
         raise DeviceError("the profile does not determine a cost model", got=f"entries {[n for n, _, _ in eqs]}",
