@@ -457,8 +457,12 @@ def export_stage(run: RunDir, checkpoint: Path, out: Path | None = None, *, targ
                       temperature=cal.temperatures[k] if cal.temperatures else 1.0,
                       head=probe(f"head{k}"), static=probe(f"static{k}"))
                  for k, p in enumerate(programs)]
+        # the target's own format may run a sample alone in one program (ONNX: fewer graph boundaries at batch 1)
+        batch_one = getattr(importlib.import_module(LOWERINGS[formats[0]]), "batch_one_form", None)
+        fused = batch_one(tmp, refs[formats[0]], [p.name for p in programs], spec.shape, len(spec.class_names)) \
+            if batch_one is not None and tgt.batch[0] == 1 else None
         return {"exits": [e.model_dump(mode="json") for e in exits],
-                "reference": Reference(**segment(reference), macs=full_macs).model_dump(mode="json")}
+                "reference": Reference(**segment(reference), macs=full_macs).model_dump(mode="json"), "fused": fused}
 
     try:
         fields = {

@@ -29,6 +29,7 @@ from edgeexit.calibrate import (
     load_budget_preset,
     load_recipe,
     plot_curves,
+    score_outputs,
     simulate,
     target_fractions,
 )
@@ -209,6 +210,29 @@ def test_fractions_leave_an_exit_unused_when_its_share_is_zero():
 
 
 # ------------------------------------------------------------------------------------------------ search
+
+
+@pytest.mark.parametrize("policy", ["fractions", "search"])
+def test_outputs_scored_once_calibrate_as_the_logits_do(policy):
+    """A sweep scores its outputs once (score_outputs) and passes them as the logits: the same calibration, field for
+    field; scored for another kind or temperatures, or with other labels, they are refused."""
+    logits, labels = synthetic(500, seed=3)
+    temps = [1.5, 1.2, 1.0, 0.9]
+    scored = score_outputs(logits, labels, "margin", temperatures=temps)
+    for fraction in (0.4, 0.7):
+        budget = Budget("macs_fraction", fraction)
+        want = calibrate(logits, labels, COSTS, budget, reference_cost=REF, policy=policy, kind="margin",
+                         temperatures=temps)
+        got = calibrate(scored, labels, COSTS, budget, reference_cost=REF, policy=policy, kind="margin",
+                        temperatures=temps)
+        assert got == want
+    with pytest.raises(ConfigError, match="another score"):
+        calibrate(scored, labels, COSTS, budget, reference_cost=REF, policy=policy, temperatures=temps)
+    with pytest.raises(ConfigError, match="another score"):
+        calibrate(scored, labels, COSTS, budget, reference_cost=REF, policy=policy, kind="margin")
+    with pytest.raises(ConfigError, match="labels differ"):
+        calibrate(scored, (labels + 1) % 10, COSTS, budget, reference_cost=REF, policy=policy, kind="margin",
+                  temperatures=temps)
 
 
 def test_search_finds_the_designed_exits():

@@ -56,13 +56,14 @@ def test_build_writes_both_and_says_both_sizes(built):
     assert f"deployable bundle {run / 'bundle-slim'}:" in flat and f"development bundle {run / 'bundle'}:" in flat
     assert dev.manifest.formats == ["onnx", "pt2"] and slim.manifest.formats == ["onnx"]
     m = slim.manifest
-    segments = {e.segment["onnx"].file for e in m.exits}
-    assert set(m.files) == ALWAYS | segments  # no reference, probes, .pt2, vectors or reports
+    # the segments and their batch-1 form (onnx/fused.onnx): no reference, probes, .pt2, vectors or reports
+    segments = {e.segment["onnx"].file for e in m.exits} | {m.fused.segment["onnx"].file}
+    assert m.fused == dev.manifest.fused and set(m.files) == ALWAYS | segments
     assert m.reference.segment == {} and all(e.head is None and e.static is None for e in m.exits)
     assert m.reference.macs == dev.manifest.reference.macs and m.full_macs == dev.manifest.full_macs  # the yardstick
     assert [e.threshold for e in m.exits] == [e.threshold for e in dev.exits] and m.class_names == dev.manifest.class_names
     assert all(m.files[f] == dev.manifest.files[f] for f in segments)  # the same bytes, not a new lowering
-    assert bundle_bytes(slim) < bundle_bytes(dev) / 3
+    assert bundle_bytes(slim) < bundle_bytes(dev) / 2  # the weights twice (segments, fused), not five times
     assert deployable_bytes(dev) == bundle_bytes(slim) - (slim.root / MANIFEST).stat().st_size  # sized without writing
 
 

@@ -85,6 +85,11 @@ class Probe(_Model):
     outputs: list[TensorSpec] = Field(min_length=1, max_length=16)
 
 
+class Fused(Probe):
+    """The batch-1 form of the exit loop as one program (edgeexit.export.fuse_onnx): x and every exit's threshold in,
+    the answering exit's logits and index out. onnxruntime runs it for a batch of one; the segments serve the rest."""
+
+
 class Exit(_Model):
     """One exit: the segment that ends there (in every format the bundle holds), its I/O, cost and rule."""
 
@@ -174,6 +179,7 @@ class Manifest(_Model):
     class_names: list[Annotated[str, Field(max_length=1000)]] = Field(min_length=2, max_length=MAX_CLASSES)
     exits: list[Exit] = Field(min_length=1, max_length=MAX_EXITS)
     reference: Reference
+    fused: Fused | None = None  # onnxruntime targets with two or more exits; null elsewhere (and in older bundles)
     full_macs: Annotated[int, Field(ge=1, le=MAX_MACS)]
     ensemble: Ensemble | None = None
     model: dict[str, JsonValue]

@@ -16,6 +16,7 @@ from edgeexit.calibrate.policies import (
     calibrate_fractions,
     calibrate_gater,
     calibrate_search,
+    score_outputs,
     target_fractions,
 )
 from edgeexit.calibrate.recipe import Recipe, load_recipe
@@ -34,5 +35,5 @@ __all__ = [
     "anytime_curve", "budget_curve", "calibrate", "calibrate_fixed", "calibrate_fractions", "calibrate_gater",
     "calibrate_search", "exit_scores", "expected_calibration_error", "fit_temperature", "fit_temperatures",
     "list_presets", "load_budget_preset", "load_recipe", "plot_curves",
-    "simulate", "target_fractions",
+    "score_outputs", "simulate", "target_fractions",
 ]

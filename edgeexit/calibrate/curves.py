@@ -19,7 +19,7 @@ from edgeexit import jsonio
 from edgeexit.calibrate.budget import Budget
 from edgeexit.calibrate.calibration import Calibration
 from edgeexit.calibrate.inputs import check_costs, check_outputs, check_reference
-from edgeexit.calibrate.policies import calibrate
+from edgeexit.calibrate.policies import calibrate, score_outputs
 from edgeexit.errors import ConfigError
 
 BUDGETED_POLICIES = ("search", "fractions")  # the policies whose thresholds follow a budget
@@ -59,6 +59,9 @@ def budget_curve(logits, labels, costs, *, reference_cost: float, policy: str = 
                           hint="fixed and gater thresholds give one operating point, not a curve")
     logits, labels = check_outputs(logits, labels)
     cost_vec = check_costs(costs, logits.shape[0])
+    # every point reads the same scores: computed once (scoring is most of a fractions calibration's time)
+    scored = score_outputs(logits, labels, options.get("kind", "max_softmax"), options.get("confidences"),
+                           options.get("temperatures"))
     reference = check_reference(reference_cost, cost_vec, unit=cost_unit)
     if fractions is None:
         fractions = np.linspace(cost_vec[0] / reference, cost_vec[-1] / reference, n_points)
@@ -67,7 +70,7 @@ def budget_curve(logits, labels, costs, *, reference_cost: float, policy: str = 
         warnings.simplefilter("always")
         for fraction in fractions:
             # value x reference over `cost_vec`: the same arithmetic whatever unit the costs are in
-            points.append(calibrate(logits, labels, cost_vec, Budget("macs_fraction", float(fraction)),
+            points.append(calibrate(scored, labels, cost_vec, Budget("macs_fraction", float(fraction)),
                                     reference_cost=reference, policy=policy, **options))
     return jsonio.to_jsonable({
         "mode": "budgeted",

@@ -17,12 +17,17 @@ fraction of "the full model" divides by it), optional `confidences [E, N]`, and,
 budget, `latency_ms [E]` (cumulative ms per exit measured on `latency_target`). The logit-score policies
 (fractions, search) take optional `temperatures [E]`: the score at exit k is then computed on logits / T_k
 (temperature scaling, `edgeexit.calibrate.temperature`), as the exported segments compute it.
+
+In place of `logits`, every policy also takes `Scored` outputs (`score_outputs`): the scores, predictions and labels
+computed and checked once, so that a sweep over many budgets (`budget_curve`) does not score the same outputs again
+for each (scoring is most of a fractions calibration's time).
 """
 
 from __future__ import annotations
 
 import math
 import warnings as _warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,9 +47,36 @@ FRACTION_SCHEMES = ("msdnet", "constant_q")
 QUOTA_RULES = ("rounded", "msdnet")  # how the fractions policy turns q_k into a count of samples (calibrate_fractions)
 
 
+@dataclass(frozen=True)
+class Scored:
+    """A calibration set's outputs scored once (score_outputs): what every policy reads of them."""
+
+    kind: str
+    temperatures: tuple[float, ...] | None
+    scores: np.ndarray  # [E, N] float32
+    preds: np.ndarray  # [E, N]
+    labels: np.ndarray  # [N]
+
+
+def score_outputs(logits, labels, kind: str = "max_softmax", confidences=None, temperatures=None) -> Scored:
+    """`logits [E, N, C]` and `labels [N]` checked and scored once; pass the result as the logits of any policy."""
+    scores, preds, labels = _prepare(logits, labels, kind, confidences, temperatures)
+    temps = None if temperatures is None else tuple(float(t) for t in temperatures)
+    return Scored(kind, temps, scores, preds, labels)
+
+
 def _prepare(logits, labels, kind: str, confidences, temperatures=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return `(scores [E, N], preds [E, N], labels [N])` after checking the inputs; the scores of logits / T_k when
-    `temperatures` are given."""
+    `temperatures` are given. `logits` may be `Scored` already: with the same kind, temperatures and labels."""
+    if isinstance(logits, Scored):
+        temps = None if temperatures is None else tuple(float(t) for t in temperatures)
+        if logits.kind != kind or logits.temperatures != temps:
+            raise ConfigError("the outputs were scored for another score", got=(logits.kind, logits.temperatures),
+                              expected=(kind, temps), hint="score_outputs with the kind and temperatures calibrated")
+        if labels is not logits.labels and not np.array_equal(np.asarray(labels), logits.labels):
+            raise ConfigError("the labels differ from those the outputs were scored with", got=len(np.asarray(labels)),
+                              expected=len(logits.labels), hint="pass the same labels, or score_outputs again")
+        return logits.scores, logits.preds, logits.labels
     logits, labels = check_outputs(logits, labels)
     scored = logits
     if temperatures is not None:

@@ -73,3 +73,19 @@ def max_error(path: Path, p: Program, want, got) -> float:
         if w.size:
             worst = max(worst, float(np.max(np.abs(w - g) / (1.0 + np.abs(w)))))
     return worst
+
+
+def batch_one_form(root: Path, refs: dict[str, SegmentRef], segments: list[str], input_shape,
+                   num_classes: int) -> dict | None:
+    """The exit loop of one sample as one graph (edgeexit.export.fuse_onnx), for a target that runs ONNX: the
+    manifest's `fused`, or None when there is nothing to fuse (one exit) or a segment cannot be fused."""
+    from edgeexit.bundle.manifest import Fused
+    from edgeexit.export.fuse_onnx import FUSED, fusable, fuse_segments, fused_io
+
+    paths = [Path(root) / refs[name].file for name in segments]
+    if not fusable(paths):
+        return None
+    path = fuse_segments(paths, Path(root) / FORMAT / f"{FUSED}.onnx", input_shape, num_classes)
+    inputs, outputs = fused_io(input_shape, len(segments), num_classes)
+    return Fused(segment={FORMAT: SegmentRef(file=path.relative_to(root).as_posix())}, inputs=inputs,
+                 outputs=outputs).model_dump(mode="json")

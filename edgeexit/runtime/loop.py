@@ -124,7 +124,7 @@ class EarlyExitRuntime:
     def __init__(self, backend: Backend, segments: Sequence[Segment], thresholds: Sequence[float | None],
                  cumulative_macs: Sequence[int], input_shape: Sequence[int], num_classes: int, max_batch: int, *,
                  ensemble_weights: Sequence[float] | None = None, reference: Segment | None = None,
-                 exit_names: Sequence[str] | None = None):
+                 exit_names: Sequence[str] | None = None, fused: Segment | None = None):
         if not (len(segments) == len(thresholds) == len(cumulative_macs)) or not segments:
             raise ConfigError("segments, thresholds and costs differ in length",
                               got=(len(segments), len(thresholds), len(cumulative_macs)), expected="one of each per exit",
@@ -146,6 +146,9 @@ class EarlyExitRuntime:
                               hint="rebuild the bundle")
         self.exit_names = list(exit_names) if exit_names is not None else [f"exit{k}" for k in range(len(segments))]
         self._reference = reference
+        # the bundle's batch-1 form (manifest `fused`): one program that runs the whole loop for a sample alone
+        self._fused = fused if len(self.segments) > 1 else None
+        self._fused_rule: np.ndarray | None = None  # its thresholds input, made on first use
         self._inputs = [s.inputs[0].name for s in self.segments]
         self._gather: dict[int, object] = {}  # exit k -> the buffer survivors of exit k are gathered into
         self._answer_at: int | None = None  # forced(k): every sample answers at k
@@ -178,10 +181,14 @@ class EarlyExitRuntime:
             ref_path, ref_ref = segment_file(b, b.manifest.reference.segment, be.format, "the reference model")
             reference = be.open_segment(ref_path, ref_ref, b.manifest.reference.inputs, b.manifest.reference.outputs,
                                         max_batch)
+        fused = None
+        if b.manifest.fused is not None and be.format in b.manifest.fused.segment:
+            path, ref = segment_file(b, b.manifest.fused.segment, be.format, "the batch-1 form")
+            fused = be.open_segment(path, ref, b.manifest.fused.inputs, b.manifest.fused.outputs, 1)
         ensemble = b.manifest.ensemble
         return cls(be, segments, b.manifest.thresholds, [e.cumulative_macs for e in b.exits], b.input_shape,
                    len(b.manifest.class_names), max_batch, ensemble_weights=ensemble.weights if ensemble else None,
-                   reference=reference, exit_names=[e.name for e in b.exits])
+                   reference=reference, exit_names=[e.name for e in b.exits], fused=fused)
 
     def reference(self) -> ModelRunner:
         """The unsplit original model of the bundle on the same backend: the yardstick."""
@@ -197,8 +204,20 @@ class EarlyExitRuntime:
         """The same loaded segments with other thresholds (e.g. all None to force the final exit)."""
         rt = EarlyExitRuntime(self.backend, self.segments, thresholds, self.cumulative_macs, self.input_shape,
                               self.num_classes, self.max_batch, ensemble_weights=self.ensemble_weights,
-                              reference=self._reference, exit_names=self.exit_names)
+                              reference=self._reference, exit_names=self.exit_names, fused=self._fused)
         rt._gather = self._gather
+        return rt
+
+    @property
+    def fused(self) -> bool:
+        """Whether a sample alone runs the bundle's batch-1 form (one program) rather than the segment loop."""
+        return self._fused is not None
+
+    def segment_loop(self) -> "EarlyExitRuntime":
+        """The same runtime with every batch, one sample too, through the segment loop (what the batch-1 form
+        replaces; benchmarks time both)."""
+        rt = self.with_thresholds(self.thresholds)
+        rt._fused, rt._answer_at = None, self._answer_at
         return rt
 
     def forced(self, k: int) -> "EarlyExitRuntime":
@@ -253,6 +272,9 @@ class EarlyExitRuntime:
 
     def _run_chunk(self, x: np.ndarray, logits_out: np.ndarray, exits_out: np.ndarray, start: int = 0) -> None:
         be = self.backend
+        if self._fused is not None and len(x) == 1:
+            self._run_fused(x, logits_out, exits_out, start)
+            return
         if self.num_exits == 1:
             # a static truncation: one plain call, nothing to score, scatter or compact (the loop's bookkeeping
             # would cost a tiny model as much again as the call itself)
@@ -305,6 +327,30 @@ class EarlyExitRuntime:
         got = be.download(result)
         if not np.may_share_memory(got, logits_out):
             logits_out[...] = got
+
+    def _run_fused(self, x: np.ndarray, logits_out: np.ndarray, exits_out: np.ndarray, start: int) -> None:
+        """One sample through the batch-1 form: the same tests as the loop, inside one program (its If nodes)."""
+        be, fused = self.backend, self._fused
+        if self._fused_rule is None:
+            self._fused_rule = self._fused_thresholds()
+        outs = fused.run({fused.inputs[0].name: be.upload(x), fused.inputs[1].name: self._fused_rule})
+        k = int(be.download(outs["exit"])[0])
+        if k < 0:  # -(k + 1): exit k's score was NaN (the graph lets it leave rather than run on)
+            raise nonfinite_error(self._exit_label(-k - 1), start, "score")
+        logits_out[...] = be.download(outs[LOGITS])
+        exits_out[...] = k
+        if self.trace is not None:  # what the program ran: every segment up to k, every test before it, k's own
+            self.trace += [step for j in range(k) for step in (f"segment{j}", f"test{j}")] + [f"segment{k}"]
+            self.trace += [f"test{k}"] if k < self.num_exits - 1 else []
+
+    def _fused_thresholds(self) -> np.ndarray:
+        """The batch-1 form's thresholds input: leave exit k when not score < t_k. None (never leaves): +inf;
+        forced(k): +inf before k, -inf at k (the program tests every exit it passes, so exit{k} runs as answer{k})."""
+        rule = [math.inf if t is None else t for t in self.thresholds[:-1]]
+        if self._answer_at is not None:
+            k = self._answer_at
+            rule = [math.inf] * k + ([-math.inf] if k < len(rule) else []) + [math.inf] * (len(rule) - k - 1)
+        return np.asarray(rule, np.float32)
 
     def exit_outputs(self, x: np.ndarray) -> list[dict[str, np.ndarray]]:
         """Every exit's logits and score for every sample (no early exit): what `compare` and the ensemble read."""

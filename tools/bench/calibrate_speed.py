@@ -38,14 +38,16 @@ def synthetic(n: int, seed: int):
 
 
 def sweep(policy: str, val, test, costs, budgets) -> list[float]:
-    """Calibrate on `val` at every budget, replay on `test`: the test accuracy of each point."""
-    from edgeexit.calibrate import Budget, calibrate, exit_scores, simulate
+    """Calibrate on `val` at every budget, replay on `test`: the test accuracy of each point. Both splits are scored
+    once (score_outputs), as `budget_curve` does: what a budget changes is the thresholds, not the scores."""
+    from edgeexit.calibrate import Budget, calibrate, exit_scores, score_outputs, simulate
 
     (lv, yv, _), (lt, yt, _) = val, test
     scores, preds, ref = exit_scores(lt, "max_softmax"), lt.argmax(-1), float(costs[-1])
+    scored = score_outputs(lv, yv)
     out = []
     for b in budgets:
-        cal = calibrate(lv, yv, costs, Budget("macs_fraction", float(b)), reference_cost=ref, policy=policy)
+        cal = calibrate(scored, yv, costs, Budget("macs_fraction", float(b)), reference_cost=ref, policy=policy)
         out.append(simulate(scores, preds, yt, np.asarray(cal.thresholds, np.float64), costs).accuracy)
     return out
 

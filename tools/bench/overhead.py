@@ -5,6 +5,9 @@
     heads / unsplit             the intermediate heads (and scores) alone, timed as the bundle's head probes
     forced / (unsplit + heads)  what the split itself costs: session calls, graph boundaries, the exit loop
 
+At batch 1 an onnxruntime bundle runs a sample through its batch-1 form (one graph, an If node per exit test:
+edgeexit.export.fuse_onnx); the segment loop it replaces is timed beside it in the same rounds (form "segment loop").
+
 One process per (bundle, backend), edgeexit.timing's rules (one pool, warm-up, rotated rounds, each figure the
 median of --calls calls after timing.PRIME_MS of primed ones, the unsplit model timed twice as the null test).
 Bundles: ResNet-18 (random weights: the time does not depend on them) trained one step and exported for cpu
@@ -44,6 +47,10 @@ def worker(p: dict) -> dict:
     for batch in p["batches"]:
         x = np.random.default_rng(0).standard_normal((batch, *b.input_shape)).astype(np.float32)
         entries = {"full": lambda: full.run(x), "forced": lambda: forced.run(x)}
+        fused = forced.fused and batch == 1
+        if fused:  # the form the batch-1 graph replaces, side by side
+            loop = forced.segment_loop()
+            entries["forced_loop"] = lambda: loop.run(x)
         feed = be.upload(x)
         for k, seg in enumerate(rt.segments[:-1]):  # each head on segment k's real features
             feed = be.upload(np.ascontiguousarray(be.download(seg.run({seg.inputs[0].name: feed})["features"])))
@@ -56,10 +63,12 @@ def worker(p: dict) -> dict:
                     setup={**setup, "batch": batch})
         full_ms = m.stats("full")["p50_ms"]
         heads_ms = sum(m.stats(n)["p50_ms"] for n in entries if n.startswith("head"))
-        forced_r = m.ratio("forced")
-        rows.append({"batch": batch, "forced": forced_r, "heads_fraction": heads_ms / full_ms,
-                     "split": forced_r["ratio"] * full_ms / (full_ms + heads_ms), "full_ms": full_ms,
-                     "measurement": m.to_json()})
+        forms = [("fused" if fused else "segment loop", "forced")] + ([("segment loop", "forced_loop")] if fused else [])
+        for form, name in forms:
+            forced_r = m.ratio(name)
+            rows.append({"batch": batch, "form": form, "forced": forced_r, "heads_fraction": heads_ms / full_ms,
+                         "split": forced_r["ratio"] * full_ms / (full_ms + heads_ms), "full_ms": full_ms,
+                         "measurement": m.to_json() if name == "forced" else None})
     return {"bundle": str(p["bundle"]), "backend": setup["backend"], "input": list(b.input_shape),
             "exits": rt.num_exits, "rows": rows}
 
@@ -110,9 +119,10 @@ def main() -> None:
         batches = sorted({min(int(v), top) for v in a.batches.split(",")})
         results.append(suite.in_worker(__file__, {"bundle": str(path), "backend": backend, "threads": a.threads,
                                                   "rounds": a.rounds, "calls": a.calls, "batches": batches}))
-    rows = [[r["backend"], "x".join(map(str, r["input"][::-1])), row["batch"], *suite.ratio_cells(row["forced"]),
+    rows = [[r["backend"], "x".join(map(str, r["input"][::-1])), row["batch"], row["form"],
+             *suite.ratio_cells(row["forced"]),
              row["heads_fraction"], row["split"], f"{row['full_ms']:.3f}"] for r in results for row in r["rows"]]
-    suite.table("forced final exit / unsplit model", ["backend", "input", "batch", *suite.RATIO_COLUMNS,
+    suite.table("forced final exit / unsplit model", ["backend", "input", "batch", "form", *suite.RATIO_COLUMNS,
                                                       "heads / unsplit", "forced / (unsplit + heads)", "unsplit ms"],
                 rows, note="goal (onnxruntime, batch 1): <= 1.05 at 32 px, <= 1.02 at 224 px")
     suite.write_json(a.json, {"results": results})

@@ -5,7 +5,9 @@ Each configuration is a ResNet-18 (random weights: the time does not depend on t
 into segments and lowered to ONNX here, then timed in its own process by edgeexit.timing's rules (one pool,
 warm-up, rotated rounds, each figure the median of --calls calls after timing.PRIME_MS of primed ones, the unsplit
 model twice as the null test). Printed: forced / unsplit with its null test, and the cost per segment boundary
-(forced - unsplit) / (exits - 1) in ms. Also drawn: RESULTS/scaling.png (three panels).
+(forced - unsplit) / (exits - 1) in ms. At batch 1 the runtime runs the bundle's batch-1 form (one graph with an If
+per exit test, as an export for cpu ships it: edgeexit.export.fuse_onnx); the segment loop it replaces is timed
+beside it ("loop"). Also drawn: RESULTS/scaling.png (three panels).
 
     python tools/bench/scaling.py                 # ResNet-18: exits 2-7 at 32 px, batch 1-64, 32-224 px
     python tools/bench/scaling.py --quick
@@ -35,6 +37,7 @@ def make_models(out: Path, backbone: str, exits: list[int], size: int) -> Path:
     import torch
 
     from edgeexit.export import split_programs
+    from edgeexit.export.fuse_onnx import fuse_segments
     from edgeexit.export.lower_onnx import lower_onnx
     from edgeexit.models import ModelConfig, build_model
     from edgeexit.models.costs import count_costs
@@ -51,12 +54,15 @@ def make_models(out: Path, backbone: str, exits: list[int], size: int) -> Path:
         lower_onnx(p, out / f"{p.name}.onnx", check=False)
         meta["segments"].append({"name": p.name, "inputs": [i.model_dump() for i in p.inputs],
                                  "outputs": [o.model_dump() for o in p.outputs]})
+    fuse_segments([out / f"{p.name}.onnx" for p in programs], out / "fused.onnx", (1, size, size),
+                  programs[-1].outputs[0].shape[1])
     (out / "meta.json").write_text(json.dumps(meta))
     return out
 
 
 def worker(p: dict) -> dict:
     from edgeexit.bundle import TensorSpec
+    from edgeexit.export.fuse_onnx import fused_io
     from edgeexit.runtime import EarlyExitRuntime, make_backend
     from edgeexit.timing import PRIME_MS, measure, pin_threads
 
@@ -68,14 +74,20 @@ def worker(p: dict) -> dict:
                                        [TensorSpec(**o) for o in m["outputs"]], MAX_BATCH) for m in meta["segments"]}
     shape = tuple(meta["input_shape"])
     chain = [segs[f"seg{k}"] for k in range(meta["exits"])]
-    rt = EarlyExitRuntime(be, chain, [None] * len(chain), meta["cumulative_macs"], shape,
-                          chain[-1].outputs[0].shape[1], MAX_BATCH, reference=segs["reference"])
-    full = rt.reference()
+    classes = chain[-1].outputs[0].shape[1]
+    fused = be.open_segment(d / "fused.onnx", None, *fused_io(shape, len(chain), classes), 1)
+    rt = EarlyExitRuntime(be, chain, [None] * len(chain), meta["cumulative_macs"], shape, classes, MAX_BATCH,
+                          reference=segs["reference"], fused=fused)
+    full, loop = rt.reference(), rt.segment_loop()
     x = np.random.default_rng(0).standard_normal((p["batch"], *shape)).astype(np.float32)
-    m = measure({"full": lambda: full.run(x), "forced": lambda: rt.run(x)}, rounds=p["rounds"], calls=p["calls"],
-                prime_ms=PRIME_MS, warmup=3, setup={**setup, "batch": p["batch"]})
+    entries = {"full": lambda: full.run(x), "forced": lambda: rt.run(x)}
+    if p["batch"] == 1:  # the segment loop that the batch-1 form replaces
+        entries["loop"] = lambda: loop.run(x)
+    m = measure(entries, rounds=p["rounds"], calls=p["calls"], prime_ms=PRIME_MS, warmup=3,
+                setup={**setup, "batch": p["batch"]})
     full_ms, forced_ms = m.stats("full")["p50_ms"], m.stats("forced")["p50_ms"]
     return {"exits": meta["exits"], "size": shape[-1], "batch": p["batch"], "forced": m.ratio("forced"),
+            "loop": m.ratio("loop") if "loop" in entries else None,
             "full_ms": full_ms, "boundary_ms": (forced_ms - full_ms) / max(1, meta["exits"] - 1),
             "measurement": m.to_json()}
 
@@ -92,7 +104,11 @@ def plot(path: Path, sweeps: dict[str, list[dict]]) -> None:
         ys = [r["forced"]["ratio"] for r in rows]
         lo = [r["forced"]["ratio"] - r["forced"]["iqr"][0] for r in rows]
         hi = [r["forced"]["iqr"][1] - r["forced"]["ratio"] for r in rows]
-        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label="forced final / unsplit (IQR)")
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3,
+                    label="forced final / unsplit (IQR); batch 1: the one-graph form")
+        looped = [(x, r["loop"]["ratio"]) for x, r in zip(xs, rows) if r.get("loop")]
+        if looped:
+            ax.plot(*zip(*looped), marker="s", ls="--", color="tab:orange", label="batch 1 through the segment loop")
         for x, y, r in zip(xs, ys, rows):
             if r["forced"]["noisy"]:
                 ax.annotate("noisy", (x, y), textcoords="offset points", xytext=(0, 8), ha="center", color="red")
@@ -102,7 +118,7 @@ def plot(path: Path, sweeps: dict[str, list[dict]]) -> None:
             ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [str(v) for v in xs])
         ax.grid(alpha=0.3)
-    medians = [r["forced"]["ratio"] for rows in sweeps.values() for r in rows]
+    medians = [r[k]["ratio"] for rows in sweeps.values() for r in rows for k in ("forced", "loop") if r.get(k)]
     # the scale follows the medians: one stalled round's IQR on a loaded machine must not flatten every curve
     axes[0].set_ylim(min(0.9, 0.95 * min(medians)), 1.15 * max(medians) + 0.05)
     axes[0].set_ylabel("time / unsplit model")
@@ -149,9 +165,11 @@ def main() -> None:
               "batch": [one(default_exits, base_size, b) for b in batches],
               "size": [one(default_exits, s, 1) for s in sizes]}
     rows = [[axis, r["exits"], r["batch"], f"{r['size']} px", *suite.ratio_cells(r["forced"]),
-             f"{1e3 * r['boundary_ms']:.1f}", f"{r['full_ms']:.3f}"] for axis, rs in sweeps.items() for r in rs]
+             f"{r['loop']['ratio']:.3f}" if r.get("loop") else "-", f"{1e3 * r['boundary_ms']:.1f}",
+             f"{r['full_ms']:.3f}"] for axis, rs in sweeps.items() for r in rs]
     suite.table(f"runtime cost, {backbone} on onnxruntime: forced final / unsplit",
-                ["sweep", "exits", "batch", "input", *suite.RATIO_COLUMNS, "µs per boundary", "unsplit ms"], rows)
+                ["sweep", "exits", "batch", "input", *suite.RATIO_COLUMNS, "segment loop (batch 1)",
+                 "µs per boundary", "unsplit ms"], rows, note="batch 1: the one-graph form the runtime runs there")
     plot(a.png, sweeps)
     suite.write_json(a.json, {"backbone": backbone, "sweeps": sweeps, "png": str(a.png)})
 
