@@ -21,8 +21,10 @@ the median of `calls` back-to-back calls after untimed calls of the same entry f
   that ends there runs it (input check, upload, download, NaN check: what `full` pays too; the segments and heads
   are bare calls on uploaded inputs).
 
-`executed` says what each entry ran, once, untimed: "full", "segmentK", "testK" (an exit test), "headK", "staticK"
-in order. The C++ runner writes the same names, so a test can check that both runners time the same work.
+`executed` says what each entry ran, once, untimed, at the first batch size profiled: "full", "segmentK", "testK" (an
+exit test), "headK", "staticK" in order. The C++ runner writes the same names, so a test can check that both runners
+time the same work. A bundle with a batch-1 form (onnxruntime: one graph, edgeexit.export.fuse_onnx) runs it at
+batch 1, where every exit passed is tested inside the graph and `exit{k}` leaves by k's test as `answer{k}` does.
 """
 
 from __future__ import annotations
@@ -187,7 +189,7 @@ def profile_device(bundle_dir: Path, *, backend: str | None = None, batches: lis
             x = rng.standard_normal((b, *bundle.input_shape)).astype(np.float32)
             rec = _Recorder()
             entries = _entries(bundle, runtime, x, rec)
-            ran = ran or executed(entries, rec)  # the same work at every batch size
+            ran = ran or executed(entries, rec)  # at the first batch (the batch-1 form, where a bundle has one)
             measured[str(b)] = time_rounds(entries, rounds=rounds, calls=calls, warmup=warmup, prime_ms=PRIME_MS)
     finally:
         name = runtime.backend.name

@@ -5,15 +5,16 @@ and flag a NaN score as the loop does."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import runtime_for
+from conftest import copy_bundle, runtime_for
 
-from edgeexit.bundle import TensorSpec, load_bundle
+from edgeexit.bundle import TensorSpec, digest, load_bundle
 from edgeexit.bundle.manifest import SegmentRef
-from edgeexit.errors import ShapeError
+from edgeexit.errors import BundleError, ShapeError
 from edgeexit.export.fuse_onnx import EXIT, THRESHOLDS, fuse_segments, fused_io
 from edgeexit.runtime import EarlyExitRuntime
 
@@ -151,3 +152,22 @@ def test_a_nan_score_is_an_error_as_in_the_loop(tmp_path):
     for r in (rt, rt.segment_loop()):
         with pytest.raises(ShapeError, match="exit 0"):
             r.run(-ok)
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda m: m["fused"]["inputs"][1].update(shape=[7]), "fused: inputs/outputs"),
+    (lambda m: m["fused"]["outputs"][1].update(dtype="float32"), "fused: inputs/outputs"),
+    (lambda m: m["fused"]["segment"]["onnx"].update(file=m["exits"][0]["segment"]["onnx"]["file"]),
+     "another program's file"),
+    (lambda m: m["fused"]["segment"]["onnx"].update(file="calibration.json"), "not a .onnx file"),
+])
+def test_a_forged_batch_one_form_is_refused(built, tmp_path, edit, says):
+    """The runner binds the fused graph's thresholds from the exit count, so its I/O is checked against the manifest
+    before any file is opened; and it is a file of its own, of its format."""
+    b = copy_bundle(built, tmp_path)
+    raw = json.loads((b / "manifest.json").read_text())
+    edit(raw)
+    raw["checksum"] = digest(raw)
+    (b / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match=says):
+        load_bundle(b)

@@ -89,6 +89,13 @@ class Fused(Probe):
     """The batch-1 form of the exit loop as one program (edgeexit.export.fuse_onnx): x and every exit's threshold in,
     the answering exit's logits and index out. onnxruntime runs it for a batch of one; the segments serve the rest."""
 
+    @staticmethod
+    def io(input_shape, num_exits: int, num_classes: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """Its inputs and outputs, batch fixed at 1: x [1, C, H, W] and thresholds [E - 1] in, logits [1, classes] and
+        exit [1] (int64) out. The one definition: the export writes them, the manifest checks them."""
+        return ([TensorSpec(name="x", shape=[1, *input_shape]), TensorSpec(name="thresholds", shape=[num_exits - 1])],
+                [TensorSpec(name="logits", shape=[1, num_classes]), TensorSpec(name="exit", shape=[1], dtype="int64")])
+
 
 class Exit(_Model):
     """One exit: the segment that ends there (in every format the bundle holds), its I/O, cost and rule."""
@@ -223,6 +230,7 @@ class Manifest(_Model):
         if len(set(self.formats)) != len(self.formats):
             problems.append(f"formats repeat: {self.formats}")
         problems += self._class_count_problems() + self._suffix_problems() + self._reference_problems()
+        problems += self._fused_problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -263,10 +271,28 @@ class Manifest(_Model):
                                 f"'{REFERENCE_METHOD}' of the shared .pte)")
         return problems
 
+    def _fused_problems(self) -> list[str]:
+        """The batch-1 form runs the whole loop: two exits or more, a file of its own, the I/O of `Fused.io` for this
+        manifest's input, exit count and classes (a runner binds its thresholds input from the exit count)."""
+        if self.fused is None:
+            return []
+        if len(self.exits) < 2:
+            return ["fused: a bundle of one exit has no batch-1 form (its one segment is one call already)"]
+        inputs, outputs = Fused.io(self.input.shape, len(self.exits), len(self.class_names))
+        problems = [] if (self.fused.inputs, self.fused.outputs) == (inputs, outputs) else [
+            f"fused: inputs/outputs {[t.model_dump() for t in self.fused.inputs + self.fused.outputs]} are not "
+            f"{[t.model_dump() for t in inputs + outputs]}"]
+        used = {r.file for e in self.exits for o in (e, e.head, e.static) if o is not None for r in o.segment.values()}
+        used |= {r.file for r in self.reference.segment.values()}
+        problems += [f"fused.segment.{f} ({r.file}) is another program's file" for f, r in self.fused.segment.items()
+                     if r.file in used]
+        return problems
+
     def _suffix_problems(self) -> list[str]:
         """Every segment file is a file of its format (`.onnx`, `.pte`, `.engine`, `.pt2`): a segment or the
         reference never names calibration.json, the schema or a vectors file."""
         refs = [(f"reference.segment.{f}", f, r) for f, r in self.reference.segment.items()]
+        refs += [(f"fused.segment.{f}", f, r) for f, r in (self.fused.segment.items() if self.fused else [])]
         for e in self.exits:
             for where, owner in (("segment", e), ("head.segment", e.head), ("static.segment", e.static)):
                 if owner is not None:
@@ -286,8 +312,9 @@ class Manifest(_Model):
         return content_digest(self.model_dump(mode="json"))
 
     def paths(self) -> list[str]:
-        """Every file the manifest refers to (segments in every format, the reference model)."""
+        """Every file the manifest refers to (segments in every format, the reference model, the batch-1 form)."""
         refs = [r for e in self.exits for r in e.segment.values()] + list(self.reference.segment.values())
+        refs += list(self.fused.segment.values()) if self.fused is not None else []
         return sorted({r.file for r in refs})
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeexit.bundle import TensorSpec
+from edgeexit.bundle.manifest import Fused
 from edgeexit.errors import ExportError
 
 FUSED = "fused"  # onnx/fused.onnx; the manifest's `fused`
@@ -33,20 +34,22 @@ THRESHOLDS, EXIT = "thresholds", "exit"
 
 
 def fused_io(input_shape, num_exits: int, num_classes: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """The fused graph's inputs and outputs as the manifest records them (batch fixed at 1)."""
-    return ([TensorSpec(name="x", shape=[1, *input_shape]), TensorSpec(name=THRESHOLDS, shape=[num_exits - 1])],
-            [TensorSpec(name="logits", shape=[1, num_classes]), TensorSpec(name=EXIT, shape=[1], dtype="int64")])
+    """The fused graph's inputs and outputs as the manifest records them (batch fixed at 1): `Fused.io`."""
+    return Fused.io(input_shape, num_exits, num_classes)
 
 
 def fusable(paths: list[Path]) -> bool:
     """Whether these segment files can be fused: two or more, each a plain graph (no local functions, no subgraphs:
-    their names would have to be renamed inside too)."""
+    their names would have to be renamed inside too) with one input and the outputs the exit loop reads."""
     import onnx
 
     if len(paths) < 2:
         return False
-    for p in paths:
+    for k, p in enumerate(paths):
         m = onnx.load(str(p), load_external_data=False)
+        want = {"logits"} if k == len(paths) - 1 else {"features", "logits", "score"}
+        if len(m.graph.input) != 1 or not want <= {o.name for o in m.graph.output}:
+            return False
         if m.functions or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
                               for n in m.graph.node for a in n.attribute):
             return False
@@ -118,7 +121,7 @@ def fuse_segments(paths: list[Path], out: Path, input_shape, num_classes: int) -
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as err:
         raise ExportError("the fused batch-1 graph is not valid ONNX", got=str(err)[:300], expected="a valid graph",
-                          hint="export with a target whose runtime is not onnxruntime, or report this") from None
+                          hint="this is a bug in edgeexit's ONNX fusion: please report it with the model") from None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out))
@@ -154,4 +157,4 @@ def check_fused(fused: Path, paths: list[Path], input_shape, *, seed: int = 0) -
         if int(exit_[0]) != k or err > 1e-5:
             raise ExportError(f"the fused batch-1 graph disagrees with the segments at exit {k}",
                               got=f"exit {int(exit_[0])}, max error {err:.1e}", expected=f"exit {k}, error <= 1e-5",
-                              hint="export with --no-fused and report this")
+                              hint="this is a bug in edgeexit's ONNX fusion: please report it with the model")
