@@ -13,9 +13,9 @@ import pytest
 from conftest import copy_bundle, runtime_for
 
 from edgeexit.bundle import TensorSpec, digest, load_bundle
-from edgeexit.bundle.manifest import SegmentRef
+from edgeexit.bundle.manifest import Fused, SegmentRef
 from edgeexit.errors import BundleError, ShapeError
-from edgeexit.export.fuse_onnx import EXIT, THRESHOLDS, fuse_segments, fused_io
+from edgeexit.export.fuse_onnx import EXIT, THRESHOLDS, fuse_segments
 from edgeexit.runtime import EarlyExitRuntime
 
 
@@ -139,7 +139,7 @@ def test_a_nan_score_is_an_error_as_in_the_loop(tmp_path):
     segs = [be.open_segment(paths[0], None, spec(("x", [-1, *shape])),
                             spec(("features", [-1, *shape]), ("logits", [-1, 4]), ("score", [-1])), 8),
             be.open_segment(paths[1], None, spec(("x", [-1, *shape])), spec(("logits", [-1, 4])), 8)]
-    inputs, outputs = fused_io(shape, 2, 4)
+    inputs, outputs = Fused.io(shape, 2, 4)
     one = be.open_segment(fused, None, inputs, outputs, 1)
     rt = EarlyExitRuntime(be, segs, [1.0, None], [1, 2], shape, 4, 8, fused=one)
     ok = np.array([1, 2, 3, 4], np.float32).reshape(1, *shape)  # score sqrt(10) >= 1: answers at exit 0

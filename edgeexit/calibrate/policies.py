@@ -61,15 +61,19 @@ class Scored:
 def score_outputs(logits, labels, kind: str = "max_softmax", confidences=None, temperatures=None) -> Scored:
     """`logits [E, N, C]` and `labels [N]` checked and scored once; pass the result as the logits of any policy."""
     scores, preds, labels = _prepare(logits, labels, kind, confidences, temperatures)
-    temps = None if temperatures is None else tuple(float(t) for t in temperatures)
-    return Scored(kind, temps, scores, preds, labels)
+    return Scored(kind, _temperature_key(temperatures), scores, preds, labels)
+
+
+def _temperature_key(temperatures) -> tuple[float, ...] | None:
+    """Temperatures as `Scored` records them, to compare with those a policy is given."""
+    return None if temperatures is None else tuple(float(t) for t in temperatures)
 
 
 def _prepare(logits, labels, kind: str, confidences, temperatures=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return `(scores [E, N], preds [E, N], labels [N])` after checking the inputs; the scores of logits / T_k when
     `temperatures` are given. `logits` may be `Scored` already: with the same kind, temperatures and labels."""
     if isinstance(logits, Scored):
-        temps = None if temperatures is None else tuple(float(t) for t in temperatures)
+        temps = _temperature_key(temperatures)
         if logits.kind != kind or logits.temperatures != temps:
             raise ConfigError("the outputs were scored for another score", got=(logits.kind, logits.temperatures),
                               expected=(kind, temps), hint="score_outputs with the kind and temperatures calibrated")

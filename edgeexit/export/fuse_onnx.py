@@ -25,29 +25,22 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeexit.bundle import TensorSpec
-from edgeexit.bundle.manifest import Fused
 from edgeexit.errors import ExportError
 
 FUSED = "fused"  # onnx/fused.onnx; the manifest's `fused`
 THRESHOLDS, EXIT = "thresholds", "exit"
 
 
-def fused_io(input_shape, num_exits: int, num_classes: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """The fused graph's inputs and outputs as the manifest records them (batch fixed at 1): `Fused.io`."""
-    return Fused.io(input_shape, num_exits, num_classes)
-
-
-def fusable(paths: list[Path]) -> bool:
-    """Whether these segment files can be fused: two or more, each a plain graph (no local functions, no subgraphs:
-    their names would have to be renamed inside too) with one input and the outputs the exit loop reads."""
+def fusable(models) -> bool:
+    """Whether these segments (loaded ONNX models, exit order) can be fused: two or more, each a plain graph (no local
+    functions, no subgraphs: their names would have to be renamed inside too) with one input and the outputs the exit
+    loop reads."""
     import onnx
 
-    if len(paths) < 2:
+    if len(models) < 2:
         return False
-    for k, p in enumerate(paths):
-        m = onnx.load(str(p), load_external_data=False)
-        want = {"logits"} if k == len(paths) - 1 else {"features", "logits", "score"}
+    for k, m in enumerate(models):
+        want = {"logits"} if k == len(models) - 1 else {"features", "logits", "score"}
         if len(m.graph.input) != 1 or not want <= {o.name for o in m.graph.output}:
             return False
         if m.functions or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
@@ -56,12 +49,15 @@ def fusable(paths: list[Path]) -> bool:
     return True
 
 
-def fuse_segments(paths: list[Path], out: Path, input_shape, num_classes: int) -> Path:
-    """onnx/fused.onnx from the bundle's segment files `paths` (exit order), checked against them with onnxruntime."""
+def fuse_segments(paths: list[Path], out: Path, input_shape, num_classes: int) -> Path | None:
+    """onnx/fused.onnx from the bundle's segment files `paths` (exit order), checked against them with onnxruntime;
+    None, and nothing written, when they cannot be fused (`fusable`). Each file is read once."""
     import onnx
     from onnx import TensorProto, helper
 
     models = [onnx.load(str(p)) for p in paths]
+    if not fusable(models):
+        return None
     last = len(models) - 1
     parts = []  # per segment: (nodes, initializers, {output name: renamed})
     features = "x"

@@ -80,12 +80,12 @@ def batch_one_form(root: Path, refs: dict[str, SegmentRef], segments: list[str],
     """The exit loop of one sample as one graph (edgeexit.export.fuse_onnx), for a target that runs ONNX: the
     manifest's `fused`, or None when there is nothing to fuse (one exit) or a segment cannot be fused."""
     from edgeexit.bundle.manifest import Fused
-    from edgeexit.export.fuse_onnx import FUSED, fusable, fuse_segments, fused_io
+    from edgeexit.export.fuse_onnx import FUSED, fuse_segments
 
     paths = [Path(root) / refs[name].file for name in segments]
-    if not fusable(paths):
-        return None
     path = fuse_segments(paths, Path(root) / FORMAT / f"{FUSED}.onnx", input_shape, num_classes)
-    inputs, outputs = fused_io(input_shape, len(segments), num_classes)
+    if path is None:
+        return None
+    inputs, outputs = Fused.io(input_shape, len(segments), num_classes)
     return Fused(segment={FORMAT: SegmentRef(file=path.relative_to(root).as_posix())}, inputs=inputs,
                  outputs=outputs).model_dump(mode="json")

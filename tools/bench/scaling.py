@@ -62,7 +62,7 @@ def make_models(out: Path, backbone: str, exits: list[int], size: int) -> Path:
 
 def worker(p: dict) -> dict:
     from edgeexit.bundle import TensorSpec
-    from edgeexit.export.fuse_onnx import fused_io
+    from edgeexit.bundle.manifest import Fused
     from edgeexit.runtime import EarlyExitRuntime, make_backend
     from edgeexit.timing import PRIME_MS, measure, pin_threads
 
@@ -75,7 +75,7 @@ def worker(p: dict) -> dict:
     shape = tuple(meta["input_shape"])
     chain = [segs[f"seg{k}"] for k in range(meta["exits"])]
     classes = chain[-1].outputs[0].shape[1]
-    fused = be.open_segment(d / "fused.onnx", None, *fused_io(shape, len(chain), classes), 1)
+    fused = be.open_segment(d / "fused.onnx", None, *Fused.io(shape, len(chain), classes), 1)
     rt = EarlyExitRuntime(be, chain, [None] * len(chain), meta["cumulative_macs"], shape, classes, MAX_BATCH,
                           reference=segs["reference"], fused=fused)
     full, loop = rt.reference(), rt.segment_loop()
